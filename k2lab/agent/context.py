@@ -1,0 +1,114 @@
+"""The conversation sent to the model: append-only history, cached serialisation, compaction.
+
+Flat per-step cost is the point of this module. Each message is serialised to JSON once, when it is
+appended, and the request body is built by joining the cached fragments; nothing walks the whole
+history per step (the openai SDK's request transform does, which is why the provider posts the
+prebuilt body). Two rewrites touch old messages, each once, in a batch:
+
+- when a new user turn starts, the previous turns' reasoning is blanked (K2's chat template renders
+  older turns with empty thinking anyway, so this only saves tokens);
+- when the prompt nears the context window, all tool outputs so far are hidden at once (Moonshot's
+  own strategy for long agentic runs), so the provider's prompt cache survives between batches.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+HIDDEN_OUTPUT = "[output hidden to save context; re-run the code if you need it again]"
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+class Conversation:
+    def __init__(self, system: str | None = None) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self._json: list[str] = []
+        #: index of the first message of the current user turn
+        self._turn_start = 0
+        #: how many messages' tool outputs are already hidden (compaction watermark)
+        self._hidden_upto = 0
+        self.compactions = 0
+        if system:
+            self._append({"role": "system", "content": system})
+
+    # -- appending -----------------------------------------------------------------------------
+    def _append(self, msg: dict[str, Any]) -> None:
+        self.messages.append(msg)
+        self._json.append(_dumps(msg))
+
+    def add_user(self, text: str) -> None:
+        self._blank_old_reasoning()
+        self._turn_start = len(self.messages)
+        self._append({"role": "user", "content": text})
+
+    def add_assistant(
+        self, content: str, reasoning: str, tool_calls: list[dict[str, str]] | None = None
+    ) -> None:
+        msg: dict[str, Any] = {"role": "assistant", "content": content}
+        if tool_calls:
+            # K2 protocol: an assistant message with tool calls must carry reasoning_content,
+            # an empty string if the model produced none.
+            msg["reasoning_content"] = reasoning or ""
+            msg["tool_calls"] = [
+                {
+                    "id": c["id"],
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": c["arguments"]},
+                }
+                for c in tool_calls
+            ]
+        elif reasoning:
+            msg["reasoning_content"] = reasoning
+        self._append(msg)
+
+    def add_tool_result(self, call_id: str, content: str) -> None:
+        self._append({"role": "tool", "tool_call_id": call_id, "content": content})
+
+    # -- rewriting (batched, rare) -------------------------------------------------------------
+    def _rewrite(self, i: int, msg: dict[str, Any]) -> None:
+        self.messages[i] = msg
+        self._json[i] = _dumps(msg)
+
+    def _blank_old_reasoning(self) -> None:
+        for i in range(self._turn_start, len(self.messages)):
+            m = self.messages[i]
+            if m["role"] == "assistant" and m.get("reasoning_content"):
+                self._rewrite(i, {**m, "reasoning_content": ""})
+
+    def hide_tool_outputs(self) -> int:
+        """Hide every tool output so far (one batch). Returns how many were hidden."""
+        n = 0
+        for i in range(self._hidden_upto, len(self.messages)):
+            m = self.messages[i]
+            if m["role"] == "tool" and m["content"] != HIDDEN_OUTPUT:
+                self._rewrite(i, {**m, "content": HIDDEN_OUTPUT})
+                n += 1
+        self._hidden_upto = len(self.messages)
+        if n:
+            self.compactions += 1
+        return n
+
+    # -- reading -------------------------------------------------------------------------------
+    def messages_json(self) -> str:
+        """The ``messages`` array as JSON text, built from cached fragments."""
+        return "[" + ",".join(self._json) + "]"
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return list(self.messages)
+
+    @classmethod
+    def from_messages(cls, messages: list[dict[str, Any]]) -> Conversation:
+        conv = cls()
+        for m in messages:
+            if m["role"] == "user":
+                conv.add_user(m["content"])
+            else:
+                conv._append(m)
+        return conv

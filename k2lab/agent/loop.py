@@ -1,0 +1,344 @@
+"""The agent loop: model step, tool calls (each decided), results back, until an answer or a budget.
+
+Knows nothing of widgets, HTTP handlers or terminals: it yields ``k2lab.events`` and waits on a
+``DecisionSource``. The loop body runs in its own task and hands events over through a queue, so
+``stop()`` can cancel it wherever it is waiting (the model's stream, a person's decision, a tool),
+and the run still ends with a ``run.end`` event and a conversation the next run can continue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from importlib import resources
+
+from k2lab.agent.context import Conversation
+from k2lab.agent.decisions import Decision, DecisionSource
+from k2lab.events import (
+    Error,
+    Event,
+    Notice,
+    RunEnd,
+    RunStart,
+    StepEnd,
+    StepStart,
+    StopReason,
+    ToolDecision,
+    ToolProposed,
+    ToolResult,
+    Usage,
+)
+from k2lab.providers.base import ChatProvider, ProviderError
+from k2lab.tools.registry import ToolRegistry
+
+STOPPED_BEFORE_RUN = "[not run: the user stopped the run before this tool call executed]"
+
+
+def default_system_prompt() -> str:
+    return (resources.files("k2lab.agent") / "prompts" / "system.md").read_text(encoding="utf-8")
+
+
+@dataclass(slots=True)
+class Budgets:
+    max_steps: int = 300
+    #: seconds for the whole run; None = unlimited
+    wall_time: float | None = None
+    #: completion tokens (reasoning + answer) for the whole run; None = unlimited
+    max_total_tokens: int | None = None
+    #: the model's context window, and the fraction at which old tool outputs are hidden
+    context_window: int = 262_144
+    compact_at: float = 0.85
+
+
+class _Finished(Exception):
+    def __init__(self, reason: StopReason, error: str | None = None) -> None:
+        self.reason = reason
+        self.error = error
+
+
+class Agent:
+    """One conversation with a model. ``run`` may be called again for follow-ups."""
+
+    def __init__(
+        self,
+        provider: ChatProvider,
+        tools: ToolRegistry,
+        decisions: DecisionSource,
+        *,
+        budgets: Budgets | None = None,
+        isolation: str = "none",
+        system_prompt: str | None = None,
+        conversation: Conversation | None = None,
+    ) -> None:
+        self.provider = provider
+        self.tools = tools
+        self.decisions = decisions
+        self.budgets = budgets or Budgets()
+        self.isolation = isolation
+        self.conversation = conversation or Conversation(
+            default_system_prompt() if system_prompt is None else system_prompt
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._stop_requested = False
+
+    # -- control -------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def stop(self) -> None:
+        """Stop the current run wherever it is waiting; it ends with ``stop_reason="stopped"``."""
+        self._stop_requested = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    # -- running -------------------------------------------------------------------------------
+    async def run(
+        self,
+        prompt: str,
+        *,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
+        forked_from_call: str | None = None,
+    ) -> AsyncIterator[Event]:
+        if self.running:
+            raise RuntimeError("this agent is already running; stop it or wait for run.end")
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._stop_requested = False
+        state = _RunState(
+            run_id=run_id or uuid.uuid4().hex[:12], prompt=prompt, queue=queue, started=time.time()
+        )
+        state.emit(
+            RunStart(
+                run_id=state.run_id,
+                prompt=prompt,
+                model=self.provider.model,
+                model_label=self.provider.model_label,
+                base_url=self.provider.base_url,
+                policy=self.decisions.policy,
+                isolation=self.isolation,
+                max_steps=self.budgets.max_steps,
+                parent_run_id=parent_run_id,
+                forked_from_call=forked_from_call,
+            )
+        )
+        self._task = asyncio.ensure_future(self._drive(state))
+        try:
+            while True:
+                ev = await queue.get()
+                if ev is None:
+                    break
+                yield ev
+        finally:
+            if not self._task.done():  # the consumer went away: do not leave a run behind
+                self._task.cancel()
+                try:
+                    await self._task
+                except asyncio.CancelledError:
+                    pass
+
+    async def _drive(self, st: _RunState) -> None:
+        reason: StopReason = "completed"
+        error: str | None = None
+        try:
+            self.conversation.add_user(st.prompt)
+            await self._loop(st)
+        except _Finished as f:
+            reason, error = f.reason, f.error
+        except asyncio.CancelledError:
+            reason = "stopped"
+        except Exception as e:  # a bug in the loop itself: say so, keep the trace
+            reason, error = "error", f"internal error: {type(e).__name__}: {e}"
+            st.emit(Error(message=error, kind="internal", fatal=True))
+        finally:
+            self._close_open_calls(st)
+            st.emit(
+                RunEnd(
+                    stop_reason=reason,
+                    answer=st.answer,
+                    steps=st.step,
+                    tool_calls=st.tool_calls,
+                    prompt_tokens=st.prompt_tokens,
+                    completion_tokens=st.completion_tokens,
+                    elapsed=time.time() - st.started,
+                    error=error,
+                )
+            )
+            st.queue.put_nowait(None)
+
+    async def _loop(self, st: _RunState) -> None:
+        b = self.budgets
+        while True:
+            if st.step >= b.max_steps:
+                raise _Finished("max_steps")
+            self._check_budgets(st)
+            st.step += 1
+            st.emit(StepStart(step=st.step))
+            end = await self._model_step(st)
+            calls = end.tool_calls
+            self.conversation.add_assistant(end.content, end.reasoning, calls)
+            st.open_calls = [c["id"] for c in calls]
+            if not calls:
+                st.answer = end.content
+                return
+            if end.content:
+                st.answer = end.content
+            for call in calls:
+                await self._tool_call(st, call)
+
+    def _check_budgets(self, st: _RunState) -> None:
+        b = self.budgets
+        if b.wall_time is not None and time.time() - st.started > b.wall_time:
+            raise _Finished("wall_time")
+        if b.max_total_tokens is not None and st.completion_tokens >= b.max_total_tokens:
+            raise _Finished("tokens")
+
+    async def _model_step(self, st: _RunState) -> StepEnd:
+        retried_overflow = False
+        while True:
+            try:
+                end: StepEnd | None = None
+                async for ev in self.provider.stream(
+                    self.conversation, self.tools.schemas(), step=st.step
+                ):
+                    if isinstance(ev, StepEnd):
+                        end = ev
+                    elif isinstance(ev, Usage):
+                        st.prompt_tokens += ev.prompt_tokens
+                        st.completion_tokens += ev.completion_tokens
+                        st.last_prompt_tokens = ev.prompt_tokens
+                    st.emit(ev)
+                if end is None:
+                    raise ProviderError("the provider ended the step without a message")
+                self._maybe_compact(st)
+                return end
+            except ProviderError as e:
+                if e.kind == "context_overflow" and not retried_overflow:
+                    retried_overflow = True
+                    if self.conversation.hide_tool_outputs():
+                        st.emit(
+                            Notice(
+                                message="The context window overflowed: all earlier tool outputs "
+                                "were hidden from the model, and the step is retried.",
+                                kind="compaction",
+                            )
+                        )
+                        continue
+                st.emit(Error(message=str(e), kind=e.kind, fatal=True))
+                raise _Finished("error", str(e)) from e
+
+    def _maybe_compact(self, st: _RunState) -> None:
+        b = self.budgets
+        if st.last_prompt_tokens > b.compact_at * b.context_window:
+            n = self.conversation.hide_tool_outputs()
+            if n:
+                st.emit(
+                    Notice(
+                        message=f"Context at {st.last_prompt_tokens} tokens: hid {n} earlier "
+                        "tool outputs from the model to stay within the window.",
+                        kind="compaction",
+                    )
+                )
+
+    async def _tool_call(self, st: _RunState, call: dict[str, str]) -> None:
+        cid, name, args = call["id"], call["name"], call["arguments"]
+        checked = self.tools.check(name, args)
+        problem = checked if isinstance(checked, str) else None
+        proposal = ToolProposed(step=st.step, call_id=cid, name=name, arguments=args, problem=problem)
+        st.emit(proposal)
+        st.tool_calls += 1
+        if problem is not None:
+            self._result(st, ToolResult(call_id=cid, name=name, ok=False, output=problem))
+            return
+        decision: Decision = await self.decisions.decide(proposal)
+        st.emit(
+            ToolDecision(
+                call_id=cid,
+                decision=decision.kind,
+                by=decision.by,
+                arguments=decision.arguments,
+                feedback=decision.feedback,
+            )
+        )
+        if decision.kind == "reject":
+            text = "The user rejected this tool call; it was not executed."
+            if decision.feedback:
+                text += f" Feedback from the user: {decision.feedback}"
+            self._result(st, ToolResult(call_id=cid, name=name, ok=False, output=text))
+            return
+        if decision.kind == "edit" and decision.arguments is not None:
+            checked = self.tools.check(name, decision.arguments)
+            if isinstance(checked, str):
+                self._result(st, ToolResult(call_id=cid, name=name, ok=False, output=checked))
+                return
+        tool, params = checked  # type: ignore[misc]
+        t0 = time.perf_counter()
+        out = await self.tools.call(tool, params)
+        text = out.output
+        if decision.kind == "edit":
+            text = f"[The user edited the arguments before running: {decision.arguments}]\n{text}"
+        self._result(
+            st,
+            ToolResult(
+                call_id=cid,
+                name=name,
+                ok=out.ok,
+                output=text,
+                display=out.display,
+                duration=time.perf_counter() - t0,
+                truncated=out.truncated,
+            ),
+        )
+
+    def _result(self, st: _RunState, res: ToolResult) -> None:
+        self.conversation.add_tool_result(res.call_id, res.output)
+        if res.call_id in st.open_calls:
+            st.open_calls.remove(res.call_id)
+        st.emit(res)
+
+    def _close_open_calls(self, st: _RunState) -> None:
+        """After a stop, answer calls that never ran, so the history stays valid for a follow-up."""
+        for cid in list(st.open_calls):
+            self.conversation.add_tool_result(cid, STOPPED_BEFORE_RUN)
+        st.open_calls.clear()
+
+
+class _RunState:
+    __slots__ = (
+        "run_id",
+        "prompt",
+        "queue",
+        "started",
+        "seq",
+        "step",
+        "tool_calls",
+        "answer",
+        "prompt_tokens",
+        "completion_tokens",
+        "last_prompt_tokens",
+        "open_calls",
+    )
+
+    def __init__(
+        self, *, run_id: str, prompt: str, queue: asyncio.Queue[Event | None], started: float
+    ) -> None:
+        self.run_id = run_id
+        self.prompt = prompt
+        self.queue = queue
+        self.started = started
+        self.seq = 0
+        self.step = 0
+        self.tool_calls = 0
+        self.answer = ""
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.last_prompt_tokens = 0
+        self.open_calls: list[str] = []
+
+    def emit(self, ev: Event) -> None:
+        ev.seq = self.seq
+        self.seq += 1
+        self.queue.put_nowait(ev)

@@ -1,0 +1,236 @@
+"""The typed events of a run: the one place that defines their names and fields.
+
+Every face (widget, side panel, CLI, trace files) consumes these and nothing else. Ordering rules:
+
+- ``run.start`` is the first event of a run and ``run.end`` the last; exactly one of each.
+- Within a step: ``step.start``, then any number of ``reasoning.delta`` / ``content.delta`` /
+  ``retry`` / ``usage``, then ``step.end`` (the whole assistant message, as sent back to the model),
+  then for each tool call in call order: ``tool.proposed``, ``tool.decision``, ``tool.result``.
+- ``error`` and ``notice`` may appear anywhere; an ``error`` with ``fatal=True`` is followed by
+  ``run.end`` with ``stop_reason="error"``.
+- ``seq`` numbers events of a run from 0 without gaps, so a reconnecting client can ask for
+  "everything after N".
+
+Events are plain dataclasses (cheap to build on the hot path); ``to_dict`` / ``event_from_dict`` are
+the serialised form used by the JSONL trace, the notebook mime bundle and the WebSocket.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+StopReason = Literal[
+    "completed",  # the model answered without tool calls
+    "max_steps",
+    "wall_time",
+    "tokens",
+    "stopped",  # a person (or the face) stopped the run
+    "error",  # a fatal error: provider failed after retries, context overflow...
+]
+
+DecisionKind = Literal["approve", "edit", "reject"]
+
+
+@dataclass(slots=True, kw_only=True)
+class _Event:
+    seq: int = -1
+    ts: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["type"] = self.type  # type: ignore[attr-defined]
+        return d
+
+
+@dataclass(slots=True, kw_only=True)
+class RunStart(_Event):
+    type: Literal["run.start"] = "run.start"
+    run_id: str
+    prompt: str
+    model: str
+    #: What to show users as the model's name ("offline demo model (scripted)" for the demo).
+    model_label: str
+    base_url: str
+    policy: str
+    isolation: str
+    max_steps: int
+    parent_run_id: str | None = None  # set for forks and resumed conversations
+    forked_from_call: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class StepStart(_Event):
+    type: Literal["step.start"] = "step.start"
+    step: int
+
+
+@dataclass(slots=True, kw_only=True)
+class ReasoningDelta(_Event):
+    type: Literal["reasoning.delta"] = "reasoning.delta"
+    step: int
+    text: str
+
+
+@dataclass(slots=True, kw_only=True)
+class ContentDelta(_Event):
+    type: Literal["content.delta"] = "content.delta"
+    step: int
+    text: str
+
+
+@dataclass(slots=True, kw_only=True)
+class ToolCallSpec:
+    """One assembled tool call as the model sent it (arguments are the raw JSON text)."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name, "arguments": self.arguments}
+
+
+@dataclass(slots=True, kw_only=True)
+class StepEnd(_Event):
+    """The whole assistant message of a step, exactly as it goes back into the history."""
+
+    type: Literal["step.end"] = "step.end"
+    step: int
+    content: str
+    reasoning: str
+    tool_calls: list[dict[str, str]] = field(default_factory=list)
+    finish_reason: str | None = None
+    duration: float = 0.0
+
+
+@dataclass(slots=True, kw_only=True)
+class ToolProposed(_Event):
+    type: Literal["tool.proposed"] = "tool.proposed"
+    step: int
+    call_id: str
+    name: str
+    arguments: str  # raw JSON text from the model
+    #: Set when the arguments are not valid JSON or the tool is unknown; the call then is not
+    #: offered for approval: the model gets this error as the tool's result.
+    problem: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class ToolDecision(_Event):
+    type: Literal["tool.decision"] = "tool.decision"
+    call_id: str
+    decision: DecisionKind
+    by: Literal["policy", "user"]
+    arguments: str | None = None  # the arguments that ran when decision == "edit"
+    feedback: str | None = None  # what the model is told when decision == "reject"
+
+
+@dataclass(slots=True, kw_only=True)
+class ToolResult(_Event):
+    type: Literal["tool.result"] = "tool.result"
+    call_id: str
+    name: str
+    ok: bool
+    #: The bounded text the model reads as the tool message.
+    output: str
+    #: Rich outputs for people: Jupyter mime bundles ({"data": {...}, "metadata": {...}}).
+    display: list[dict[str, Any]] = field(default_factory=list)
+    duration: float = 0.0
+    truncated: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class Usage(_Event):
+    type: Literal["usage"] = "usage"
+    step: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class Retry(_Event):
+    type: Literal["retry"] = "retry"
+    attempt: int  # 1 for the first retry
+    max_attempts: int
+    delay: float
+    reason: str
+
+
+@dataclass(slots=True, kw_only=True)
+class Error(_Event):
+    type: Literal["error"] = "error"
+    message: str
+    kind: str = "error"  # provider, context_overflow, sandbox, tool, internal...
+    fatal: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class Notice(_Event):
+    """Something users should know that is not an error (sandbox restarted, context compacted)."""
+
+    type: Literal["notice"] = "notice"
+    message: str
+    kind: str = "info"
+
+
+@dataclass(slots=True, kw_only=True)
+class RunEnd(_Event):
+    type: Literal["run.end"] = "run.end"
+    stop_reason: StopReason
+    answer: str
+    steps: int
+    tool_calls: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    elapsed: float = 0.0
+    error: str | None = None
+
+
+Event = Union[
+    RunStart,
+    StepStart,
+    ReasoningDelta,
+    ContentDelta,
+    StepEnd,
+    ToolProposed,
+    ToolDecision,
+    ToolResult,
+    Usage,
+    Retry,
+    Error,
+    Notice,
+    RunEnd,
+]
+
+EVENT_TYPES: dict[str, type[Any]] = {
+    cls.type: cls  # type: ignore[attr-defined]
+    for cls in (
+        RunStart,
+        StepStart,
+        ReasoningDelta,
+        ContentDelta,
+        StepEnd,
+        ToolProposed,
+        ToolDecision,
+        ToolResult,
+        Usage,
+        Retry,
+        Error,
+        Notice,
+        RunEnd,
+    )
+}
+
+
+def event_from_dict(d: dict[str, Any]) -> Event:
+    """Rebuild an event from its serialised form; unknown keys (from newer versions) are ignored."""
+    cls = EVENT_TYPES.get(d.get("type", ""))
+    if cls is None:
+        raise ValueError(f"unknown event type {d.get('type')!r}")
+    names = {f.name for f in dataclasses.fields(cls)} - {"type"}
+    return cls(**{k: v for k, v in d.items() if k in names})  # type: ignore[no-any-return]

@@ -1,0 +1,1 @@
+"""Model providers: OpenAI-compatible streaming chat (Moonshot, OpenRouter, vLLM, SGLang, demo)."""

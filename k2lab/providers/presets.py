@@ -1,0 +1,38 @@
+"""Known OpenAI-compatible endpoints serving Kimi K2 Thinking."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    name: str
+    base_url: str
+    model: str
+    key_env: str  # the provider's own key variable, used when K2LAB_API_KEY is not set
+    note: str
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("moonshot", "https://api.moonshot.ai/v1", "kimi-k2-thinking", "MOONSHOT_API_KEY",
+               "Moonshot's hosted API (also kimi-k2-thinking-turbo)."),
+        Preset("moonshot-cn", "https://api.moonshot.cn/v1", "kimi-k2-thinking", "MOONSHOT_API_KEY",
+               "Moonshot's hosted API in China."),
+        Preset("openrouter", "https://openrouter.ai/api/v1", "moonshotai/kimi-k2-thinking",
+               "OPENROUTER_API_KEY", "OpenRouter; reasoning arrives as `reasoning`."),
+        Preset("vllm", "http://localhost:8000/v1", "moonshotai/Kimi-K2-Thinking", "",
+               "Self-hosted vLLM (--reasoning-parser kimi_k2 --tool-call-parser kimi_k2)."),
+        Preset("sglang", "http://localhost:30000/v1", "moonshotai/Kimi-K2-Thinking", "",
+               "Self-hosted SGLang (--reasoning-parser kimi_k2 --tool-call-parser kimi_k2)."),
+    )
+}
+
+
+def preset_for_url(base_url: str) -> Preset | None:
+    for p in PRESETS.values():
+        if base_url and base_url.rstrip("/") == p.base_url:
+            return p
+    return None

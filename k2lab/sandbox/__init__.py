@@ -1,0 +1,1 @@
+"""Where model-written Python runs: a separate, isolated, resource-limited Jupyter kernel."""
