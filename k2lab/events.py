@@ -207,8 +207,14 @@ Event = Union[
     RunEnd,
 ]
 
+
+def _type_name(cls: type[Any]) -> str:
+    # with slots=True the class attribute is a descriptor: read the field's default instead
+    return str(next(f.default for f in dataclasses.fields(cls) if f.name == "type"))
+
+
 EVENT_TYPES: dict[str, type[Any]] = {
-    cls.type: cls  # type: ignore[attr-defined]
+    _type_name(cls): cls
     for cls in (
         RunStart,
         StepStart,

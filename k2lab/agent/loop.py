@@ -247,7 +247,9 @@ class Agent:
         cid, name, args = call["id"], call["name"], call["arguments"]
         checked = self.tools.check(name, args)
         problem = checked if isinstance(checked, str) else None
-        proposal = ToolProposed(step=st.step, call_id=cid, name=name, arguments=args, problem=problem)
+        proposal = ToolProposed(
+            step=st.step, call_id=cid, name=name, arguments=args, problem=problem
+        )
         st.emit(proposal)
         st.tool_calls += 1
         if problem is not None:
@@ -274,7 +276,9 @@ class Agent:
             if isinstance(checked, str):
                 self._result(st, ToolResult(call_id=cid, name=name, ok=False, output=checked))
                 return
-        tool, params = checked  # type: ignore[misc]
+        if isinstance(checked, str):  # unreachable: problems returned above
+            return
+        tool, params = checked
         t0 = time.perf_counter()
         out = await self.tools.call(tool, params)
         text = out.output

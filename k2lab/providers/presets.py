@@ -17,16 +17,41 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset("moonshot", "https://api.moonshot.ai/v1", "kimi-k2-thinking", "MOONSHOT_API_KEY",
-               "Moonshot's hosted API (also kimi-k2-thinking-turbo)."),
-        Preset("moonshot-cn", "https://api.moonshot.cn/v1", "kimi-k2-thinking", "MOONSHOT_API_KEY",
-               "Moonshot's hosted API in China."),
-        Preset("openrouter", "https://openrouter.ai/api/v1", "moonshotai/kimi-k2-thinking",
-               "OPENROUTER_API_KEY", "OpenRouter; reasoning arrives as `reasoning`."),
-        Preset("vllm", "http://localhost:8000/v1", "moonshotai/Kimi-K2-Thinking", "",
-               "Self-hosted vLLM (--reasoning-parser kimi_k2 --tool-call-parser kimi_k2)."),
-        Preset("sglang", "http://localhost:30000/v1", "moonshotai/Kimi-K2-Thinking", "",
-               "Self-hosted SGLang (--reasoning-parser kimi_k2 --tool-call-parser kimi_k2)."),
+        Preset(
+            "moonshot",
+            "https://api.moonshot.ai/v1",
+            "kimi-k2-thinking",
+            "MOONSHOT_API_KEY",
+            "Moonshot's hosted API (also kimi-k2-thinking-turbo).",
+        ),
+        Preset(
+            "moonshot-cn",
+            "https://api.moonshot.cn/v1",
+            "kimi-k2-thinking",
+            "MOONSHOT_API_KEY",
+            "Moonshot's hosted API in China.",
+        ),
+        Preset(
+            "openrouter",
+            "https://openrouter.ai/api/v1",
+            "moonshotai/kimi-k2-thinking",
+            "OPENROUTER_API_KEY",
+            "OpenRouter; reasoning arrives as `reasoning`.",
+        ),
+        Preset(
+            "vllm",
+            "http://localhost:8000/v1",
+            "moonshotai/Kimi-K2-Thinking",
+            "",
+            "Self-hosted vLLM (--reasoning-parser kimi_k2 --tool-call-parser kimi_k2).",
+        ),
+        Preset(
+            "sglang",
+            "http://localhost:30000/v1",
+            "moonshotai/Kimi-K2-Thinking",
+            "",
+            "Self-hosted SGLang (--reasoning-parser kimi_k2 --tool-call-parser kimi_k2).",
+        ),
     )
 }
 

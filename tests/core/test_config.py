@@ -1,0 +1,48 @@
+"""Settings resolution: layers, sources, and the key never in the public view."""
+
+import json
+
+import pytest
+
+from k2lab.config import K2Lab, resolve_settings
+
+
+def test_defaults_use_demo_model_without_key() -> None:
+    s = resolve_settings(environ={})
+    assert s.uses_demo_model
+    assert s.model == "kimi-k2-thinking"
+    assert s.temperature == 1.0 and s.max_tokens > 0
+
+
+def test_key_order_and_never_public() -> None:
+    env = {"K2LAB_API_KEY": "sk-k2lab-secret", "MOONSHOT_API_KEY": "sk-moon"}
+    s = resolve_settings(environ=env)
+    assert s.api_key == "sk-k2lab-secret"
+    assert s.sources["api_key"] == "$K2LAB_API_KEY"
+    assert "sk-k2lab-secret" not in json.dumps(s.public())
+    assert s.public()["api_key_set"] is True
+    assert resolve_settings(environ={"MOONSHOT_API_KEY": "m"}).api_key == "m"
+
+
+def test_layers_and_sources() -> None:
+    cfg = K2Lab()
+    cfg.model = "from-config"
+    cfg.max_steps = 7
+    s = resolve_settings({"max_steps": 9}, config=cfg, environ={"K2LAB_APPROVE": "auto"})
+    assert (s.model, s.sources["model"]) == ("from-config", "jupyter config")
+    assert (s.max_steps, s.sources["max_steps"]) == (9, "option")
+    assert (s.approve, s.sources["approve"]) == ("auto", "environment")
+
+
+def test_presets() -> None:
+    s = resolve_settings({"preset": "openrouter"}, environ={"OPENROUTER_API_KEY": "or"})
+    assert s.base_url == "https://openrouter.ai/api/v1"
+    assert s.model == "moonshotai/kimi-k2-thinking"
+    assert s.api_key == "or"
+    with pytest.raises(ValueError, match="unknown preset"):
+        resolve_settings({"preset": "nope"}, environ={})
+
+
+def test_bad_policy_is_rejected() -> None:
+    with pytest.raises(ValueError, match="approval policy"):
+        resolve_settings({"approve": "maybe"}, environ={})

@@ -1,0 +1,1 @@
+from pytest_jupyter.jupyter_server import *  # noqa: F403
