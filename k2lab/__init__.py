@@ -15,6 +15,13 @@ def load_ipython_extension(ipython):  # type: ignore[no-untyped-def]
     _load(ipython)
 
 
+def wait():  # type: ignore[no-untyped-def]
+    """``await k2lab.wait()``: wait for the ``%k2`` runs of this kernel (Run All, nbclient)."""
+    from k2lab.magics import wait as _wait
+
+    return _wait()
+
+
 def _jupyter_server_extension_points() -> list[dict[str, object]]:
     from k2lab.server.app import K2LabApp
 

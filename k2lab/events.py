@@ -8,6 +8,9 @@ Every face (widget, side panel, CLI, trace files) consumes these and nothing els
   then for each tool call in call order: ``tool.proposed``, ``tool.decision``, ``tool.result``.
 - ``error`` and ``notice`` may appear anywhere; an ``error`` with ``fatal=True`` is followed by
   ``run.end`` with ``stop_reason="error"``.
+- A ``notice`` with ``kind="step_restart"`` inside a step means the provider's stream failed after
+  partial output and the step starts again: faces drop the ``reasoning.delta`` /
+  ``content.delta`` text received so far for that step (``step.end`` always holds the truth).
 - ``seq`` numbers events of a run from 0 without gaps, so a reconnecting client can ask for
   "everything after N".
 

@@ -35,6 +35,10 @@ from k2lab.providers.base import ChatProvider, ProviderError
 from k2lab.tools.registry import ToolRegistry
 
 STOPPED_BEFORE_RUN = "[not run: the user stopped the run before this tool call executed]"
+STOPPED_WHILE_RUNNING = (
+    "[interrupted: the user stopped the run while this tool call was running; it may have had "
+    "partial effects]"
+)
 
 
 def default_system_prompt() -> str:
@@ -126,6 +130,9 @@ class Agent:
             )
         )
         self._task = asyncio.ensure_future(self._drive(state))
+        # Let _drive enter its try block before the consumer sees run.start: a task cancelled
+        # before its first step never runs, and the run would end without run.end (a hang).
+        await asyncio.sleep(0)
         try:
             while True:
                 ev = await queue.get()
@@ -280,7 +287,9 @@ class Agent:
             return
         tool, params = checked
         t0 = time.perf_counter()
+        st.running_call = cid
         out = await self.tools.call(tool, params)
+        st.running_call = None
         text = out.output
         if decision.kind == "edit":
             text = f"[The user edited the arguments before running: {decision.arguments}]\n{text}"
@@ -306,7 +315,8 @@ class Agent:
     def _close_open_calls(self, st: _RunState) -> None:
         """After a stop, answer calls that never ran, so the history stays valid for a follow-up."""
         for cid in list(st.open_calls):
-            self.conversation.add_tool_result(cid, STOPPED_BEFORE_RUN)
+            text = STOPPED_WHILE_RUNNING if cid == st.running_call else STOPPED_BEFORE_RUN
+            self.conversation.add_tool_result(cid, text)
         st.open_calls.clear()
 
 
@@ -324,6 +334,7 @@ class _RunState:
         "completion_tokens",
         "last_prompt_tokens",
         "open_calls",
+        "running_call",
     )
 
     def __init__(
@@ -341,6 +352,7 @@ class _RunState:
         self.completion_tokens = 0
         self.last_prompt_tokens = 0
         self.open_calls: list[str] = []
+        self.running_call: str | None = None
 
     def emit(self, ev: Event) -> None:
         ev.seq = self.seq

@@ -28,6 +28,34 @@ class ExecutionResult:
     duration: float = 0.0
 
 
+@dataclass(slots=True)
+class Limits:
+    """Resource limits for one sandbox. 0 turns a limit off."""
+
+    #: Address space of the kernel process (RLIMIT_AS), bytes.
+    memory: int = 2 * 1024**3
+    #: CPU seconds for the whole kernel session (RLIMIT_CPU); a kernel that uses them up dies and
+    #: is restarted with a fresh budget.
+    cpu_seconds: int = 3600
+    #: Largest file the code may write (RLIMIT_FSIZE), bytes.
+    file_size: int = 256 * 1024**2
+    #: Processes/threads (a pids cgroup where writable, else RLIMIT_NPROC, which Linux does not
+    #: enforce for root).
+    processes: int = 256
+    #: Total size of the workspace directory, checked while code runs, bytes.
+    workspace_size: int = 1024**3
+    #: Size of the private /tmp under bwrap (a tmpfs), bytes.
+    tmp_size: int = 256 * 1024**2
+    #: Characters of output the model reads per call (head and tail kept).
+    model_chars: int = 12_000
+    #: Bytes of output kept for people per call (head and tail kept).
+    display_bytes: int = 1024**2
+    #: Seconds to wait after an interrupt before restarting a kernel that is still busy.
+    interrupt_grace: float = 2.0
+    #: Largest value moved by ``put``/``get``, bytes (pickled).
+    transfer_bytes: int = 64 * 1024**2
+
+
 @runtime_checkable
 class Sandbox(Protocol):
     isolation: str

@@ -1,0 +1,172 @@
+"""The ``k2lab`` command: ``run`` a prompt, ``replay`` a trace, ``demo`` (the main job).
+
+Kept thin: argument parsing and exit codes here; each command lives in its own module. Contract
+(README, section "cli"): ``k2lab run PROMPT`` prints the final answer on stdout and exits 0; a
+failure is one line on stderr and a non-zero exit (1 failed, 2 usage, 3 budget, 130 Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from k2lab.cli.term import EXIT_USAGE, CliFailure, fail
+
+_EPILOG = """\
+The API key comes from K2LAB_API_KEY, else MOONSHOT_API_KEY (or the preset's own variable, e.g.
+OPENROUTER_API_KEY). With no key and no --base-url the offline demo model answers (and says so).
+Presets: moonshot, moonshot-cn, openrouter, vllm, sglang.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="k2lab",
+        description="Run a thinking model with approvable tool calls in a sandboxed kernel.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run one prompt; the answer goes to stdout",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("prompt", metavar="PROMPT", help="the prompt ('-' reads it from stdin)")
+    run.add_argument("--base-url", help="OpenAI-compatible endpoint (default: Moonshot)")
+    run.add_argument("--model", help="model name (default: kimi-k2-thinking)")
+    run.add_argument("--preset", help="provider preset: base URL, model and key variable")
+    run.add_argument(
+        "--approve",
+        choices=("ask", "auto", "never"),
+        help="tool calls: ask in the terminal (default), run all, or reject all",
+    )
+    run.add_argument("--max-steps", type=int, metavar="N", help="most model steps (default 300)")
+    _sandbox_options(run)
+    run.add_argument("--json", action="store_true", help="print events as JSON lines on stdout")
+    run.add_argument("--trace", metavar="FILE", help="write the run's events to FILE (JSONL)")
+    run.add_argument(
+        "-v", "--verbose", action="store_true", help="show progress on stderr even if not a TTY"
+    )
+
+    rep = sub.add_parser(
+        "replay",
+        help="re-run a trace's tool calls in a fresh sandbox and report changed outputs",
+        description="Exit 0 if every output is the same, 1 if some differ, 2 if the trace "
+        "cannot be read or replayed.",
+    )
+    rep.add_argument("file", metavar="FILE", help="a JSONL trace (k2lab run --trace FILE)")
+    rep.add_argument("--call", metavar="ID", help="report only this call (earlier calls still run)")
+    rep.add_argument("--json", action="store_true", help="one JSON object per call")
+    _sandbox_options(rep)
+
+    demo = sub.add_parser(
+        "demo",
+        help="the demo: JupyterLab on examples/demo.ipynb, or the terminal demo",
+        description="Without a flag: --lab if JupyterLab and examples/demo.ipynb are there, "
+        "else --cli. Unknown options are passed to `jupyter lab` (e.g. --port 8899).",
+    )
+    mode = demo.add_mutually_exclusive_group()
+    mode.add_argument("--lab", action="store_true", help="start JupyterLab on the demo notebook")
+    mode.add_argument("--cli", action="store_true", help="play the scripted demos in the terminal")
+    demo.add_argument(
+        "--name",
+        default="all",
+        help="which terminal demo: all (default), " + ", ".join(_demo_names()),
+    )
+    demo.add_argument("--trace", metavar="FILE", help="write the demo's events to FILE (JSONL)")
+    _sandbox_options(demo)
+    return p
+
+
+def _demo_names() -> list[str]:
+    from k2lab.providers.demo import DEMO_PROMPTS
+
+    return list(DEMO_PROMPTS)
+
+
+def _sandbox_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tool-timeout", type=float, metavar="S", help="seconds per tool call")
+    p.add_argument(
+        "--isolation",
+        choices=("auto", "bwrap", "process"),
+        help="sandbox isolation (default auto: bwrap where available)",
+    )
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from k2lab.config import resolve_settings
+
+    keys = ("base_url", "model", "preset", "approve", "max_steps", "tool_timeout", "isolation")
+    overrides = {k: getattr(args, k, None) for k in keys}
+    try:
+        return resolve_settings(overrides)
+    except ValueError as e:
+        raise CliFailure(str(e), EXIT_USAGE) from e
+
+
+def _read_prompt(prompt: str) -> str:
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    if not prompt.strip():
+        raise CliFailure("the prompt is empty", EXIT_USAGE)
+    return prompt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "demo":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _dispatch(args, extra)
+    except CliFailure as e:
+        fail(str(e))
+        return e.code
+    except KeyboardInterrupt:
+        fail("interrupted")
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
+    if args.command == "run":
+        from k2lab.cli.run import RunOptions, execute_run, report
+
+        if args.max_steps is not None and args.max_steps < 1:
+            raise CliFailure("--max-steps must be at least 1", EXIT_USAGE)
+        settings = _settings(args)
+        prompt = _read_prompt(args.prompt)
+        opts = RunOptions(json=args.json, trace=args.trace, verbose=args.verbose)
+        code, answer = asyncio.run(execute_run(settings, prompt, opts))
+        return report(code, answer, opts)
+    if args.command == "replay":
+        from k2lab.cli.replay import replay_command
+
+        settings = _settings(args)
+        return asyncio.run(replay_command(args.file, settings, call=args.call, as_json=args.json))
+    if args.command == "demo":
+        from k2lab.cli.demo import lab_available, run_cli_demos, start_lab
+        from k2lab.providers.demo import DEMO_PROMPTS
+
+        lab = args.lab or (not args.cli and lab_available())
+        if lab:
+            return start_lab(extra)
+        if extra:
+            raise CliFailure(f"unrecognized arguments: {' '.join(extra)}", EXIT_USAGE)
+        names = list(DEMO_PROMPTS) if args.name == "all" else [args.name]
+        if any(n not in DEMO_PROMPTS for n in names):
+            raise CliFailure(
+                f"unknown demo {args.name!r}; choose all, {', '.join(DEMO_PROMPTS)}", EXIT_USAGE
+            )
+        settings = _settings(args)
+        return asyncio.run(run_cli_demos(settings, names, trace=args.trace))
+    raise CliFailure(f"unknown command {args.command!r}", EXIT_USAGE)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

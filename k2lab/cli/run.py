@@ -1,0 +1,187 @@
+"""``k2lab run``: one prompt, one run of the agent; the answer on stdout.
+
+Builds the agent through ``k2lab.runtime`` (the same path as the notebook and the server), writes
+every event to the trace and the progress view, and turns the run's end into an exit code:
+0 answered; 1 failed (provider, sandbox, nobody to approve); 3 a budget ended it before an
+answer; 130 stopped with Ctrl-C. Failures are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from k2lab.agent.decisions import DecisionSource, decision_source
+from k2lab.agent.loop import Agent
+from k2lab.cli.approve import StdinLines, TerminalApprover
+from k2lab.cli.progress import Progress
+from k2lab.cli.term import (
+    EXIT_BUDGET,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_STOPPED,
+    EXIT_USAGE,
+    CliFailure,
+    err,
+    out,
+)
+from k2lab.config import Settings
+from k2lab.events import RunEnd, ToolProposed
+from k2lab.providers.base import ChatProvider
+from k2lab.providers.demo import DEMO_MODEL_LABEL
+from k2lab.runtime import build_agent, open_provider, open_sandbox
+from k2lab.sandbox.base import Sandbox
+from k2lab.trace.jsonl import TraceWriter
+
+DEMO_NOTE = (
+    "k2lab: no API key (K2LAB_API_KEY / MOONSHOT_API_KEY) and no --base-url: the "
+    f"{DEMO_MODEL_LABEL} answers. It only plays scripted demos; set K2LAB_API_KEY to use "
+    "Kimi K2 Thinking."
+)
+
+_BUDGET_WORDS = {
+    "max_steps": "the run reached --max-steps {max_steps} before the model answered",
+    "wall_time": "the run hit its wall-time budget before the model answered",
+    "tokens": "the run used its token budget before the model answered",
+}
+
+
+@dataclass
+class RunOptions:
+    json: bool = False
+    trace: str | None = None
+    verbose: bool = False
+    #: the demo command answers with its own header; run prints the bare answer
+    announce_demo: bool = True
+
+
+async def execute_run(settings: Settings, prompt: str, opts: RunOptions) -> tuple[int, str]:
+    """Run ``prompt``; returns (exit code, answer). Raises ``CliFailure`` for one-line failures."""
+    tty = sys.stderr.isatty()
+    color = tty and not os.environ.get("NO_COLOR")
+    progress = Progress(sys.stderr, enabled=opts.verbose or tty, color=color)
+    writer = _open_trace(opts.trace)
+    if settings.uses_demo_model and opts.announce_demo:
+        err(DEMO_NOTE)
+    provider = open_provider(settings)
+    try:
+        try:
+            sandbox = await open_sandbox(settings)
+        except Exception as e:
+            raise CliFailure(f"the sandbox did not start: {e}") from e
+        try:
+            note = getattr(sandbox, "isolation_note", "")
+            if note:
+                progress.line(progress.dim(f"sandbox: {note}"))
+            return await _drive(settings, prompt, opts, progress, writer, provider, sandbox)
+        finally:
+            with contextlib.suppress(Exception):
+                await sandbox.shutdown()
+    finally:
+        with contextlib.suppress(Exception):
+            await provider.aclose()
+        if writer is not None:
+            writer.close()
+
+
+def _open_trace(path: str | None) -> TraceWriter | None:
+    if not path:
+        return None
+    try:
+        return TraceWriter(path, mode="w")
+    except OSError as e:
+        raise CliFailure(f"cannot write the trace {path}: {e.strerror or e}", EXIT_USAGE) from e
+
+
+async def _drive(
+    settings: Settings,
+    prompt: str,
+    opts: RunOptions,
+    progress: Progress,
+    writer: TraceWriter | None,
+    provider: ChatProvider,
+    sandbox: Sandbox,
+) -> tuple[int, str]:
+    stopper: list[Agent] = []  # the agent, once built (the approver stops it)
+
+    def stop() -> None:
+        if stopper:
+            stopper[0].stop()
+
+    approver: TerminalApprover | None = None
+    decisions: DecisionSource
+    if settings.approve == "ask":
+        approver = TerminalApprover(
+            StdinLines(), show_code=not progress.enabled, on_unavailable=stop
+        )
+        decisions = approver
+    else:
+        decisions = decision_source(settings.approve)
+    agent = build_agent(settings, provider, sandbox, decisions)
+    stopper.append(agent)
+    interrupts = _install_sigint(agent.stop)
+    end: RunEnd | None = None
+    try:
+        async for ev in agent.run(prompt):
+            if writer is not None:
+                writer.write(ev)
+            if opts.json:
+                out(json.dumps(ev.to_dict(), ensure_ascii=False))
+            progress.show(ev)
+            if approver is not None and isinstance(ev, ToolProposed):
+                approver.proposal_shown(ev.call_id)
+            if isinstance(ev, RunEnd):
+                end = ev
+    finally:
+        _remove_sigint()
+    trace_hint = f" (trace: {opts.trace})" if opts.trace else ""
+    if approver is not None and approver.failure:
+        raise CliFailure(approver.failure + trace_hint)
+    if end is None:  # cannot happen: the loop always ends with run.end
+        raise CliFailure("the run ended without a run.end event" + trace_hint)
+    if end.stop_reason == "completed":
+        return EXIT_OK, end.answer
+    if end.stop_reason == "error":
+        raise CliFailure(f"the run failed: {end.error or 'unknown error'}{trace_hint}")
+    if end.stop_reason == "stopped":
+        code = EXIT_STOPPED if interrupts[0] else EXIT_FAILED
+        raise CliFailure(f"the run was stopped; the trace so far is kept{trace_hint}", code)
+    words = _BUDGET_WORDS.get(end.stop_reason, f"the run ended: {end.stop_reason}")
+    raise CliFailure(words.format(max_steps=settings.max_steps) + trace_hint, EXIT_BUDGET)
+
+
+def _install_sigint(stop: Callable[[], None]) -> list[int]:
+    """First Ctrl-C stops the run cleanly (run.end, trace kept); the second quits at once."""
+    count = [0]
+    loop = asyncio.get_running_loop()
+
+    def on_sigint() -> None:
+        count[0] += 1
+        if count[0] == 1:
+            err("\nk2lab: stopping the run (Ctrl-C again to quit now)")
+            stop()
+        else:
+            loop.remove_signal_handler(signal.SIGINT)
+            signal.default_int_handler(signal.SIGINT, None)
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+    return count
+
+
+def _remove_sigint() -> None:
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
+
+
+def report(code: int, answer: str, opts: RunOptions) -> int:
+    """Print the answer (unless events went to stdout as JSON)."""
+    if not opts.json:
+        out(answer)
+    return code

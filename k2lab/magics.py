@@ -1,0 +1,155 @@
+# mypy: disable-error-code="no-untyped-call"
+"""``%k2`` / ``%%k2``: the notebook face's magics. Thin: parse, then hand over to the session.
+
+Everything heavy (widgets, the agent, the model client, the sandbox) is imported when a magic runs,
+not when ``%load_ext k2lab`` does. The options come first and the prompt is the rest of the line,
+verbatim (so apostrophes need no quoting); with ``%%k2`` the cell body is the prompt. A few words
+are subcommands when they come first: ``config``, ``runs``, ``export``, ``replay``, ``fork``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+SUBCOMMANDS = ("config", "runs", "export", "replay", "fork")
+_OPTION = re.compile(r"\s*(--?[A-Za-z][\w-]*)(?:=(\S+))?")
+
+
+@magics_class
+class K2Magics(Magics):
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self._session: Any = None
+
+    @property
+    def session(self) -> Any:
+        if self._session is None:
+            from k2lab.widgets.session import NotebookSession
+
+            self._session = NotebookSession(self.shell)
+        return self._session
+
+    @magic_arguments()
+    @argument("--model", help="Model name (default kimi-k2-thinking; $K2LAB_MODEL).")
+    @argument("--base-url", help="OpenAI-compatible base URL ($K2LAB_BASE_URL).")
+    @argument("--preset", help="moonshot | moonshot-cn | openrouter | vllm | sglang.")
+    @argument(
+        "--approve",
+        choices=("ask", "auto", "never"),
+        help="Approval policy for tool calls (default ask; $K2LAB_APPROVE).",
+    )
+    @argument("--max-steps", type=int, help="Most model steps in the run.")
+    @argument("--wall-time", type=float, help="Seconds for the whole run (0 = unlimited).")
+    @argument("--max-tokens", type=int, help="Completion tokens for the whole run (0 = no cap).")
+    @argument("--tool-timeout", type=float, help="Seconds per tool call.")
+    @argument("--isolation", choices=("auto", "bwrap", "process"), help="Sandbox isolation level.")
+    @argument("--network", action="store_true", default=None, help="Let sandbox code use the net.")
+    @argument(
+        "--in-kernel",
+        action="store_true",
+        help="NO SANDBOX: run tool code in this notebook's kernel (your variables); every call "
+        "then needs approval unless --approve is given.",
+    )
+    @argument("--new", action="store_true", help="Start a new conversation.")
+    @argument(
+        "--resume",
+        action="store_true",
+        help="Continue the conversation saved in a notebook (--file, default: this notebook).",
+    )
+    @argument("--file", help="Notebook to read saved runs from (resume, replay).")
+    @argument("--run", help="Run id (resume up to it; replay or export it).")
+    @argument("--out", help="export: the notebook file to write.")
+    @argument("--cell", action="store_true", help="export: put the code in the next cell instead.")
+    @argument("-h", "--help", action="store_true", help="Show this help.")
+    @line_cell_magic
+    def k2(self, line: str, cell: str | None = None) -> Any:
+        """Ask the thinking model; watch and steer its tool calls in a live view.
+
+        Usage::
+
+          %k2 [options] PROMPT         # the rest of the line is the prompt
+          %%k2 [options]               # the cell body is the prompt
+          %k2 config                   # effective settings and where each came from
+          %k2 runs                     # the runs of this kernel session
+          %k2 export [RUN] [--out F]   # a run's tool calls as a new notebook (--cell: next cell)
+          %k2 replay [RUN] [--file F]  # re-execute a run's calls, say which outputs changed
+          %%k2 fork RUN CALL           # branch a run at a call; the cell body is the code to run
+          %k2 --resume PROMPT          # continue the conversation saved in this notebook
+          await k2lab.wait()           # wait for the runs (Run All, nbclient)
+
+        The cell returns at once; the run goes on in the kernel's event loop, so the buttons work
+        and the notebook stays usable. Follow-ups continue the conversation (``--new`` starts
+        over). The key comes from $K2LAB_API_KEY (or $MOONSHOT_API_KEY, Jupyter config) and is
+        never shown; with no key and no base URL, the offline demo model answers.
+        """
+        opts, rest = self._parse(line)
+        if opts.help:
+            return self._help()
+        words = rest.split(None, 1)
+        if words and words[0] in SUBCOMMANDS:
+            from k2lab.widgets import commands
+
+            sub, arg = words[0], (words[1] if len(words) > 1 else "")
+            return getattr(commands, sub)(self.session, opts, arg, cell)
+        prompt = cell if cell is not None and cell.strip() else rest
+        if not prompt.strip():
+            raise UsageError("%k2 needs a prompt: %k2 PROMPT, or a %%k2 cell (see %k2 --help)")
+        from k2lab.widgets import commands
+
+        return commands.ask(self.session, opts, prompt.strip())
+
+    def _parse(self, line: str) -> tuple[Any, str]:
+        """Options first (argparse), then the prompt: everything after the last option, verbatim."""
+        tokens: list[str] = []
+        pos = 0
+        while True:
+            m = _OPTION.match(line, pos)
+            if m is None:
+                break
+            tokens.append(m.group(1))
+            if m.group(2) is not None:
+                tokens.append(m.group(2))
+            pos = m.end()
+            action = self._action(m.group(1))
+            if action is not None and action.nargs != 0 and m.group(2) is None:
+                v = re.match(r"\s*(\"[^\"]*\"|'[^']*'|\S+)", line[pos:])
+                if v is None:
+                    raise UsageError(f"{m.group(1)} needs a value")
+                tokens.append(shlex.split(v.group(1))[0])
+                pos += v.end()
+        args = parse_argstring(self.k2, " ".join(shlex.quote(t) for t in tokens))
+        return args, line[pos:].strip()
+
+    def _action(self, flag: str) -> Any:
+        parser = self.k2.parser  # type: ignore[attr-defined]
+        for action in parser._actions:
+            if flag in action.option_strings:
+                return action
+        raise UsageError(f"unknown option {flag} (see %k2 --help)")
+
+    def _help(self) -> None:
+        print(self.k2.__doc__)  # noqa: T201 - a magic's help goes to the cell output
+
+
+async def wait() -> None:
+    """Wait for every ``%k2`` run of this kernel (see ``NotebookSession.wait``)."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    magics = shell.magics_manager.registry.get("K2Magics") if shell is not None else None
+    if magics is not None and magics._session is not None:
+        await magics._session.wait()
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    ipython.register_magics(K2Magics)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    return None

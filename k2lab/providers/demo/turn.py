@@ -1,0 +1,199 @@
+"""How the scripted demo model reads a request: the current turn's tool calls and their results.
+
+The demo server is stateless, like a real model endpoint: everything it knows comes from the
+``messages`` of the request. This module turns them into a ``Turn`` (the prompt, and one
+``Exchange`` per tool call of the current turn with the status the tool message reveals), and
+gives the demo scripts small helpers to answer: ``Turn.call`` (a ``python`` tool call whose id
+counts calls across the whole conversation, K2 style) and ``Turn.answer``.
+
+Each scripted call starts with a ``# step: <tag>`` comment, so the script recognises its own
+earlier steps in the history even when a person edited the code before it ran.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Status = Literal["ok", "error", "rejected", "invalid", "stopped", "missing"]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_TAG = re.compile(r"^#\s*step:\s*(.+?)\s*$", re.MULTILINE)
+_EXC = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit))\b:?\s*(.*)$", re.M)
+_EDITED = re.compile(r"^\[The user edited the arguments before running: (.*)\]\n?", re.S)
+_FEEDBACK = "Feedback from the user: "
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One tool call of the current turn and what came back."""
+
+    call_id: str
+    name: str
+    tag: str  # the "# step:" tag of the code as the model proposed it ("" if none)
+    code: str  # the code as proposed
+    status: Status
+    output: str  # the tool message text (edit marker removed), "" if missing
+    feedback: str | None = None  # the person's words when the call was rejected
+    edited: bool = False
+    error_name: str | None = None  # e.g. "KeyError" when the code raised
+    error_value: str | None = None  # e.g. "'customer_id'"
+
+    @property
+    def never_policy(self) -> bool:
+        """True when the rejection came from an ``--approve never`` policy, not a person."""
+        return self.status == "rejected" and "approval policy is 'never'" in (self.feedback or "")
+
+
+@dataclass(slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(slots=True)
+class Reply:
+    """One assistant message the demo model will stream."""
+
+    reasoning: str
+    content: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+
+def classify(text: str) -> tuple[Status, str, str | None, bool]:
+    """(status, output without the edit marker, feedback, edited) for a tool message's text."""
+    text = _ANSI.sub("", text)
+    edited = False
+    m = _EDITED.match(text)
+    if m:
+        edited, text = True, text[m.end() :]
+    if text.startswith("The user rejected this tool call"):
+        fb = text.split(_FEEDBACK, 1)[1].strip() if _FEEDBACK in text else None
+        return "rejected", text, fb, edited
+    if text.startswith("[not run:"):
+        return "stopped", text, None, edited
+    if text.startswith(("Error: unknown tool", "Error: the arguments", "Error: invalid arguments")):
+        return "invalid", text, None, edited
+    if "Traceback" in text or _EXC.search(text) or text.lower().startswith("error"):
+        return "error", text, None, edited
+    return "ok", text, None, edited
+
+
+def last_exception(text: str) -> tuple[str | None, str | None]:
+    """The last ``SomeError: value`` line of a traceback, if any."""
+    found = _EXC.findall(_ANSI.sub("", text))
+    if not found:
+        return None, None
+    name, value = found[-1]
+    return name.rsplit(".", 1)[-1], value.strip() or None
+
+
+def code_of(arguments: str) -> str:
+    try:
+        args = json.loads(arguments)
+    except (json.JSONDecodeError, TypeError):
+        return ""
+    code = args.get("code") if isinstance(args, dict) else None
+    return code if isinstance(code, str) else ""
+
+
+class Turn:
+    """The current user turn as the model sees it in the request."""
+
+    def __init__(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> None:
+        self.tool_names = [
+            t.get("function", {}).get("name", "") for t in tools if isinstance(t, dict)
+        ]
+        start = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+        self.prompt = _text(messages[start].get("content")) if start >= 0 else ""
+        # K2 numbers tool calls across the whole conversation: functions.python:N
+        self.next_index = sum(len(m.get("tool_calls") or []) for m in messages)
+        results = {
+            m.get("tool_call_id"): _text(m.get("content"))
+            for m in messages[start + 1 :]
+            if m.get("role") == "tool"
+        }
+        self.exchanges: list[Exchange] = []
+        for m in messages[start + 1 :]:
+            calls = (m.get("tool_calls") or []) if m.get("role") == "assistant" else []
+            for c in calls:
+                fn = c.get("function") or {}
+                code = code_of(fn.get("arguments", ""))
+                tag = _TAG.search(code)
+                raw = results.get(c.get("id"))
+                if raw is None:
+                    status: Status = "missing"
+                    out, fb, edited = "", None, False
+                else:
+                    status, out, fb, edited = classify(raw)
+                ename, evalue = last_exception(out) if status == "error" else (None, None)
+                self.exchanges.append(
+                    Exchange(
+                        call_id=c.get("id", ""),
+                        name=fn.get("name", ""),
+                        tag=tag.group(1) if tag else "",
+                        code=code,
+                        status=status,
+                        output=out,
+                        feedback=fb,
+                        edited=edited,
+                        error_name=ename,
+                        error_value=evalue,
+                    )
+                )
+
+    # -- reading the history -------------------------------------------------------------------
+    @property
+    def has_python(self) -> bool:
+        return "python" in self.tool_names
+
+    def last(self, tag: str) -> Exchange | None:
+        for ex in reversed(self.exchanges):
+            if ex.tag == tag:
+                return ex
+        return None
+
+    def count(self, tag: str) -> int:
+        return sum(1 for ex in self.exchanges if ex.tag == tag)
+
+    @property
+    def never(self) -> bool:
+        """Has the approval policy rejected a call of this turn (so no call will ever run)?"""
+        return any(ex.never_policy for ex in self.exchanges)
+
+    # -- answering -----------------------------------------------------------------------------
+    def call(self, tag: str, code: str, reasoning: str) -> Reply:
+        code = f"# step: {tag}\n{code.strip()}\n"
+        call = ToolCall(
+            id=f"functions.python:{self.next_index}",
+            name="python",
+            arguments=json.dumps({"code": code}, ensure_ascii=False),
+        )
+        return Reply(reasoning=reasoning, tool_calls=[call])
+
+    @staticmethod
+    def answer(reasoning: str, content: str) -> Reply:
+        return Reply(reasoning=reasoning, content=content)
+
+
+def _text(content: Any) -> str:
+    """Message content as text (OpenAI allows a list of parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def values(text: str) -> dict[str, str]:
+    """``key=value`` pairs printed by the demo code (the script reads numbers from real output)."""
+    return dict(re.findall(r"\b([A-Za-z_]\w*)=([^\s,;]+)", text))
+
+
+def quote(text: str, limit: int = 400) -> str:
+    """A short quote of tool output for reasoning and answers."""
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 20].rstrip() + " ... [cut]"

@@ -1,0 +1,90 @@
+"""How every face builds an agent: provider, sandbox and tools from ``Settings``.
+
+The CLI, the magics and the server call these three functions and nothing else, so "no key and no
+base URL means the offline demo model" and "budgets come from settings" hold everywhere the same.
+The demo model server is process-wide: started on first use, reused by every later provider (a
+Jupyter server with many sessions runs one), and left to die with the process (daemon thread).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import cast
+
+from k2lab.agent.decisions import DecisionSource
+from k2lab.agent.loop import Agent, Budgets
+from k2lab.config import DEFAULT_BASE_URL, Settings
+from k2lab.providers.base import ChatProvider
+from k2lab.providers.demo import DEMO_MODEL_LABEL, DemoServer, start_demo_server
+from k2lab.sandbox.base import Sandbox
+from k2lab.tools.base import Tool
+from k2lab.tools.registry import ToolRegistry
+
+_demo_lock = threading.Lock()
+_demo: DemoServer | None = None
+
+
+def demo_server() -> DemoServer:
+    """The process-wide offline demo model server (started on first use)."""
+    global _demo
+    with _demo_lock:
+        if _demo is None:
+            _demo = start_demo_server()
+        return _demo
+
+
+def open_provider(settings: Settings) -> ChatProvider:
+    """The model ``settings`` name; the offline demo model when there is no key and no base URL."""
+    from k2lab.providers.openai_compat import OpenAICompatProvider
+
+    if settings.uses_demo_model:
+        return OpenAICompatProvider(
+            base_url=demo_server().base_url,
+            api_key="",  # the demo needs none; never send a real key to it
+            model=settings.model,
+            model_label=DEMO_MODEL_LABEL,
+            temperature=settings.temperature,
+            max_tokens=settings.max_tokens,
+        )
+    return OpenAICompatProvider(
+        base_url=settings.base_url or DEFAULT_BASE_URL,
+        api_key=settings.api_key,
+        model=settings.model,
+        temperature=settings.temperature,
+        max_tokens=settings.max_tokens,
+    )
+
+
+async def open_sandbox(settings: Settings, *, workspace: Path | None = None) -> Sandbox:
+    """A started sandbox kernel with the isolation and network policy of ``settings``."""
+    from k2lab.sandbox.kernel import SandboxKernel
+
+    sandbox = SandboxKernel(
+        isolation=settings.isolation, network=settings.network, workspace=workspace
+    )
+    await sandbox.start()
+    return sandbox
+
+
+def build_agent(
+    settings: Settings,
+    provider: ChatProvider,
+    sandbox: Sandbox,
+    decisions: DecisionSource,
+    *,
+    extra_tools: Iterable[Tool] = (),
+) -> Agent:
+    """An agent with the ``python`` tool over ``sandbox`` (plus ``extra_tools``) and the budgets."""
+    from k2lab.tools.python import PythonTool
+
+    python = cast(Tool, PythonTool(sandbox, timeout=settings.tool_timeout))
+    tools = ToolRegistry([python, *extra_tools])
+    budgets = Budgets(
+        max_steps=settings.max_steps,
+        wall_time=settings.wall_time or None,
+        max_total_tokens=settings.max_total_tokens or None,
+        context_window=settings.context_window,
+    )
+    return Agent(provider, tools, decisions, budgets=budgets, isolation=sandbox.isolation)

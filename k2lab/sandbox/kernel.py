@@ -1,0 +1,402 @@
+"""``SandboxKernel``: the isolated Jupyter kernel model-written code runs in.
+
+Owns the kernel's life (start, execute with limits, interrupt, restart, shutdown) and turns every
+fault into an ``ExecutionResult``: timeouts (interrupt, then restart if still busy), kernel death
+(``os._exit``, segfault, CPU limit), a workspace over its quota. Isolation itself is applied by the
+launcher (``k2lab.sandbox.launch``) that the kernelspec runs; this module picks the level, passes
+the settings in a scrubbed environment and reports the level actually in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import shutil
+import signal
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import IO, Any
+
+from k2lab.sandbox import cgroup
+from k2lab.sandbox.base import ExecutionResult, Limits
+from k2lab.sandbox.isolation import (
+    ISOLATION_NOTES,
+    SandboxConfig,
+    resolve_level,
+    scrubbed_launch_env,
+)
+from k2lab.sandbox.managers import KERNEL_NAME, LocalHandle, ProvidedHandle
+from k2lab.sandbox.output import OutputCollector
+from k2lab.sandbox.transfer import TransferMixin
+
+#: How often a running call checks that the kernel is alive and the workspace within its quota.
+_POLL = 0.2
+_QUOTA_EVERY = 0.5
+_START_TIMEOUT = 30.0
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not start (the only sandbox failure that is raised, not returned)."""
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "exit status unknown"
+    sig = -code if code < 0 else code - 128 if code > 128 else 0
+    if sig:
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        hints = {
+            "SIGSEGV": "a segmentation fault",
+            "SIGKILL": "killed",
+            "SIGXCPU": "CPU time limit reached",
+            "SIGABRT": "aborted",
+            "SIGBUS": "a bus error",
+        }
+        return f"{name}, {hints[name]}" if name in hints else name
+    return f"exit code {code}"
+
+
+def _dir_size(path: Path, stop_at: int) -> int:
+    """Bytes under ``path`` (not following links); stops counting once past ``stop_at``."""
+    total = 0
+    stack = [str(path)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for e in it:
+                    try:
+                        if e.is_dir(follow_symlinks=False):
+                            stack.append(e.path)
+                        elif e.is_file(follow_symlinks=False):
+                            total += e.stat(follow_symlinks=False).st_blocks * 512
+                    except OSError:
+                        continue
+                    if total > stop_at:
+                        return total
+        except OSError:
+            continue
+    return total
+
+
+class SandboxKernel(TransferMixin):
+    """An isolated, resource-limited ipykernel. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        isolation: str = "auto",
+        network: bool = False,
+        workspace: Path | None = None,
+        limits: Limits | None = None,
+        kernel_name: str = KERNEL_NAME,
+        kernel_manager: Any = None,
+    ) -> None:
+        self.requested_isolation = isolation
+        #: The level in force after ``start()`` ("bwrap" | "process" | "remote").
+        self.isolation = isolation
+        #: Why the level is lower than requested ("" if it is not).
+        self.isolation_reason = ""
+        self.network = network
+        self.limits = limits or Limits()
+        self.kernel_name = kernel_name
+        self._own_workspace = workspace is None
+        self.workspace = Path(workspace) if workspace else Path(tempfile.mkdtemp(prefix="k2ws-"))
+        self._provided = kernel_manager
+        self._handle: LocalHandle | ProvidedHandle | None = None
+        self._kc: Any = None
+        self._cgroup = ""
+        self._log: IO[bytes] | None = None
+        self._lock = asyncio.Lock()
+        self._restarts = 0
+
+    # -- description --------------------------------------------------------------------------
+    @property
+    def isolation_note(self) -> str:
+        key = self.isolation
+        if key == "bwrap" and self.network:
+            key = "bwrap+net"
+        note = ISOLATION_NOTES.get(key, f"isolation: {self.isolation}")
+        if self.isolation_reason:
+            note += f" ({self.isolation_reason})"
+        return note
+
+    @property
+    def started(self) -> bool:
+        return self._kc is not None
+
+    # -- life ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._kc is not None:
+            return
+        if self._provided is not None:
+            self._handle = ProvidedHandle(self._provided, self.kernel_name)
+            level = self.requested_isolation
+        else:
+            try:
+                level, self.isolation_reason = resolve_level(self.requested_isolation)
+            except (ValueError, RuntimeError) as e:
+                raise SandboxError(str(e)) from e
+            self._handle = LocalHandle(self.kernel_name, self.workspace / ".k2lab")
+            self._cgroup = f"k2lab-{uuid.uuid4().hex[:12]}"
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        cfg = SandboxConfig(
+            level=level,
+            network=self.network,
+            workspace=str(self.workspace),
+            cgroup=self._cgroup,
+            limits=self.limits,
+        )
+        log_path = self.workspace / ".k2lab" / "kernel.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log_path, "ab")  # noqa: SIM115 - kept open for the kernel's life
+        try:
+            await self._handle.start(scrubbed_launch_env(cfg), self._log)
+            await self._connect()
+            info = await self._probe()
+        except BaseException as e:
+            await self._teardown()
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            raise SandboxError(f"the sandbox kernel did not start: {e}{self._log_tail()}") from e
+        if self._handle.remote:
+            self.isolation = "remote"
+        else:
+            self.isolation = info.get("level") or "unknown"
+        if self.isolation == "process" and info.get("reason"):
+            self.isolation_reason = info["reason"]
+
+    async def _connect(self) -> None:
+        assert self._handle is not None
+        kc = self._handle.client()
+        kc.start_channels()
+        self._kc = kc
+        ready = asyncio.ensure_future(kc.wait_for_ready(timeout=_START_TIMEOUT))
+        try:
+            while not ready.done():
+                await asyncio.wait({ready}, timeout=_POLL)
+                if not ready.done() and not await self._handle.is_alive():
+                    raise SandboxError(
+                        f"the kernel exited while starting ({describe_exit(self._exit_code())})"
+                    )
+            ready.result()
+        finally:
+            if not ready.done():
+                ready.cancel()
+                with contextlib.suppress(BaseException):
+                    await ready
+
+    async def _probe(self) -> dict[str, str]:
+        """Ask the kernel which level its launcher applied (the launcher may have fallen back)."""
+        exprs = {
+            "level": "__import__('os').environ.get('K2LAB_ISOLATION', '')",
+            "reason": "__import__('os').environ.get('K2LAB_ISOLATION_REASON', '')",
+        }
+        msg_id = self._kc.execute("", silent=True, store_history=False, user_expressions=exprs)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            reply = await self._kc.get_shell_msg(timeout=deadline - time.monotonic())
+            if reply["parent_header"].get("msg_id") != msg_id:
+                continue
+            out = {}
+            for key, val in reply["content"].get("user_expressions", {}).items():
+                text = val.get("data", {}).get("text/plain", "''")
+                out[key] = text.strip("'\"")
+            return out
+        raise SandboxError("the kernel did not answer its first request")
+
+    def _exit_code(self) -> int | None:
+        return self._handle.exit_code() if self._handle is not None else None
+
+    def _log_tail(self) -> str:
+        try:
+            text = (self.workspace / ".k2lab" / "kernel.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        text = text.strip()[-600:]
+        return f"\nkernel log:\n{text}" if text else ""
+
+    async def _teardown(self) -> None:
+        if self._kc is not None:
+            with contextlib.suppress(Exception):
+                self._kc.stop_channels()
+            self._kc = None
+        if self._handle is not None:
+            with contextlib.suppress(Exception):
+                await self._handle.shutdown()
+        if self._cgroup:
+            cgroup.kill_all(self._cgroup, remove=True)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    async def restart(self) -> None:
+        """A fresh kernel: all variables are lost; workspace files stay."""
+        if self._handle is None or self._kc is None:
+            await self.start()
+            return
+        with contextlib.suppress(Exception):
+            self._kc.stop_channels()
+        self._kc = None
+        try:
+            await self._handle.restart()
+        except Exception:
+            pass  # a dead kernel may fail to shut down cleanly; killing the cgroup follows
+        if self._cgroup:
+            cgroup.kill_all(self._cgroup)  # leftovers of a fork storm outside the process group
+        await self._connect()
+        self._restarts += 1
+
+    reset = restart
+
+    async def shutdown(self) -> None:
+        await self._teardown()
+        if self._own_workspace:
+            shutil.rmtree(self.workspace, ignore_errors=True)
+
+    async def __aenter__(self) -> SandboxKernel:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    # -- running code -------------------------------------------------------------------------
+    async def execute(self, code: str, *, timeout: float) -> ExecutionResult:
+        async with self._lock:
+            t0 = time.monotonic()
+            notes: list[str] = []
+            restarted = False
+            try:
+                if self._kc is None:
+                    await self.start()
+                elif not await self._alive():
+                    code_ = describe_exit(self._exit_code())
+                    await self.restart()
+                    restarted = True
+                    notes.append(
+                        f"[The kernel had died since the last call ({code_}); it was restarted "
+                        "and all variables were lost.]"
+                    )
+            except Exception as e:
+                return ExecutionResult(
+                    ok=False,
+                    text=f"[The sandbox kernel could not be started: {e}]",
+                    duration=time.monotonic() - t0,
+                )
+            try:
+                result = await self._run(code, timeout, t0)
+            except asyncio.CancelledError:
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(asyncio.shield(self._interrupt()), 2.0)
+                raise
+            except Exception as e:  # a client error: the kernel is in an unknown state
+                with contextlib.suppress(Exception):
+                    await self.restart()
+                result = ExecutionResult(
+                    ok=False,
+                    text=f"[Sandbox error: {e}. The kernel was restarted; all variables were "
+                    "lost.]",
+                    restarted=True,
+                )
+            if notes:
+                result.text = "\n".join(notes) + "\n" + result.text
+                result.restarted = result.restarted or restarted
+            result.duration = time.monotonic() - t0
+            return result
+
+    async def _alive(self) -> bool:
+        return self._handle is not None and await self._handle.is_alive()
+
+    async def _interrupt(self) -> None:
+        if self._handle is not None:
+            await self._handle.interrupt()
+
+    async def _collect(self, msg_id: str, out: OutputCollector, deadline: float) -> str:
+        """Feed iopub messages of ``msg_id`` to ``out`` until idle ("idle") or a fault."""
+        kc = self._kc
+        next_check = time.monotonic() + _POLL
+        next_quota = time.monotonic() + _QUOTA_EVERY
+        quota = self.limits.workspace_size
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                return "timeout"
+            if now >= next_check:
+                next_check = now + _POLL
+                if not await self._alive():
+                    return "died"
+                if quota and now >= next_quota and not self._handle_remote():
+                    next_quota = now + _QUOTA_EVERY
+                    if _dir_size(self.workspace, quota) > quota:
+                        return "quota"
+            try:
+                msg = await kc.get_iopub_msg(timeout=min(deadline - now, _POLL))
+            except queue.Empty:
+                continue
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "status":
+                if msg["content"].get("execution_state") == "idle":
+                    return "idle"
+                continue
+            out.handle(msg)
+
+    def _handle_remote(self) -> bool:
+        return bool(self._handle is not None and self._handle.remote)
+
+    async def _drain_shell(self) -> None:
+        """Drop queued shell replies (we read results from iopub) so they do not pile up."""
+        with contextlib.suppress(Exception):
+            for _ in range(1000):
+                await self._kc.get_shell_msg(timeout=0)
+
+    async def _run(self, code: str, timeout: float, t0: float) -> ExecutionResult:
+        out = OutputCollector(self.limits.model_chars, self.limits.display_bytes)
+        await self._drain_shell()
+        msg_id = self._kc.execute(code, store_history=True, allow_stdin=False, stop_on_error=True)
+        status = await self._collect(msg_id, out, t0 + timeout)
+        note = ""
+        restarted = timed_out = False
+        if status in ("timeout", "quota"):
+            timed_out = status == "timeout"
+            what = (
+                f"Timed out after {timeout:g} s"
+                if timed_out
+                else f"The workspace grew past its {self.limits.workspace_size / 1024**2:.0f} MB "
+                "limit; delete files to free space"
+            )
+            await self._interrupt()
+            grace = time.monotonic() + self.limits.interrupt_grace
+            status = await self._collect(msg_id, out, grace)
+            if status == "idle":
+                note = f"[{what}: the call was interrupted; the kernel's variables are kept.]"
+            else:
+                await self.restart()
+                restarted = True
+                note = (
+                    f"[{what}: the interrupt did not stop it, so the kernel was restarted; "
+                    "all variables were lost.]"
+                )
+        elif status == "died":
+            why = describe_exit(self._exit_code())
+            await self.restart()
+            restarted = True
+            note = f"[The kernel died ({why}); it was restarted and all variables were lost.]"
+        text = out.model_text()
+        if note:
+            text = (text.rstrip("\n") + "\n" + note) if text.strip() else note
+        return ExecutionResult(
+            ok=out.error is None and not note,
+            text=text,
+            display=out.people_display(),
+            truncated=out.truncated,
+            timed_out=timed_out,
+            restarted=restarted,
+        )

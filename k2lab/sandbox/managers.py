@@ -1,0 +1,147 @@
+"""Who starts the sandbox kernel: our own ``AsyncKernelManager``, or a caller's kernel manager.
+
+``KernelHandle`` is the small surface ``SandboxKernel`` needs (start, client, alive, interrupt,
+restart, shutdown). ``LocalHandle`` owns an ``AsyncKernelManager`` (ipc transport, sockets in the
+workspace). ``ProvidedHandle`` adapts what a Jupyter server hands over:
+
+- a single kernel manager (``start_kernel(**kw)``, ``client()``, ...), or
+- a multi-kernel manager (``start_kernel(kernel_name=..., **kw) -> kernel_id``,
+  ``get_kernel(kernel_id)``, ``restart_kernel(kernel_id)``, ``shutdown_kernel(kernel_id)``), such as
+  jupyter_server's ``AsyncMappingKernelManager`` or its ``GatewayMappingKernelManager``: with a
+  gateway configured (``--gateway-url``), the sandbox kernels then start on the gateway's cluster.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
+from jupyter_client.manager import AsyncKernelManager
+
+KERNEL_NAME = "k2lab-sandbox"
+
+
+def kernel_spec_dict() -> dict[str, Any]:
+    """The kernelspec shipped in ``kernel/kernel.json`` (also used when it is not installed)."""
+    return {
+        "argv": ["python", "-m", "k2lab.sandbox.launch", "-f", "{connection_file}"],
+        "display_name": "k2lab sandbox (Python)",
+        "language": "python",
+        # an interrupt_request on the control channel reaches the kernel through bwrap and
+        # across gateways, where a signal to the launcher's process group would not
+        "interrupt_mode": "message",
+        "metadata": {"debugger": False, "k2lab": {"sandbox": True}},
+    }
+
+
+async def _maybe(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+class LocalHandle:
+    """A kernel we start ourselves through jupyter_client."""
+
+    remote = False
+
+    def __init__(self, kernel_name: str, connection_dir: Path) -> None:
+        connection_dir.mkdir(parents=True, exist_ok=True)
+        self.km = AsyncKernelManager(
+            kernel_name=kernel_name,
+            transport="ipc",
+            connection_file=str(connection_dir / "kernel.json"),
+        )
+        try:
+            KernelSpecManager().get_kernel_spec(kernel_name)
+        except NoSuchKernel:
+            if kernel_name != KERNEL_NAME:
+                raise
+            # not installed (e.g. a source checkout without the install hook): same spec in memory
+            self.km._kernel_spec = KernelSpec(resource_dir="", **kernel_spec_dict())
+
+    async def start(self, env: dict[str, str], log: Any) -> None:
+        await self.km.start_kernel(env=env, stdout=log, stderr=log)
+
+    def client(self) -> Any:
+        return self.km.client()
+
+    async def is_alive(self) -> bool:
+        return bool(await self.km.is_alive())
+
+    def exit_code(self) -> int | None:
+        proc = getattr(self.km.provisioner, "process", None)
+        return None if proc is None else proc.poll()
+
+    async def interrupt(self) -> None:
+        await self.km.interrupt_kernel()
+
+    async def restart(self) -> None:
+        await self.km.restart_kernel(now=True)
+
+    async def shutdown(self) -> None:
+        if self.km.has_kernel:
+            await self.km.shutdown_kernel(now=True)
+
+
+class ProvidedHandle:
+    """A kernel started by a caller's (multi-)kernel manager, e.g. a Jupyter server's."""
+
+    def __init__(self, manager: Any, kernel_name: str) -> None:
+        self.manager = manager
+        self.kernel_name = kernel_name
+        self.multi = hasattr(manager, "get_kernel")
+        self.kernel_id: str | None = None
+        self.remote = "gateway" in type(manager).__name__.lower()
+
+    @property
+    def km(self) -> Any:
+        return self.manager.get_kernel(self.kernel_id) if self.multi else self.manager
+
+    async def start(self, env: dict[str, str], log: Any) -> None:
+        if self.multi:
+            self.kernel_id = await _maybe(
+                self.manager.start_kernel(kernel_name=self.kernel_name, env=env)
+            )
+        else:
+            await _maybe(self.manager.start_kernel(env=env))
+
+    def client(self) -> Any:
+        return self.km.client()
+
+    async def is_alive(self) -> bool:
+        if self.multi:
+            return bool(await _maybe(self.manager.is_alive(self.kernel_id)))
+        return bool(await _maybe(self.km.is_alive()))
+
+    def exit_code(self) -> int | None:
+        proc = getattr(getattr(self.km, "provisioner", None), "process", None)
+        return None if proc is None else proc.poll()
+
+    async def interrupt(self) -> None:
+        if self.multi:
+            await _maybe(self.manager.interrupt_kernel(self.kernel_id))
+        else:
+            await _maybe(self.km.interrupt_kernel())
+
+    async def restart(self) -> None:
+        if self.multi:
+            await _maybe(self.manager.restart_kernel(self.kernel_id, now=True))
+        else:
+            await _maybe(self.km.restart_kernel(now=True))
+
+    async def shutdown(self) -> None:
+        if self.multi:
+            if self.kernel_id is not None:
+                await _maybe(self.manager.shutdown_kernel(self.kernel_id, now=True))
+                self.kernel_id = None
+        else:
+            await _maybe(self.km.shutdown_kernel(now=True))
+
+
+def write_kernelspec(dest: Path) -> Path:
+    """Write the kernelspec directory (used by the install hook and tests)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "kernel.json").write_text(json.dumps(kernel_spec_dict(), indent=2) + "\n")
+    return dest

@@ -1,0 +1,137 @@
+"""Moving chosen variables into and out of a sandbox kernel, size-checked.
+
+Into the sandbox: pickle (the sandbox unpickles data we chose; it trusts us). Out of it: never
+pickle, since unpickling sandbox-made bytes would run sandbox code in the user's process. ``get``
+accepts JSON-able values, ``bytes``, numpy arrays (``.npy`` without pickled objects) and pandas
+DataFrames/Series (JSON "table" schema), decoded here without executing anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import pickle
+import queue
+import time
+from typing import Any
+
+from k2lab.sandbox.base import Limits
+
+
+class TransferError(ValueError):
+    """A value could not be moved (too large, unsupported type, missing name, kernel error)."""
+
+
+# Runs in the sandbox; prints one JSON envelope line. Only stdlib, numpy/pandas if present.
+_EXPORT = r"""
+def __k2lab_export(value):
+    import base64, io, json, sys
+    mods = sys.modules
+    if "numpy" in mods and isinstance(value, mods["numpy"].ndarray):
+        buf = io.BytesIO(); mods["numpy"].save(buf, value, allow_pickle=False)
+        return {"kind": "npy", "data": base64.b64encode(buf.getvalue()).decode()}
+    if "pandas" in mods and isinstance(value, (mods["pandas"].DataFrame, mods["pandas"].Series)):
+        return {"kind": "pandas", "frame": isinstance(value, mods["pandas"].DataFrame),
+                "data": value.to_json(orient="table")}
+    if isinstance(value, (bytes, bytearray)):
+        return {"kind": "bytes", "data": base64.b64encode(bytes(value)).decode()}
+    try:
+        return {"kind": "json", "data": json.loads(json.dumps(value, allow_nan=True))}
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"cannot export a {type(value).__name__} (use JSON-able values, bytes, "
+                        f"numpy arrays or pandas objects): {e}") from None
+print("\x00K2LAB" + __import__("json").dumps(__k2lab_export({name})))
+del __k2lab_export
+"""
+
+
+def _decode(env: dict[str, Any]) -> Any:
+    kind = env.get("kind")
+    if kind == "json":
+        return env["data"]
+    if kind == "bytes":
+        return base64.b64decode(env["data"])
+    if kind == "npy":
+        import numpy as np
+
+        return np.load(io.BytesIO(base64.b64decode(env["data"])), allow_pickle=False)
+    if kind == "pandas":
+        import pandas as pd
+
+        df = pd.read_json(io.StringIO(env["data"]), orient="table")
+        return df if env.get("frame") else df.iloc[:, 0]
+    raise TransferError(f"unknown transfer kind {kind!r}")
+
+
+def _check_name(name: str) -> None:
+    if not name.isidentifier() or name.startswith("__"):
+        raise TransferError(f"{name!r} is not a valid variable name")
+
+
+class TransferMixin:
+    """``put``/``get`` for ``SandboxKernel`` (uses its client, lock and limits)."""
+
+    limits: Limits
+    _kc: Any
+
+    async def start(self) -> None:  # provided by SandboxKernel
+        raise NotImplementedError
+
+    async def _silent(self, code: str, timeout: float, cap: int) -> str:
+        """Run bookkeeping code without touching history or ``_``; returns its stdout."""
+        if self._kc is None:
+            await self.start()
+        msg_id = self._kc.execute(code, silent=True, store_history=False, allow_stdin=False)
+        chunks: list[str] = []
+        size = 0
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TransferError(f"the sandbox did not answer within {timeout:g} s")
+            try:
+                msg = await self._kc.get_iopub_msg(timeout=min(left, 0.5))
+            except queue.Empty:
+                continue
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "status" and content.get("execution_state") == "idle":
+                return "".join(chunks)
+            if kind == "error":
+                raise TransferError(f"{content.get('ename')}: {content.get('evalue')}")
+            if kind == "stream" and content.get("name") == "stdout":
+                size += len(content["text"])
+                if size > cap:
+                    raise TransferError(f"the value is larger than the {cap:,}-byte limit")
+                chunks.append(content["text"])
+
+    async def put(self, name: str, value: Any, *, timeout: float = 60.0) -> None:
+        """Set variable ``name`` in the sandbox to a copy of ``value`` (pickled, size-checked)."""
+        _check_name(name)
+        try:
+            data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as e:
+            raise TransferError(f"cannot pickle {name!r}: {e}") from e
+        if len(data) > self.limits.transfer_bytes:
+            raise TransferError(
+                f"{name!r} is {len(data):,} bytes pickled; the limit is "
+                f"{self.limits.transfer_bytes:,} (Limits.transfer_bytes)"
+            )
+        blob = base64.b64encode(data).decode()
+        code = f"import pickle as _p, base64 as _b\n{name} = _p.loads(_b.b64decode('{blob}'))\n"
+        code += "del _p, _b\n"
+        await self._silent(code, timeout, cap=1 << 20)
+
+    async def get(self, name: str, *, timeout: float = 60.0) -> Any:
+        """A copy of sandbox variable ``name`` (JSON-able, bytes, numpy or pandas; no pickle)."""
+        _check_name(name)
+        # base64 and JSON inflate the payload; allow for that in the cap
+        out = await self._silent(
+            _EXPORT.replace("{name}", name), timeout, cap=self.limits.transfer_bytes * 2 + 1024
+        )
+        start = out.rfind("\x00K2LAB")
+        if start < 0:
+            raise TransferError(f"no value came back for {name!r}")
+        return _decode(json.loads(out[start + len("\x00K2LAB") :]))

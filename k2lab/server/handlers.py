@@ -1,0 +1,268 @@
+"""The REST + WebSocket routes under ``{base_url}k2lab/api/`` (see ``openapi.yaml``).
+
+Every route goes through Jupyter's authentication (403 without a user), its XSRF rules (cookie-
+authenticated POSTs need the ``_xsrf`` token) and its authorizer (resource ``k2lab``). Bodies are
+validated by ``payloads``; a bad one gets a 400 whose ``message`` says what is wrong. Handlers only
+translate HTTP to ``sessions`` calls: no agent logic lives here.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import authorized, ws_authenticated
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
+from pydantic import BaseModel
+from tornado import web
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
+
+from k2lab.agent.decisions import Decision
+from k2lab.server.payloads import (
+    CreateSession,
+    DecideCall,
+    PayloadError,
+    ReplayCall,
+    SendMessage,
+    parse,
+)
+from k2lab.server.sessions import Session, SessionError
+
+if TYPE_CHECKING:
+    from k2lab.server.app import K2LabApp
+
+AUTH_RESOURCE = "k2lab"
+M = TypeVar("M", bound=BaseModel)
+
+
+class _Base(APIHandler):
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def k2(self) -> K2LabApp:
+        return self.settings["k2lab"]  # type: ignore[no-any-return]
+
+    def body(self, model: type[M]) -> M:
+        try:
+            return parse(model, self.request.body)
+        except PayloadError as e:
+            raise web.HTTPError(400, str(e)) from None
+
+    def session(self, sid: str) -> Session:
+        try:
+            return self.k2.sessions.get(sid)
+        except SessionError as e:
+            raise web.HTTPError(e.status, str(e)) from None
+
+    def reply(self, obj: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(obj))
+
+
+class InfoHandler(_Base):
+    @web.authenticated
+    @authorized
+    def get(self) -> None:
+        self.reply(self.k2.info())
+
+
+class OpenAPIHandler(_Base):
+    @web.authenticated
+    @authorized
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/yaml")
+        self.finish((resources.files("k2lab.server") / "openapi.yaml").read_bytes())
+
+
+class SessionsHandler(_Base):
+    @web.authenticated
+    @authorized
+    def get(self) -> None:
+        self.reply({"sessions": self.k2.sessions.list()})
+
+    @web.authenticated
+    @authorized
+    def post(self) -> None:
+        req = self.body(CreateSession)
+        try:
+            s = self.k2.sessions.create(req.title, req.settings.model_dump(exclude_none=True))
+        except SessionError as e:
+            raise web.HTTPError(e.status, str(e)) from None
+        self.reply(s.meta(), 201)
+
+
+class SessionHandler(_Base):
+    @web.authenticated
+    @authorized
+    def get(self, sid: str) -> None:
+        s = self.session(sid)
+        events = [{"index": i, "event": ev} for i, ev in enumerate(s.events)]
+        self.reply({**s.meta(), "events": events})
+
+    @web.authenticated
+    @authorized
+    async def delete(self, sid: str) -> None:
+        self.session(sid)
+        await self.k2.sessions.delete(sid)
+        self.set_status(204)
+        self.finish()
+
+
+class MessagesHandler(_Base):
+    @web.authenticated
+    @authorized
+    def post(self, sid: str) -> None:
+        s = self.session(sid)
+        req = self.body(SendMessage)
+        try:
+            run_id = s.send(req.prompt())
+        except SessionError as e:
+            raise web.HTTPError(e.status, str(e)) from None
+        self.reply({"run_id": run_id}, 202)
+
+
+class DecisionsHandler(_Base):
+    @web.authenticated
+    @authorized
+    def post(self, sid: str) -> None:
+        s = self.session(sid)
+        req = self.body(DecideCall)
+        try:
+            s.decide(
+                req.call_id,
+                Decision(req.decision, arguments=req.arguments, feedback=req.feedback, by="user"),
+            )
+        except SessionError as e:
+            raise web.HTTPError(e.status, str(e)) from None
+        self.reply({"call_id": req.call_id, "decision": req.decision})
+
+
+class ApproveAllHandler(_Base):
+    @web.authenticated
+    @authorized
+    def post(self, sid: str) -> None:
+        s = self.session(sid)
+        try:
+            n = s.approve_all()
+        except SessionError as e:
+            raise web.HTTPError(e.status, str(e)) from None
+        self.reply({"approved": n})
+
+
+class StopHandler(_Base):
+    @web.authenticated
+    @authorized
+    def post(self, sid: str) -> None:
+        s = self.session(sid)
+        self.reply({"stopped": s.stop()})
+
+
+class ReplayHandler(_Base):
+    @web.authenticated
+    @authorized
+    async def post(self, sid: str) -> None:
+        s = self.session(sid)
+        req = self.body(ReplayCall)
+        try:
+            result = await self.k2.replay(s, req.call_id)
+        except SessionError as e:
+            raise web.HTTPError(e.status, str(e)) from None
+        self.reply(result)
+
+
+class EventsSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type: ignore[misc]
+    """``WS sessions/{id}/events?after=N``: the backlog after N, then live events; notebook
+    requests to the panel and its answers ride the same socket."""
+
+    auth_resource = AUTH_RESOURCE
+    k2session: Session | None = None
+
+    def set_default_headers(self) -> None:
+        """No JupyterHandler security headers on a websocket upgrade (as the kernel socket)."""
+
+    async def pre_get(self, sid: str) -> None:
+        authorized_ = await ensure_async(
+            self.authorizer.is_authorized(self, self.current_user, "read", AUTH_RESOURCE)
+        )
+        if not authorized_:
+            raise web.HTTPError(403)
+        try:
+            self.k2session = self.settings["k2lab"].sessions.get(sid)
+        except SessionError as e:
+            raise web.HTTPError(e.status, str(e)) from None
+        raw = self.get_argument("after", "-1")
+        try:
+            self.after = int(raw)
+        except ValueError:
+            raise web.HTTPError(400, f"'after' must be an integer, not {raw!r}") from None
+
+    @ws_authenticated
+    async def get(self, sid: str) -> None:  # type: ignore[override]
+        await self.pre_get(sid)
+        await super().get(sid)
+
+    def open(self, sid: str) -> None:  # type: ignore[override]
+        super().open()
+        s = self.k2session
+        assert s is not None
+        # backlog and subscription in one synchronous step: no gap, no duplicate
+        for index, ev in s.subscribe(self, self.after):
+            self.deliver(index, ev)
+        s.bridge.attach(self)
+
+    def deliver(self, index: int, event: dict[str, Any]) -> None:
+        self.send_json({"kind": "event", "index": index, "event": event})
+
+    def send_json(self, msg: dict[str, Any]) -> None:
+        if self.ws_connection is None or self.ws_connection.is_closing():
+            raise WebSocketClosedError()
+        self.write_message(json.dumps(msg))
+
+    def on_message(self, message: str | bytes) -> None:
+        try:
+            msg = json.loads(message)
+        except ValueError:
+            msg = None
+        if not isinstance(msg, dict):
+            self._complain("messages must be JSON objects")
+            return
+        if msg.get("kind") == "notebook.response":
+            if "id" not in msg or not isinstance(msg.get("ok"), bool):
+                self._complain("a notebook.response needs 'id' and a boolean 'ok'")
+            elif self.k2session is not None and not self.k2session.bridge.on_response(msg):
+                self._complain(f"no notebook request {msg.get('id')!r} is waiting (late answer?)")
+            return
+        self._complain(f"unknown message kind {msg.get('kind')!r}")
+
+    def _complain(self, text: str) -> None:
+        try:
+            self.send_json({"kind": "error", "message": text})
+        except WebSocketClosedError:
+            pass
+
+    def on_close(self) -> None:
+        if self.k2session is not None:
+            self.k2session.unsubscribe(self)
+            self.k2session.bridge.detach(self)
+
+
+def api_handlers() -> list[tuple[str, type[Any]]]:
+    """Routes relative to ``base_url`` (the ExtensionApp joins them)."""
+    sid = r"(?P<sid>[^/]+)"
+    base = "/k2lab/api"
+    return [
+        (f"{base}/info", InfoHandler),
+        (f"{base}/openapi.yaml", OpenAPIHandler),
+        (f"{base}/sessions", SessionsHandler),
+        (f"{base}/sessions/{sid}", SessionHandler),
+        (f"{base}/sessions/{sid}/messages", MessagesHandler),
+        (f"{base}/sessions/{sid}/decisions", DecisionsHandler),
+        (f"{base}/sessions/{sid}/approve-all", ApproveAllHandler),
+        (f"{base}/sessions/{sid}/stop", StopHandler),
+        (f"{base}/sessions/{sid}/replay", ReplayHandler),
+        (f"{base}/sessions/{sid}/events", EventsSocket),
+    ]

@@ -1,0 +1,287 @@
+"""The model's notebook tools, carried out by the side panel in the user's browser.
+
+The server never rewrites the ``.ipynb`` file under the user: each tool sends a
+``notebook.request`` over the session's WebSocket, and the panel applies it through JupyterLab's
+document model (undoable, safe with real-time collaboration) or runs the cell in the notebook's
+own kernel, then answers with a ``notebook.response``. With no panel connected, or no answer in
+time, the tool returns an error result that says so (the run goes on).
+
+Wire protocol (server -> panel, then panel -> server)::
+
+    {"kind": "notebook.request", "id": "r1", "op": "read" | "insert_cell" | "replace_cell"
+     | "run_cell", "args": {...the tool's arguments; "path" absent = the notebook in focus}}
+    {"kind": "notebook.response", "id": "r1", "ok": true, "result": {...}}   # or ok false + a str
+
+Results the panel sends (extra keys are ignored; a plain string is passed to the model as is):
+read -> ``{"path", "cells": [{"index", "id", "cell_type", "source", "execution_count",
+"outputs"}]}``;
+insert_cell / replace_cell -> ``{"path", "index", "id"}``;
+run_cell -> ``{"path", "index", "execution_count", "status": "ok"|"error", "outputs": [...]}``
+(outputs are nbformat output dicts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from k2lab.tools.base import Tool, ToolOutput, tool_error, tool_ok
+
+MODEL_CHARS = 12_000
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class PanelSocket(Protocol):
+    """What the bridge needs from a connected panel (the WebSocket handler)."""
+
+    def send_json(self, msg: dict[str, Any]) -> None: ...
+
+
+class NotebookBridge:
+    """Requests to the panel(s) of one session and their answers, matched by id."""
+
+    def __init__(self) -> None:
+        self._sockets: list[PanelSocket] = []
+        self._waiting: dict[str, tuple[PanelSocket, asyncio.Future[tuple[bool, Any]]]] = {}
+        self._ids = itertools.count(1)
+
+    def attach(self, sock: PanelSocket) -> None:
+        self._sockets.append(sock)
+
+    def detach(self, sock: PanelSocket) -> None:
+        if sock in self._sockets:
+            self._sockets.remove(sock)
+        for rid, (s, fut) in list(self._waiting.items()):
+            if s is sock and not fut.done():
+                fut.set_result((False, "the side panel disconnected before answering"))
+                self._waiting.pop(rid, None)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._sockets)
+
+    def on_response(self, msg: dict[str, Any]) -> bool:
+        """Resolve a waiting request; False if the id is unknown (late, or never asked)."""
+        entry = self._waiting.pop(str(msg.get("id")), None)
+        if entry is None or entry[1].done():
+            return False
+        entry[1].set_result((bool(msg.get("ok")), msg.get("result")))
+        return True
+
+    async def request(self, op: str, args: dict[str, Any], *, timeout: float) -> tuple[bool, Any]:
+        if not self._sockets:
+            return False, (
+                "No k2lab side panel is connected to this session, so the notebook cannot be "
+                "reached. Ask the user to open the k2lab panel in JupyterLab."
+            )
+        # the most recently connected panel is the one the user is looking at
+        sock = self._sockets[-1]
+        rid = f"r{next(self._ids)}"
+        fut: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = (sock, fut)
+        try:
+            sock.send_json({"kind": "notebook.request", "id": rid, "op": op, "args": args})
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            return False, f"The side panel did not answer within {timeout:g} s."
+        except Exception as e:  # the socket closed while sending
+            return False, f"Could not reach the side panel: {e}"
+        finally:
+            self._waiting.pop(rid, None)
+
+
+# -- formatting results for the model ---------------------------------------------------------
+def _bounded(text: str, limit: int = MODEL_CHARS) -> tuple[str, bool]:
+    if len(text) <= limit:
+        return text, False
+    head, tail = text[: limit * 2 // 3], text[-limit // 3 :]
+    return f"{head}\n[... {len(text) - len(head) - len(tail)} characters cut ...]\n{tail}", True
+
+
+def _joined(v: Any) -> str:
+    return "".join(v) if isinstance(v, list) else str(v)
+
+
+def outputs_text(outputs: list[Any]) -> str:
+    """nbformat outputs as the text a model reads (images noted, not inlined)."""
+    parts: list[str] = []
+    for out in outputs:
+        if not isinstance(out, dict):
+            continue
+        kind = out.get("output_type")
+        if kind == "stream":
+            parts.append(_joined(out.get("text", "")))
+        elif kind == "error":
+            tb = "\n".join(_joined(x) for x in out.get("traceback") or [])
+            parts.append(_ANSI.sub("", tb) or f"{out.get('ename')}: {out.get('evalue')}")
+        elif kind in ("execute_result", "display_data"):
+            data = out.get("data") or {}
+            if "text/plain" in data:
+                parts.append(_joined(data["text/plain"]))
+            others = [m for m in data if m != "text/plain"]
+            if others:
+                parts.append(f"[rich output: {', '.join(others)}]")
+    return "\n".join(p.rstrip("\n") for p in parts)
+
+
+def _format_cells(result: dict[str, Any], with_outputs: bool) -> str:
+    lines = [f"Notebook {result.get('path', '(open notebook)')}:"]
+    for cell in result.get("cells") or []:
+        if not isinstance(cell, dict):
+            continue
+        count = cell.get("execution_count")
+        tag = f" [{count}]" if count is not None else ""
+        lines.append(f"--- cell {cell.get('index')} ({cell.get('cell_type', 'code')}){tag}")
+        lines.append(_joined(cell.get("source", "")))
+        if with_outputs and cell.get("outputs"):
+            lines.append("--- output")
+            lines.append(outputs_text(cell["outputs"]))
+    if len(lines) == 1:
+        lines.append("(no cells)")
+    return "\n".join(lines)
+
+
+def _display(outputs: list[Any]) -> list[dict[str, Any]]:
+    return [
+        {"data": o.get("data", {}), "metadata": o.get("metadata", {})}
+        for o in outputs
+        if isinstance(o, dict) and o.get("output_type") in ("execute_result", "display_data")
+    ]
+
+
+# -- the tools ---------------------------------------------------------------------------------
+_PATH = Field(
+    default=None,
+    description="Notebook path relative to the server root; omit for the notebook the user has "
+    "open.",
+)
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = _PATH
+
+
+class ReadParams(_Params):
+    start: int = Field(0, ge=0, description="First cell index (0-based).")
+    end: int | None = Field(None, ge=0, description="Stop before this cell index (omit: to end).")
+    outputs: bool = Field(True, description="Include the cells' outputs.")
+
+
+class InsertParams(_Params):
+    index: int = Field(..., ge=-1, description="Insert before this cell index; -1 = at the end.")
+    source: str = Field(..., description="The new cell's source.")
+    cell_type: Literal["code", "markdown"] = "code"
+
+
+class ReplaceParams(_Params):
+    index: int = Field(..., ge=0, description="Index of the cell to replace.")
+    source: str = Field(..., description="The cell's new source.")
+
+
+class RunParams(_Params):
+    index: int = Field(..., ge=0, description="Index of the cell to run.")
+
+
+class _NotebookTool:
+    name: str
+    description: str
+    params: type[BaseModel]
+    op: str
+
+    def __init__(self, bridge: NotebookBridge, *, timeout: float) -> None:
+        self.bridge = bridge
+        self.timeout = timeout
+
+    async def call(self, args: BaseModel) -> ToolOutput:
+        sent = args.model_dump(exclude_none=True)
+        ok, result = await self.bridge.request(self.op, sent, timeout=self.timeout)
+        if not ok:
+            return tool_error(f"Error: {result if isinstance(result, str) else json.dumps(result)}")
+        if isinstance(result, str):
+            text, cut = _bounded(result)
+            return tool_ok(text, truncated=cut)
+        if not isinstance(result, dict):
+            result = {"result": result}
+        return self.format(args, result)
+
+    def format(self, args: BaseModel, result: dict[str, Any]) -> ToolOutput:
+        text, cut = _bounded(json.dumps(result, ensure_ascii=False))
+        return tool_ok(text, truncated=cut)
+
+
+class NotebookRead(_NotebookTool):
+    name = "notebook_read"
+    op = "read"
+    params: type[BaseModel] = ReadParams
+    description = (
+        "Read the cells (source and, by default, outputs) of the notebook the user has open in "
+        "JupyterLab, with their indices. Use it before editing or running cells."
+    )
+
+    def format(self, args: BaseModel, result: dict[str, Any]) -> ToolOutput:
+        assert isinstance(args, ReadParams)
+        text, cut = _bounded(_format_cells(result, args.outputs))
+        return tool_ok(text, truncated=cut)
+
+
+class NotebookInsertCell(_NotebookTool):
+    name = "notebook_insert_cell"
+    op = "insert_cell"
+    params: type[BaseModel] = InsertParams
+    description = (
+        "Insert a new code or markdown cell into the user's open notebook (the user approves it "
+        "first; it can be undone). Does not run it."
+    )
+
+    def format(self, args: BaseModel, result: dict[str, Any]) -> ToolOutput:
+        return tool_ok(f"Inserted a cell at index {result.get('index')}.")
+
+
+class NotebookReplaceCell(_NotebookTool):
+    name = "notebook_replace_cell"
+    op = "replace_cell"
+    params: type[BaseModel] = ReplaceParams
+    description = (
+        "Replace the source of one cell of the user's open notebook (the user approves it first; "
+        "it can be undone). Does not run it."
+    )
+
+    def format(self, args: BaseModel, result: dict[str, Any]) -> ToolOutput:
+        return tool_ok(f"Replaced the source of cell {result.get('index')}.")
+
+
+class NotebookRunCell(_NotebookTool):
+    name = "notebook_run_cell"
+    op = "run_cell"
+    params: type[BaseModel] = RunParams
+    description = (
+        "Run one cell of the user's open notebook in the notebook's own kernel (not the sandbox; "
+        "the user approves it first) and return its outputs."
+    )
+
+    def format(self, args: BaseModel, result: dict[str, Any]) -> ToolOutput:
+        outputs = result.get("outputs") or []
+        outputs = outputs if isinstance(outputs, list) else []
+        status = result.get("status", "ok")
+        text = outputs_text(outputs) or "(no output)"
+        body, cut = _bounded(f"[cell {result.get('index')} ran: {status}]\n{text}")
+        return ToolOutput(
+            ok=status != "error", output=body, display=_display(outputs), truncated=cut
+        )
+
+
+def notebook_tools(
+    bridge: NotebookBridge, *, timeout: float = 30.0, run_timeout: float = 600.0
+) -> list[Tool]:
+    return [
+        NotebookRead(bridge, timeout=timeout),
+        NotebookInsertCell(bridge, timeout=timeout),
+        NotebookReplaceCell(bridge, timeout=timeout),
+        NotebookRunCell(bridge, timeout=run_timeout),
+    ]

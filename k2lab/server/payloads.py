@@ -1,0 +1,142 @@
+"""The JSON bodies the REST API accepts, declared once (pydantic, strict, no unknown keys).
+
+``parse(model, body)`` turns any problem (not JSON, wrong type, unknown key, value out of range)
+into a ``PayloadError`` whose message names the field, for a 400 answer.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from k2lab.providers.presets import PRESETS
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class PayloadError(ValueError):
+    pass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SessionSettings(_Strict):
+    """Per-session overrides of the server's settings (the key is never one of them)."""
+
+    model: str | None = Field(None, min_length=1, max_length=200)
+    base_url: str | None = Field(None, max_length=500)
+    preset: str | None = None
+    approve: Literal["ask", "auto", "never"] | None = None
+    max_steps: int | None = Field(None, ge=1, le=10_000)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    wall_time: float | None = Field(None, ge=0.0)
+    max_total_tokens: int | None = Field(None, ge=0)
+    tool_timeout: float | None = Field(None, gt=0.0, le=86_400.0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and v and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str | None) -> str | None:
+        if v is not None and v and v not in PRESETS:
+            raise ValueError(f"unknown preset; known: {', '.join(PRESETS)}")
+        return v
+
+
+class CreateSession(_Strict):
+    title: str = Field("", max_length=200)
+    settings: SessionSettings = Field(default_factory=lambda: SessionSettings.model_validate({}))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_key(cls, data: Any) -> Any:
+        settings = data.get("settings") if isinstance(data, dict) else None
+        if isinstance(settings, dict) and "api_key" in settings:
+            raise ValueError(
+                "settings.api_key: the API key is configured on the server (K2LAB_API_KEY "
+                "or c.K2Lab.api_key) and is never sent from the browser"
+            )
+        return data
+
+
+class MessageContext(_Strict):
+    kind: Literal["cell", "selection", "notebook"]
+    path: str = Field(..., max_length=1000)
+    text: str = Field(..., max_length=500_000)
+
+
+class SendMessage(_Strict):
+    text: str = Field(..., min_length=1, max_length=200_000)
+    context: MessageContext | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("the message is empty")
+        return v
+
+    def prompt(self) -> str:
+        """The text the model reads: the message, then the notebook context it refers to."""
+        if self.context is None or not self.context.text.strip():
+            return self.text
+        c = self.context
+        what = {"cell": "the current cell", "selection": "the selected text"}.get(c.kind, "")
+        what = what or "the notebook"
+        return f"{self.text}\n\nContext ({what} of {c.path}):\n```\n{c.text}\n```"
+
+
+class DecideCall(_Strict):
+    call_id: str = Field(..., min_length=1, max_length=500)
+    decision: Literal["approve", "edit", "reject"]
+    arguments: str | None = Field(None, max_length=1_000_000)
+    feedback: str | None = Field(None, max_length=20_000)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DecideCall:
+        if self.decision == "edit":
+            if self.arguments is None:
+                raise ValueError("an edit needs 'arguments' (the JSON object to run instead)")
+            try:
+                parsed = json.loads(self.arguments)
+            except ValueError as e:
+                raise ValueError(f"'arguments' is not valid JSON: {e}") from e
+            if not isinstance(parsed, dict):
+                raise ValueError("'arguments' must be a JSON object")
+        elif self.arguments is not None:
+            raise ValueError(f"'arguments' only goes with decision 'edit', not {self.decision!r}")
+        if self.feedback is not None and self.decision != "reject":
+            raise ValueError("'feedback' only goes with decision 'reject'")
+        return self
+
+
+class ReplayCall(_Strict):
+    call_id: str = Field(..., min_length=1, max_length=500)
+
+
+def parse(model: type[M], body: bytes) -> M:
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError as e:
+        raise PayloadError(f"the body is not JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise PayloadError("the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise PayloadError(
+            "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(body)'}: {err['msg']}"
+                for err in e.errors()
+            )
+        ) from None

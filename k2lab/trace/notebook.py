@@ -1,0 +1,129 @@
+"""A run saved in a notebook: the ``application/vnd.k2lab.trace+json`` bundle and its fallbacks.
+
+One bundle per run, written into the output of the cell that ran it::
+
+    {"application/vnd.k2lab.trace+json": {"version": 1, "run_id": ..., "events": [event dicts]},
+     "text/html": <self-contained, no script, everything escaped>,
+     "text/markdown": <for viewers without HTML>, "text/plain": <one line>}
+
+The JSON is the record (the full event log, readable by ``runs_from_notebook`` and replayable); the
+HTML and Markdown are what JupyterLab without the extension, GitHub and nbviewer show. The HTML's
+structure and class names are documented in ``k2lab/widgets/static/README.md`` (the labextension's
+renderer and the live widget share them). Keys never get here: base URLs lose any userinfo, and the
+face scrubs known secrets from events before they reach a bundle (``scrub_events``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from k2lab.widgets.render import render_html, render_markdown
+from k2lab.widgets.state import state_from_events
+
+MIMETYPE = "application/vnd.k2lab.trace+json"
+VERSION = 1
+REDACTED = "[redacted]"
+
+
+class TraceVersionError(ValueError):
+    """A bundle written by a newer k2lab than this one."""
+
+
+@dataclass(slots=True)
+class SavedRun:
+    run_id: str
+    events: list[dict[str, Any]]
+    version: int
+    cell_index: int
+    cell_id: str | None
+
+
+def clean_url(url: str) -> str:
+    """A base URL without user:password@ or a query string (where keys sometimes hide)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _scrub(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        for s in secrets:
+            if s in value:
+                value = value.replace(s, REDACTED)
+        return value
+    if isinstance(value, list):
+        return [_scrub(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {k: _scrub(v, secrets) for k, v in value.items()}
+    return value
+
+
+def scrub_event(ev: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
+    """An event dict with every secret replaced (and the base URL cleaned)."""
+    out: dict[str, Any] = _scrub(ev, [s for s in secrets if len(s) >= 4])
+    if "base_url" in out:
+        out["base_url"] = clean_url(str(out["base_url"]))
+    return out
+
+
+def scrub_events(events: list[dict[str, Any]], secrets: list[str]) -> list[dict[str, Any]]:
+    return [scrub_event(e, secrets) for e in events]
+
+
+def trace_bundle(run_id: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mime bundle (``display(bundle, raw=True)``) of one run."""
+    state = state_from_events(events)
+    snap = state.snapshot()
+    head = snap["head"]
+    plain = (
+        f"k2lab run {run_id}: {head['status']}"
+        + (f" ({head['stop_reason']})" if head.get("stop_reason") else "")
+        + f", {len(snap['steps'])} steps, {head['tool_calls']} tool calls"
+    )
+    return {
+        MIMETYPE: {"version": VERSION, "run_id": run_id, "events": events},
+        "text/html": render_html(snap),
+        "text/markdown": render_markdown(snap),
+        "text/plain": plain,
+    }
+
+
+def read_bundle(value: Any) -> tuple[str, list[dict[str, Any]], int]:
+    """Validate a saved bundle value; returns (run_id, events, version)."""
+    if isinstance(value, str):  # some writers store JSON mime values as text
+        value = json.loads(value)
+    if not isinstance(value, dict):
+        raise ValueError("a k2lab trace must be a JSON object")
+    version = value.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"a k2lab trace needs an integer version, got {version!r}")
+    if version > VERSION:
+        raise TraceVersionError(
+            f"this trace has version {version}; this k2lab reads up to {VERSION} (upgrade k2lab)"
+        )
+    events = value.get("events")
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+        raise ValueError("a k2lab trace needs an 'events' list of objects")
+    return str(value.get("run_id", "")), events, version
+
+
+def runs_from_notebook(nb: Any) -> list[SavedRun]:
+    """Every saved run of a notebook (an ``nbformat`` node or a plain dict), in cell order."""
+    runs: list[SavedRun] = []
+    for i, cell in enumerate(nb["cells"]):
+        if cell.get("cell_type") != "code":
+            continue
+        for out in cell.get("outputs", []):
+            data = out.get("data") or {}
+            if MIMETYPE in data:
+                run_id, events, version = read_bundle(data[MIMETYPE])
+                runs.append(SavedRun(run_id, events, version, i, cell.get("id")))
+    return runs

@@ -1,0 +1,285 @@
+# mypy: disable-error-code="no-untyped-call"
+"""What each ``%k2`` form does, given the parsed options (``k2lab.magics`` only parses).
+
+``ask`` starts a run; ``config``, ``runs``, ``export``, ``replay`` and ``fork`` are the
+subcommands. Saved runs are read from a notebook file with ``k2lab.trace.notebook``; the default
+file is this notebook (``$JPY_SESSION_NAME``, which jupyter_server sets for the kernel).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.display import display
+
+from k2lab.trace.notebook import runs_from_notebook
+
+#: option name -> Settings field
+_OVERRIDES = {
+    "model": "model",
+    "base_url": "base_url",
+    "preset": "preset",
+    "approve": "approve",
+    "max_steps": "max_steps",
+    "wall_time": "wall_time",
+    "max_tokens": "max_total_tokens",
+    "tool_timeout": "tool_timeout",
+    "isolation": "isolation",
+    "network": "network",
+}
+
+
+def _settings(session: Any, opts: Any) -> Any:
+    overrides = {field: getattr(opts, opt) for opt, field in _OVERRIDES.items()}
+    if opts.in_kernel and opts.approve is None:
+        overrides["approve"] = "ask"  # no sandbox: a person looks at every call by default
+    try:
+        return session.settings(overrides)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+
+
+# -- saved runs ----------------------------------------------------------------------------------
+def notebook_path(opts: Any) -> Path:
+    name = opts.file or os.environ.get("JPY_SESSION_NAME", "")
+    if not name:
+        raise UsageError("which notebook? pass --file NOTEBOOK.ipynb")
+    path = Path(name)
+    if not path.exists() and Path(path.name).exists():
+        path = Path(path.name)  # a path relative to the server root; the kernel runs beside it
+    if not path.exists():
+        raise UsageError(f"notebook not found: {name} (save it first, or pass --file)")
+    return path
+
+
+def saved_runs(opts: Any) -> list[Any]:
+    import nbformat
+
+    path = notebook_path(opts)
+    try:
+        runs = runs_from_notebook(nbformat.read(path, as_version=4))
+    except ValueError as e:
+        raise UsageError(f"{path}: {e}") from e
+    if not runs:
+        raise UsageError(f"{path} holds no saved k2lab run (save the notebook after a run)")
+    return runs
+
+
+def _upto(runs: list[Any], run_id: str | None) -> list[Any]:
+    if not run_id:
+        return runs
+    ids = [r.run_id for r in runs]
+    if run_id not in ids:
+        raise UsageError(f"no saved run {run_id!r}; saved runs: {', '.join(ids)}")
+    return runs[: ids.index(run_id) + 1]
+
+
+def _events_of(session: Any, opts: Any, run_id: str) -> tuple[str, list[dict[str, Any]]]:
+    """A run's events: from this kernel session if it knows the run, else from a saved notebook."""
+    if not opts.file and session.runs and run_id in ("", "last"):
+        rec = session.runs[-1]
+        return rec.run_id, rec.events
+    if not opts.file:
+        for rec in session.runs:
+            if rec.run_id == run_id:
+                return rec.run_id, rec.events
+    runs = saved_runs(opts)
+    run = _upto(runs, run_id or None)[-1]
+    return run.run_id, run.events
+
+
+# -- the forms -------------------------------------------------------------------------------------
+def ask(session: Any, opts: Any, prompt: str) -> None:
+    settings = _settings(session, opts)
+    conversation, parent = None, None
+    if opts.resume:
+        from k2lab.agent.loop import default_system_prompt
+        from k2lab.widgets.fork import conversation_from_runs
+
+        runs = _upto(saved_runs(opts), opts.run)
+        conversation = conversation_from_runs([r.events for r in runs], default_system_prompt())
+        parent = runs[-1].run_id
+    session.start_run(
+        prompt,
+        settings,
+        in_kernel=bool(opts.in_kernel),
+        new=bool(opts.new),
+        conversation=conversation,
+        parent_run_id=parent,
+    )
+
+
+def config(session: Any, opts: Any, arg: str, cell: str | None) -> None:
+    s = _settings(session, opts)
+    rows = []
+    for name, value in s.public().items():
+        if name in ("api_key_set", "uses_demo_model"):
+            continue
+        rows.append((name, value, s.sources.get(name, "")))
+    key = f"set (from {s.sources.get('api_key')})" if s.api_key else "not set"
+    rows.append(("api key", key, ""))
+    model = (
+        "offline demo model (scripted): no key and no base URL"
+        if s.uses_demo_model
+        else f"{s.model} at {s.base_url or 'https://api.moonshot.ai/v1'}"
+    )
+    rows.insert(0, ("talks to", model, ""))
+    text = "\n".join(f"{n:<18} {v!s:<40} {src}" for n, v, src in rows)
+    body = "".join(
+        f"<tr><td>{html.escape(str(n))}</td><td><code>{html.escape(str(v))}</code></td>"
+        f"<td>{html.escape(str(src))}</td></tr>"
+        for n, v, src in rows
+    )
+    table = (
+        '<table class="k2lab-config"><thead><tr><th>setting</th><th>value</th>'
+        f"<th>from</th></tr></thead><tbody>{body}</tbody></table>"
+    )
+    display({"text/plain": text, "text/html": table}, raw=True)
+
+
+def runs(session: Any, opts: Any, arg: str, cell: str | None) -> None:
+    lines = []
+    for r in session.runs:
+        head = r.widget.state.head
+        status = head["stop_reason"] or head["status"]
+        lines.append(f"{r.run_id}  {status:<10} {head['tool_calls']:>3} calls  {r.prompt[:60]!r}")
+    print("\n".join(lines) or "no runs yet in this kernel session")  # noqa: T201
+
+
+def executed_code(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(call id, code that ran) for every python call that ran, in order; edits win."""
+    from k2lab.widgets.state import code_of
+
+    ran: dict[str, str] = {}
+    order: list[str] = []
+    for ev in events:
+        kind = ev.get("type")
+        if kind == "tool.proposed" and ev["name"] == "python" and not ev.get("problem"):
+            ran[ev["call_id"]] = ev["arguments"]
+        elif kind == "tool.decision" and ev["call_id"] in ran:
+            if ev["decision"] == "reject":
+                ran.pop(ev["call_id"])
+            elif ev["decision"] == "edit" and ev.get("arguments") is not None:
+                ran[ev["call_id"]] = ev["arguments"]
+        elif kind == "tool.result" and ev["call_id"] in ran:
+            order.append(ev["call_id"])
+    return [(cid, code_of("python", ran[cid])) for cid in order if cid in ran]
+
+
+def export(session: Any, opts: Any, arg: str, cell: str | None) -> None:
+    import nbformat
+
+    run_id, events = _events_of(session, opts, (arg.strip() or opts.run or "last"))
+    calls = executed_code(events)
+    if not calls:
+        raise UsageError(f"run {run_id} ran no python code: nothing to export")
+    if opts.cell:
+        joined = "\n\n".join(f"# k2lab run {run_id}, call {cid}\n{code}" for cid, code in calls)
+        session.shell.set_next_input(joined, replace=False)
+        return
+    start = next((e for e in events if e.get("type") == "run.start"), {})
+    end = next((e for e in events if e.get("type") == "run.end"), {})
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(
+        nbformat.v4.new_markdown_cell(
+            f"# k2lab run `{run_id}`\n\n**Prompt:** {start.get('prompt', '')}\n\n"
+            "Each code cell below is one tool call that ran (edited calls as edited)."
+        )
+    )
+    for cid, code in calls:
+        c = nbformat.v4.new_code_cell(code)
+        c.metadata["k2lab"] = {"run_id": run_id, "call_id": cid}
+        nb.cells.append(c)
+    if end.get("answer"):
+        nb.cells.append(nbformat.v4.new_markdown_cell("**Answer:**\n\n" + end["answer"]))
+    out = Path(opts.out or f"k2lab-run-{run_id}.ipynb")
+    nbformat.write(nb, out)
+    print(f"wrote {out} ({len(calls)} code cells)")  # noqa: T201
+
+
+def replay(session: Any, opts: Any, arg: str, cell: str | None) -> None:
+    """Re-execute a run's calls in a fresh sandbox; a table says which outputs changed."""
+    from k2lab.events import event_from_dict
+
+    run_id, raw = _events_of(session, opts, arg.strip() or opts.run or "last")
+    events = [event_from_dict(e) for e in raw]
+    settings = _settings(session, opts)
+    handle = display({"text/plain": f"replaying run {run_id}..."}, raw=True, display_id=True)
+
+    async def go() -> None:
+        from k2lab.runtime import open_sandbox
+        from k2lab.trace.replay import replay_all, skipped_calls
+
+        bundle: dict[str, Any]
+        try:
+            sandbox = await open_sandbox(settings)
+            try:
+                results = await replay_all(events, sandbox, settings.tool_timeout)
+            finally:
+                await sandbox.shutdown()
+            skipped = skipped_calls(events)
+            bundle = replay_bundle(run_id, [r.to_dict() for r in results], len(skipped))
+        except Exception as e:
+            bundle = {"text/plain": f"replay of run {run_id} failed: {type(e).__name__}: {e}"}
+        handle.update(bundle, raw=True)
+        session.outputs.append((handle, bundle))
+
+    session.schedule(go())
+
+
+def replay_bundle(run_id: str, results: list[dict[str, Any]], skipped: int) -> dict[str, Any]:
+    changed = sum(1 for r in results if r["changed"])
+    summary = f"replayed run {run_id}: {len(results)} calls, {changed} changed output" + (
+        f", {skipped} skipped (rejected, invalid or never ran)" if skipped else ""
+    )
+    rows = "".join(
+        f"<tr><td><code>{html.escape(r['call_id'])}</code></td>"
+        f"<td>{'changed' if r['changed'] else 'same'}</td>"
+        f"<td><pre>{html.escape(r['new_output'][:2000])}</pre></td></tr>"
+        for r in results
+    )
+    text = (
+        summary
+        + "\n"
+        + "\n".join(f"  {r['call_id']}: {'CHANGED' if r['changed'] else 'same'}" for r in results)
+    )
+    return {
+        "text/plain": text,
+        "text/html": f'<div class="k2lab-replay"><p>{html.escape(summary)}</p><table>'
+        f"<tr><th>call</th><th>output</th><th>new output</th></tr>{rows}</table></div>",
+        "application/json": json.loads(json.dumps({"run_id": run_id, "results": results})),
+    }
+
+
+def fork(session: Any, opts: Any, arg: str, cell: str | None) -> None:
+    from k2lab.widgets.session import RunRecord
+    from k2lab.widgets.state import arguments_for
+
+    parts = arg.split()
+    if len(parts) != 2:
+        raise UsageError("usage: %%k2 fork RUN_ID CALL_ID (the cell body is the code to run)")
+    run_id, call_id = parts
+    parent = next((r for r in session.runs if r.run_id == run_id), None)
+    if parent is None or opts.file:
+        from k2lab.agent.context import Conversation
+        from k2lab.agent.loop import default_system_prompt
+        from k2lab.widgets.fork import conversation_from_runs
+
+        runs = _upto(saved_runs(opts), run_id)
+        before = conversation_from_runs([r.events for r in runs[:-1]], default_system_prompt())
+        parent = RunRecord(session, runs[-1].events[0].get("prompt", ""), _settings(session, opts))
+        parent.run_id, parent.events = run_id, runs[-1].events
+        for ev in parent.events:
+            parent.widget.state.apply(ev)
+        parent.conv_before = Conversation.to_list(before)
+    card = parent.widget.state.cards.get(call_id)
+    if card is None:
+        raise UsageError(f"run {run_id} has no tool call {call_id!r}")
+    code = cell if cell is not None and cell.strip() else None
+    args = arguments_for(card["name"], code.rstrip("\n")) if code is not None else None
+    session.fork(parent, call_id, args)

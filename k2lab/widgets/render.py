@@ -1,0 +1,255 @@
+"""Static renderings of a run (HTML without script, and Markdown) from a ``TraceState`` snapshot.
+
+These are the ``text/html`` and ``text/markdown`` fallbacks of the saved trace, so they must read
+well where no JavaScript runs and styles may be stripped (GitHub): structure comes from plain
+elements (``details``/``summary``, ``pre``, headings), and the scoped ``<style>`` only polishes it
+where allowed (JupyterLab, nbviewer). Everything from the model or the sandbox is escaped; HTML that
+sandbox code displayed goes into an ``<iframe sandbox>`` (no script, no same-origin), never into the
+page. Class names are the contract documented in ``k2lab/widgets/static/README.md``.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from markdown_it import MarkdownIt
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+#: Outputs longer than this many lines are collapsed behind a <details>.
+COLLAPSE_LINES = 25
+_md = MarkdownIt("commonmark", {"html": False}).enable("table")
+
+STATUS_TEXT = {
+    "pending": "waiting for approval",
+    "approved": "approved",
+    "edited": "edited, then run",
+    "rejected": "rejected",
+    "problem": "not run (invalid call)",
+    "done": "ran",
+    "error": "ran with an error",
+    "not_run": "not run (stopped)",
+}
+
+
+def esc(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def markdown_html(text: str) -> str:
+    """Markdown to HTML with raw HTML disabled (the model's text cannot inject markup)."""
+    return str(_md.render(text))
+
+
+@lru_cache(maxsize=512)
+def highlight_python(code: str) -> str:
+    """Syntax-highlighted HTML (pygments classes, no wrapper) for a code block."""
+    from pygments import highlight
+    from pygments.formatters import HtmlFormatter
+    from pygments.lexers import PythonLexer
+
+    html_code: str = highlight(code, PythonLexer(), HtmlFormatter(nowrap=True))
+    return html_code.rstrip("\n")
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return ""
+    return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.1f} s"
+
+
+def status_line(head: dict[str, Any], n_steps: int) -> str:
+    label = head.get("model_label") or head.get("model") or "?"
+    parts = [
+        f"step {head.get('step', 0)}/{head.get('max_steps', 0)}",
+        f"{head.get('tool_calls', 0)} tool calls",
+        f"{head.get('prompt_tokens', 0)} in / {head.get('completion_tokens', 0)} out tokens",
+        fmt_seconds(head.get("elapsed") or 0.0),
+        f"isolation: {head.get('isolation') or '?'}",
+        f"model: {label}",
+    ]
+    if head.get("status") == "ended":
+        parts.insert(0, f"ended: {head.get('stop_reason')}")
+    return " · ".join(p for p in parts if p)
+
+
+def _output_html(text: str, cls: str) -> str:
+    text = strip_ansi(text)
+    body = f'<pre class="{cls}">{esc(text)}</pre>'
+    n = text.count("\n") + 1
+    if n > COLLAPSE_LINES:
+        head = "\n".join(text.splitlines()[:8])
+        return (
+            f'<pre class="{cls}">{esc(head)}</pre><details class="k2lab-more">'
+            f"<summary>show all {n} lines</summary>{body}</details>"
+        )
+    return body
+
+
+def display_html(item: dict[str, Any]) -> str:
+    """One rich output of sandbox code (a Jupyter mime bundle), safely."""
+    data = item.get("data") or {}
+    for mime in ("image/png", "image/jpeg", "image/gif"):
+        if isinstance(data.get(mime), str):
+            src = f"data:{mime};base64,{data[mime].strip()}"
+            return f'<img class="k2lab-image" alt="output image" src="{esc(src)}">'
+    if isinstance(data.get("image/svg+xml"), str):
+        import base64
+
+        b64 = base64.b64encode(data["image/svg+xml"].encode()).decode()
+        return f'<img class="k2lab-image" alt="output image" src="data:image/svg+xml;base64,{b64}">'
+    if isinstance(data.get("text/html"), str):
+        # sandboxed: no scripts, no access to the page or its cookies
+        return f'<iframe class="k2lab-html" sandbox="" srcdoc="{esc(data["text/html"])}"></iframe>'
+    if isinstance(data.get("text/markdown"), str):
+        return f'<div class="k2lab-markdown">{markdown_html(data["text/markdown"])}</div>'
+    if "text/plain" in data:
+        return _output_html(str(data["text/plain"]), "k2lab-stdout")
+    return ""
+
+
+def _call_html(card: dict[str, Any]) -> str:
+    st = card["status"]
+    by = f" by {card['by']}" if card.get("by") else ""
+    meta = [f"<code>{esc(card['name'])}</code>", f"{esc(STATUS_TEXT.get(st, st))}{esc(by)}"]
+    if card.get("duration") is not None:
+        meta.append(esc(fmt_seconds(card["duration"])))
+    out = [
+        f'<div class="k2lab-call k2lab-status-{esc(st)}" data-call-id="{esc(card["call_id"])}">',
+        f'<div class="k2lab-call-head">Tool call {" · ".join(meta)}</div>',
+    ]
+    if card.get("edited_code") is not None:
+        out.append(
+            '<details class="k2lab-proposed"><summary>proposed by the model</summary>'
+            f'<pre class="k2lab-code k2lab-hl">{highlight_python(card["code"])}</pre></details>'
+            '<div class="k2lab-label">what ran (edited by the user)</div>'
+            f'<pre class="k2lab-code k2lab-hl">{highlight_python(card["edited_code"])}</pre>'
+        )
+    else:
+        out.append(f'<pre class="k2lab-code k2lab-hl">{highlight_python(card["code"])}</pre>')
+    if card.get("problem"):
+        out.append(f'<div class="k2lab-problem">{esc(card["problem"])}</div>')
+    if st == "rejected" and card.get("feedback"):
+        out.append(f'<div class="k2lab-feedback">Feedback: {esc(card["feedback"])}</div>')
+    if card.get("output") is not None and st not in ("rejected", "problem"):
+        cls = "k2lab-result k2lab-ok" if card.get("ok") else "k2lab-result k2lab-failed"
+        out.append(f'<div class="{cls}">')
+        if card["output"].strip():
+            out.append(_output_html(card["output"], "k2lab-stdout"))
+        out.extend(display_html(d) for d in card.get("display") or [])
+        out.append("</div>")
+    if card.get("replay"):
+        r = card["replay"]
+        verdict = "output changed" if r.get("changed") else "same output"
+        out.append(f'<div class="k2lab-replay">Replayed: {esc(verdict)}</div>')
+    out.append("</div>")
+    return "".join(out)
+
+
+_CSS_PATH = Path(__file__).parent / "static" / "trace_view.css"
+
+
+@lru_cache(maxsize=1)
+def trace_css() -> str:
+    """The live view's stylesheet, squeezed, so the saved trace looks the same where styles work."""
+    css = re.sub(r"/\*.*?\*/", "", _CSS_PATH.read_text(encoding="utf-8"), flags=re.S)
+    return re.sub(r"\s+", " ", css).strip()
+
+
+def render_html(snap: dict[str, Any]) -> str:
+    head = snap["head"]
+    cards = {c["call_id"]: c for c in snap["cards"]}
+    out = [
+        f'<div class="k2lab-trace" data-k2lab-run-id="{esc(head.get("run_id", ""))}" '
+        f'data-k2lab-version="1"><style>{trace_css()}</style>',
+        f'<div class="k2lab-head"><strong>k2lab run</strong> '
+        f'<span class="k2lab-status">{esc(status_line(head, len(snap["steps"])))}</span></div>',
+    ]
+    if head.get("isolation") == "in-kernel":
+        out.append(
+            '<div class="k2lab-warning"><strong>Sandbox off:</strong> tool code ran in the '
+            "notebook's own kernel.</div>"
+        )
+    if head.get("parent_run_id"):
+        fork = f" at call {head['forked_from_call']}" if head.get("forked_from_call") else ""
+        out.append(
+            f'<div class="k2lab-fork">Branch of run {esc(head["parent_run_id"])}{esc(fork)}</div>'
+        )
+    out.append(
+        f'<div class="k2lab-prompt"><strong>Prompt</strong><pre>{esc(head["prompt"])}</pre></div>'
+    )
+    for st in snap["steps"]:
+        out.append(f'<div class="k2lab-step" data-step="{st["step"]}">')
+        if st["reasoning"]:
+            tokens = f"{'' if st['tokens_exact'] else '~'}{st['tokens']} tokens"
+            summary = f"Step {st['step']} · reasoning · {tokens} · {fmt_seconds(st['duration'])}"
+            out.append(
+                f'<details class="k2lab-reasoning"><summary>{esc(summary)}</summary>'
+                f"<pre>{esc(st['reasoning'])}</pre></details>"
+            )
+        else:
+            out.append(f'<div class="k2lab-step-head">Step {st["step"]}</div>')
+        if st["content"] and st["calls"]:  # text said alongside tool calls
+            out.append(f'<div class="k2lab-content">{markdown_html(st["content"])}</div>')
+        out.extend(_call_html(cards[c]) for c in st["calls"] if c in cards)
+        out.append("</div>")
+    for m in head.get("messages") or []:
+        out.append(
+            f'<div class="k2lab-message k2lab-{esc(m["level"])}">{esc(m["kind"])}: '
+            f"{esc(m['text'])}</div>"
+        )
+    if head.get("answer"):
+        answer = markdown_html(head["answer"])
+        out.append(f'<div class="k2lab-answer"><strong>Answer</strong>{answer}</div>')
+    out.append("</div>")
+    return "".join(out)
+
+
+def _fence(text: str, lang: str = "") -> str:
+    ticks = "```"
+    while ticks in text:
+        ticks += "`"
+    return f"{ticks}{lang}\n{text.rstrip()}\n{ticks}"
+
+
+def _quote(text: str) -> str:
+    return "\n".join("> " + line for line in text.splitlines())
+
+
+def render_markdown(snap: dict[str, Any]) -> str:
+    head = snap["head"]
+    cards = {c["call_id"]: c for c in snap["cards"]}
+    out = [f"**k2lab run** `{head.get('run_id', '')}` — {status_line(head, len(snap['steps']))}"]
+    if head.get("isolation") == "in-kernel":
+        out.append("**Sandbox off:** tool code ran in the notebook's own kernel.")
+    out.append("**Prompt**\n\n" + _quote(head["prompt"]))
+    for st in snap["steps"]:
+        if st["reasoning"]:
+            out.append(f"*Step {st['step']} reasoning:*\n\n" + _quote(st["reasoning"]))
+        for cid in st["calls"]:
+            c = cards.get(cid)
+            if c is None:
+                continue
+            label = STATUS_TEXT.get(c["status"], c["status"])
+            out.append(f"**Tool call** `{c['name']}` ({label})")
+            if c.get("edited_code") is not None:
+                out.append("Proposed:\n\n" + _fence(c["code"], "python"))
+                out.append("Ran (edited by the user):\n\n" + _fence(c["edited_code"], "python"))
+            else:
+                out.append(_fence(c["code"], "python"))
+            if c.get("feedback") and c["status"] == "rejected":
+                out.append(f"Feedback: {c['feedback']}")
+            if c.get("problem"):
+                out.append(c["problem"])
+            elif c.get("output") and c["status"] != "rejected":
+                out.append(_fence(strip_ansi(c["output"]), "text"))
+    if head.get("answer"):
+        out.append("**Answer**\n\n" + head["answer"])
+    return "\n\n".join(out) + "\n"

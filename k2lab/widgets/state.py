@@ -1,0 +1,311 @@
+"""The trace view's state model: events in, a JSON-able view of the run out. Pure: no I/O, no UI.
+
+One ``TraceState`` per run. ``apply(event)`` folds an event dict (``Event.to_dict()``) into:
+
+- ``head``: run facts and the status line (step / budget, tokens, time, isolation, model, status);
+- ``steps``: one entry per model step (reasoning, answer text, token count, elapsed time, calls);
+- ``cards``: one entry per tool call (code, decision, edit, feedback, result, replay).
+
+It also records what changed since the last ``take_patch()``, so the widget sends small patches at a
+coalesced rate instead of the whole state: streamed text travels as appends (``*_from`` says at
+which length the append starts, so a view that missed one asks for a ``snapshot()``). The same model
+feeds the saved renderings (``k2lab.trace.notebook``), so the live view and the saved trace agree.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+#: Statuses a card goes through, in order (``problem`` and ``rejected`` end early).
+CARD_STATUSES = ("pending", "approved", "edited", "rejected", "problem", "done", "error", "not_run")
+
+
+def code_of(name: str, arguments: str) -> str:
+    """What to show (and edit) of a call: a python call's ``code``, else the JSON arguments."""
+    try:
+        args = json.loads(arguments) if arguments.strip() else {}
+    except json.JSONDecodeError:
+        return arguments
+    if name == "python" and isinstance(args, dict) and isinstance(args.get("code"), str):
+        return str(args["code"])
+    return json.dumps(args, indent=2, ensure_ascii=False)
+
+
+def arguments_for(name: str, code: str) -> str:
+    """The inverse of ``code_of``: the JSON arguments an edited card runs with."""
+    if name == "python":
+        return json.dumps({"code": code}, ensure_ascii=False)
+    return code
+
+
+class TraceState:
+    def __init__(self) -> None:
+        self.head: dict[str, Any] = {
+            "run_id": "",
+            "prompt": "",
+            "model": "",
+            "model_label": "",
+            "base_url": "",
+            "policy": "",
+            "isolation": "",
+            "max_steps": 0,
+            "parent_run_id": None,
+            "forked_from_call": None,
+            "step": 0,
+            "status": "waiting",  # waiting | running | ended
+            "stop_reason": None,
+            "error": None,
+            "answer": "",
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "tool_calls": 0,
+            "started": None,
+            "elapsed": 0.0,
+            "approve_all": False,
+            "messages": [],  # notices, errors and retries: {"kind", "level", "text"}
+        }
+        self.steps: dict[int, dict[str, Any]] = {}
+        self.cards: dict[str, dict[str, Any]] = {}
+        self.card_order: list[str] = []
+        self.events: list[dict[str, Any]] = []
+        self._dirty_head = True
+        self._dirty_steps: set[int] = set()
+        self._dirty_cards: set[str] = set()
+        #: step -> (reasoning length, content length) the last patch ended at
+        self._sent: dict[int, tuple[int, int]] = {}
+
+    # -- folding events ------------------------------------------------------------------------
+    def apply(self, ev: dict[str, Any]) -> None:
+        self.events.append(ev)
+        handler = getattr(self, "_on_" + ev.get("type", "").replace(".", "_"), None)
+        if handler is not None:
+            handler(ev)
+
+    def _set(self, **kw: Any) -> None:
+        self.head.update(kw)
+        self._dirty_head = True
+
+    def _message(self, level: str, kind: str, text: str) -> None:
+        self.head["messages"].append({"level": level, "kind": kind, "text": text})
+        self._dirty_head = True
+
+    def _on_run_start(self, ev: dict[str, Any]) -> None:
+        keys = ("run_id", "prompt", "model", "model_label", "base_url", "policy", "isolation")
+        self._set(
+            **{k: ev.get(k, "") for k in keys},
+            max_steps=ev.get("max_steps", 0),
+            parent_run_id=ev.get("parent_run_id"),
+            forked_from_call=ev.get("forked_from_call"),
+            status="running",
+            started=ev.get("ts", time.time()),
+        )
+
+    def _step(self, n: int) -> dict[str, Any]:
+        st = self.steps.get(n)
+        if st is None:
+            st = self.steps[n] = {
+                "step": n,
+                "reasoning": "",
+                "content": "",
+                "tokens": 0,  # exact once the usage arrives, else counted deltas (~1 token each)
+                "tokens_exact": False,
+                "started": None,
+                "duration": None,
+                "done": False,
+                "calls": [],
+            }
+        self._dirty_steps.add(n)
+        return st
+
+    def _on_step_start(self, ev: dict[str, Any]) -> None:
+        self._step(ev["step"])["started"] = ev.get("ts")
+        self._set(step=ev["step"])
+
+    def _on_reasoning_delta(self, ev: dict[str, Any]) -> None:
+        st = self._step(ev["step"])
+        st["reasoning"] += ev["text"]
+        if not st["tokens_exact"]:
+            st["tokens"] += 1
+
+    def _on_content_delta(self, ev: dict[str, Any]) -> None:
+        st = self._step(ev["step"])
+        st["content"] += ev["text"]
+        if not st["tokens_exact"]:
+            st["tokens"] += 1
+
+    def _on_usage(self, ev: dict[str, Any]) -> None:
+        st = self._step(ev["step"])
+        st["tokens"] = ev.get("reasoning_tokens") or ev.get("completion_tokens", 0)
+        st["tokens_exact"] = True
+        self._set(
+            prompt_tokens=self.head["prompt_tokens"] + ev.get("prompt_tokens", 0),
+            completion_tokens=self.head["completion_tokens"] + ev.get("completion_tokens", 0),
+        )
+
+    def _on_step_end(self, ev: dict[str, Any]) -> None:
+        st = self._step(ev["step"])
+        # the assembled message is the truth (a retried stream may have re-sent deltas)
+        st["reasoning"] = ev.get("reasoning", st["reasoning"])
+        st["content"] = ev.get("content", st["content"])
+        st["duration"] = ev.get("duration") or (
+            ev.get("ts", 0) - st["started"] if st["started"] else None
+        )
+        st["done"] = True
+        self._sent.pop(ev["step"], None)  # the text may have been replaced: resend it whole
+
+    def _on_tool_proposed(self, ev: dict[str, Any]) -> None:
+        cid, name = ev["call_id"], ev["name"]
+        problem = ev.get("problem")
+        self.cards[cid] = {
+            "call_id": cid,
+            "step": ev["step"],
+            "name": name,
+            "arguments": ev["arguments"],
+            "code": code_of(name, ev["arguments"]),
+            "problem": problem,
+            "status": "problem" if problem else "pending",
+            "decision": None,
+            "by": None,
+            "edited_arguments": None,
+            "edited_code": None,
+            "feedback": None,
+            "ok": None,
+            "output": None,
+            "display": [],
+            "duration": None,
+            "truncated": False,
+            "replay": None,
+        }
+        self.card_order.append(cid)
+        self._step(ev["step"])["calls"].append(cid)
+        self._dirty_cards.add(cid)
+        self._set(tool_calls=len(self.card_order))
+
+    def _on_tool_decision(self, ev: dict[str, Any]) -> None:
+        card = self.cards.get(ev["call_id"])
+        if card is None:
+            return
+        kind = ev["decision"]
+        card.update(decision=kind, by=ev.get("by"), feedback=ev.get("feedback"))
+        card["status"] = {"approve": "approved", "edit": "edited", "reject": "rejected"}[kind]
+        if kind == "edit" and ev.get("arguments") is not None:
+            card["edited_arguments"] = ev["arguments"]
+            card["edited_code"] = code_of(card["name"], ev["arguments"])
+        self._dirty_cards.add(card["call_id"])
+
+    def _on_tool_result(self, ev: dict[str, Any]) -> None:
+        card = self.cards.get(ev["call_id"])
+        if card is None:
+            return
+        card.update(
+            ok=ev["ok"],
+            output=ev["output"],
+            display=ev.get("display") or [],
+            duration=ev.get("duration"),
+            truncated=ev.get("truncated", False),
+        )
+        if card["status"] not in ("rejected", "problem"):
+            card["status"] = "done" if ev["ok"] else "error"
+        self._dirty_cards.add(card["call_id"])
+
+    def _on_retry(self, ev: dict[str, Any]) -> None:
+        self._message(
+            "warning",
+            "retry",
+            f"Retry {ev['attempt']}/{ev['max_attempts']} in {ev['delay']:.1f}s: {ev['reason']}",
+        )
+
+    def _on_error(self, ev: dict[str, Any]) -> None:
+        self._message("error", ev.get("kind", "error"), ev["message"])
+
+    def _on_notice(self, ev: dict[str, Any]) -> None:
+        self._message("info", ev.get("kind", "info"), ev["message"])
+
+    def _on_run_end(self, ev: dict[str, Any]) -> None:
+        for cid in self.card_order:  # calls a stop left undecided or unrun
+            card = self.cards[cid]
+            if card["status"] in ("pending", "approved", "edited"):
+                card["status"] = "not_run"
+                self._dirty_cards.add(cid)
+        self._set(
+            status="ended",
+            stop_reason=ev["stop_reason"],
+            error=ev.get("error"),
+            answer=ev.get("answer", ""),
+            elapsed=ev.get("elapsed", 0.0),
+            prompt_tokens=ev.get("prompt_tokens") or self.head["prompt_tokens"],
+            completion_tokens=ev.get("completion_tokens") or self.head["completion_tokens"],
+        )
+
+    # -- things the face adds (not events) -----------------------------------------------------
+    def set_replay(self, call_id: str, replay: dict[str, Any]) -> None:
+        card = self.cards.get(call_id)
+        if card is not None:
+            card["replay"] = replay
+            self._dirty_cards.add(call_id)
+
+    def set_approve_all(self) -> None:
+        self._set(approve_all=True)
+
+    def tick(self, now: float | None = None) -> None:
+        """Refresh the running clock of the status line."""
+        if self.head["status"] == "running" and self.head["started"]:
+            self._set(elapsed=(now or time.time()) - self.head["started"])
+
+    # -- reading -------------------------------------------------------------------------------
+    @property
+    def ended(self) -> bool:
+        return bool(self.head["status"] == "ended")
+
+    def pending_calls(self) -> list[str]:
+        return [c for c in self.card_order if self.cards[c]["status"] == "pending"]
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole view (for a view that just opened, and for the saved renderings)."""
+        self._sent = {n: (len(s["reasoning"]), len(s["content"])) for n, s in self.steps.items()}
+        self._dirty_head, self._dirty_steps, self._dirty_cards = False, set(), set()
+        return {
+            "kind": "snapshot",
+            "head": dict(self.head),
+            "steps": [dict(self.steps[n]) for n in sorted(self.steps)],
+            "cards": [dict(self.cards[c]) for c in self.card_order],
+        }
+
+    @property
+    def dirty(self) -> bool:
+        return self._dirty_head or bool(self._dirty_steps) or bool(self._dirty_cards)
+
+    def take_patch(self) -> dict[str, Any] | None:
+        """What changed since the last patch or snapshot; None when nothing did."""
+        if not self.dirty:
+            return None
+        steps = []
+        for n in sorted(self._dirty_steps):
+            st = self.steps[n]
+            r0, c0 = self._sent.get(n, (0, 0))
+            item = {k: v for k, v in st.items() if k not in ("reasoning", "content")}
+            item.update(
+                reasoning_from=r0,
+                reasoning_add=st["reasoning"][r0:],
+                content_from=c0,
+                content_add=st["content"][c0:],
+            )
+            steps.append(item)
+            self._sent[n] = (len(st["reasoning"]), len(st["content"]))
+        patch = {
+            "kind": "patch",
+            "head": dict(self.head) if self._dirty_head else None,
+            "steps": steps,
+            "cards": [dict(self.cards[c]) for c in self.card_order if c in self._dirty_cards],
+        }
+        self._dirty_head, self._dirty_steps, self._dirty_cards = False, set(), set()
+        return patch
+
+
+def state_from_events(events: list[dict[str, Any]]) -> TraceState:
+    st = TraceState()
+    for ev in events:
+        st.apply(ev)
+    return st

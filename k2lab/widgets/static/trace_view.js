@@ -1,0 +1,345 @@
+// The k2lab live trace view (anywidget ES module, hand-written, no build step).
+//
+// Python owns the state and sends it as {kind: "snapshot"} or coalesced {kind: "patch"} custom
+// messages; this module keeps a copy, renders it keyed by step and call (so streaming text is
+// appended, open <details> stay open and an editor being typed in is not rebuilt), and sends
+// button presses back as {action, call_id, code?, feedback?}. HTML pieces named *_html come from
+// Python, already escaped/sanitised (highlighted code, Markdown without raw HTML, sandboxed
+// iframes); everything else goes in as text. DOM structure and classes: static/README.md.
+
+const STATUS_TEXT = {
+  pending: "waiting for approval",
+  approved: "approved, running",
+  edited: "edited, running",
+  rejected: "rejected",
+  problem: "not run (invalid call)",
+  done: "ran",
+  error: "ran with an error",
+  not_run: "not run (stopped)",
+};
+const COLLAPSE_LINES = 25;
+
+function h(tag, cls, text) {
+  const el = document.createElement(tag);
+  if (cls) el.className = cls;
+  if (text !== undefined && text !== null) el.textContent = String(text);
+  return el;
+}
+
+function btn(label, cls, onClick, title) {
+  const b = h("button", "k2lab-btn " + cls, label);
+  b.type = "button";
+  if (title) b.title = title;
+  b.addEventListener("click", (ev) => {
+    ev.preventDefault();
+    ev.stopPropagation();
+    onClick();
+  });
+  return b;
+}
+
+function fmtSeconds(s) {
+  if (s === null || s === undefined) return "";
+  return s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(1)} s`;
+}
+
+function outputBlock(text, cls) {
+  const lines = text.split("\n");
+  const pre = h("pre", cls, text);
+  if (lines.length <= COLLAPSE_LINES) return pre;
+  const wrap = h("div", "k2lab-collapsed");
+  wrap.appendChild(h("pre", cls, lines.slice(0, 8).join("\n")));
+  const more = h("details", "k2lab-more");
+  more.appendChild(h("summary", null, `show all ${lines.length} lines`));
+  more.appendChild(pre);
+  wrap.appendChild(more);
+  return wrap;
+}
+
+function render({ model, el }) {
+  const st = { head: null, steps: new Map(), cards: new Map(), order: [] };
+  const ui = new Map(); // call_id -> {mode: "edit"|"reject"|"fork"|null, text, feedback}
+  const stepEls = new Map();
+  const cardEls = new Map();
+  const userToggled = new Set();
+
+  const root = h("div", "k2lab-trace k2lab-live");
+  const headEl = h("div", "k2lab-head");
+  const noteEl = h("div", "k2lab-note");
+  const promptEl = h("div", "k2lab-prompt");
+  const stepsEl = h("div", "k2lab-steps");
+  const msgsEl = h("div", "k2lab-messages");
+  const answerEl = h("div", "k2lab-answer");
+  root.append(headEl, noteEl, promptEl, stepsEl, msgsEl, answerEl);
+  el.appendChild(root);
+
+  const send = (action, extra) => model.send({ action, ...(extra || {}) });
+  const note = (text, level) => {
+    noteEl.textContent = text || "";
+    noteEl.className = "k2lab-note" + (level ? " k2lab-" + level : "");
+  };
+  const uiOf = (id) => {
+    if (!ui.has(id)) ui.set(id, { mode: null, text: null, feedback: "" });
+    return ui.get(id);
+  };
+
+  // -- head: title, status line, run-level buttons ----------------------------------------------
+  function renderHead() {
+    const hd = st.head;
+    if (!hd) return;
+    root.dataset.k2labRunId = hd.run_id || "";
+    root.classList.toggle("k2lab-ended", hd.status === "ended");
+    headEl.replaceChildren();
+    const title = h("div", "k2lab-title");
+    title.appendChild(h("strong", null, "k2lab"));
+    if (hd.parent_run_id) {
+      title.appendChild(h("span", "k2lab-badge", `branch of ${hd.parent_run_id}`));
+    }
+    if (/offline demo model/.test(hd.model_label || "")) {
+      title.appendChild(h("span", "k2lab-badge k2lab-demo", "offline demo model"));
+    }
+    if (hd.isolation === "in-kernel") {
+      title.appendChild(
+        h("span", "k2lab-badge k2lab-danger", "sandbox OFF: code runs in this notebook's kernel")
+      );
+    }
+    const running = hd.status !== "ended";
+    const spin = running ? (st.order.some((c) => st.cards.get(c).status === "pending") ? "waiting for you" : "running") : "";
+    if (spin) title.appendChild(h("span", "k2lab-badge k2lab-running", spin));
+    headEl.appendChild(title);
+    headEl.appendChild(h("div", "k2lab-status", hd.status_text || ""));
+    if (running) {
+      const bar = h("div", "k2lab-actions");
+      if (hd.policy === "ask" && !hd.approve_all) {
+        bar.appendChild(btn("Approve all", "k2lab-approve-all", () => send("approve_all"), "Approve this and every later call of this run"));
+      }
+      bar.appendChild(btn("Stop", "k2lab-stop", () => send("stop"), "Stop the whole run (the trace is kept)"));
+      headEl.appendChild(bar);
+    }
+    promptEl.replaceChildren(h("span", "k2lab-label", "Prompt"), h("pre", null, hd.prompt || ""));
+    msgsEl.replaceChildren(
+      ...(hd.messages || []).map((m) => h("div", `k2lab-message k2lab-${m.level}`, `${m.kind}: ${m.text}`))
+    );
+    answerEl.replaceChildren();
+    if (hd.answer_html) {
+      answerEl.appendChild(h("span", "k2lab-label", "Answer"));
+      const body = h("div", "k2lab-markdown");
+      body.innerHTML = hd.answer_html; // rendered by Python with raw HTML disabled
+      answerEl.appendChild(body);
+    }
+    if (hd.status === "ended" && hd.stop_reason !== "completed") {
+      const why = h("div", "k2lab-message k2lab-warning", `Run ended: ${hd.stop_reason}${hd.error ? " — " + hd.error : ""}`);
+      answerEl.appendChild(why);
+    }
+  }
+
+  // -- steps: reasoning streams into a <details>, text below, then the calls --------------------
+  function stepEl(n) {
+    let e = stepEls.get(n);
+    if (e) return e;
+    const node = h("div", "k2lab-step");
+    node.dataset.step = String(n);
+    const det = h("details", "k2lab-reasoning");
+    det.open = true;
+    const sum = h("summary");
+    const pre = h("pre");
+    det.append(sum, pre);
+    // toggle events also fire for our own changes: only a change we did not make is the person's
+    det.addEventListener("toggle", () => { if (det.open !== e.expectOpen) userToggled.add(n); });
+    const content = h("div", "k2lab-content");
+    const calls = h("div", "k2lab-calls");
+    node.append(det, content, calls);
+    // keep steps in order even if a snapshot arrives after patches
+    const after = [...stepEls.keys()].filter((k) => k > n).sort((a, b) => a - b)[0];
+    stepsEl.insertBefore(node, after !== undefined ? stepEls.get(after).node : null);
+    e = { node, det, sum, pre, content, calls, expectOpen: true };
+    stepEls.set(n, e);
+    return e;
+  }
+
+  function renderStep(s) {
+    const e = stepEl(s.step);
+    if (e.pre.textContent.length !== s.reasoning.length) e.pre.textContent = s.reasoning;
+    e.det.hidden = !s.reasoning;
+    const tokens = `${s.tokens_exact ? "" : "~"}${s.tokens} tokens`;
+    const secs = s.duration != null ? s.duration : st.head && st.head.started && s.started ? Date.now() / 1000 - s.started : null;
+    e.sum.textContent = `Step ${s.step} · reasoning · ${tokens}${secs != null ? " · " + fmtSeconds(secs) : ""}${s.done ? "" : " · streaming…"}`;
+    if (s.done && !userToggled.has(s.step) && e.expectOpen) {
+      e.expectOpen = false; // collapse finished reasoning unless the person chose otherwise
+      e.det.open = false;
+    }
+    if (s.done && s.content_html && s.calls.length) {
+      e.content.innerHTML = s.content_html; // Python-rendered Markdown, raw HTML disabled
+    } else if (!s.done) {
+      e.content.textContent = s.content;
+    } else {
+      e.content.textContent = ""; // the final answer is shown once, below
+    }
+  }
+
+  // -- cards --------------------------------------------------------------------------------------
+  function renderCard(c) {
+    let node = cardEls.get(c.call_id);
+    const fresh = h("div", `k2lab-call k2lab-status-${c.status}`);
+    fresh.dataset.callId = c.call_id;
+    const u = uiOf(c.call_id);
+    const head = h("div", "k2lab-call-head");
+    head.appendChild(h("span", null, "Tool call "));
+    head.appendChild(h("code", null, c.name));
+    head.appendChild(h("span", "k2lab-badge", STATUS_TEXT[c.status] || c.status));
+    if (c.by) head.appendChild(h("span", "k2lab-by", `by ${c.by}`));
+    if (c.duration != null) head.appendChild(h("span", "k2lab-by", fmtSeconds(c.duration)));
+    fresh.appendChild(head);
+
+    const editing = u.mode === "edit" || u.mode === "fork";
+    if (editing) {
+      const ta = h("textarea", "k2lab-editor");
+      ta.value = u.text !== null ? u.text : c.edited_code != null ? c.edited_code : c.code;
+      ta.rows = Math.min(24, Math.max(4, ta.value.split("\n").length + 1));
+      ta.spellcheck = false;
+      ta.addEventListener("input", () => (u.text = ta.value));
+      ta.addEventListener("keydown", (ev) => ev.stopPropagation()); // keep JupyterLab shortcuts out
+      fresh.appendChild(ta);
+    } else if (c.edited_code != null) {
+      const det = h("details", "k2lab-proposed");
+      det.appendChild(h("summary", null, "proposed by the model"));
+      const pre = h("pre", "k2lab-code k2lab-hl");
+      pre.innerHTML = c.code_html;
+      det.appendChild(pre);
+      fresh.appendChild(det);
+      fresh.appendChild(h("div", "k2lab-label", "what ran (edited by the user)"));
+      const ran = h("pre", "k2lab-code k2lab-hl");
+      ran.innerHTML = c.edited_code_html;
+      fresh.appendChild(ran);
+    } else {
+      const pre = h("pre", "k2lab-code k2lab-hl");
+      pre.innerHTML = c.code_html; // pygments output, escaped by Python
+      fresh.appendChild(pre);
+    }
+    if (c.problem) fresh.appendChild(h("div", "k2lab-problem", c.problem));
+    if (c.status === "rejected" && c.feedback) fresh.appendChild(h("div", "k2lab-feedback", `Feedback: ${c.feedback}`));
+
+    const bar = h("div", "k2lab-actions");
+    const codeNow = () => (u.text !== null ? u.text : c.code);
+    if (c.status === "pending") {
+      if (u.mode === "edit") {
+        bar.appendChild(btn("Run edited", "k2lab-run-edited", () => { send("edit", { call_id: c.call_id, code: codeNow() }); u.mode = null; }));
+        bar.appendChild(btn("Cancel", "k2lab-cancel", () => { u.mode = null; u.text = null; renderCard(c); }));
+      } else if (u.mode === "reject") {
+        const fb = h("input", "k2lab-feedback-input");
+        fb.placeholder = "Tell the model why (optional)";
+        fb.value = u.feedback || "";
+        fb.addEventListener("input", () => (u.feedback = fb.value));
+        fb.addEventListener("keydown", (ev) => {
+          ev.stopPropagation();
+          if (ev.key === "Enter") { send("reject", { call_id: c.call_id, feedback: fb.value }); u.mode = null; }
+        });
+        fresh.appendChild(fb);
+        bar.appendChild(btn("Send rejection", "k2lab-send-reject", () => { send("reject", { call_id: c.call_id, feedback: u.feedback }); u.mode = null; }));
+        bar.appendChild(btn("Cancel", "k2lab-cancel", () => { u.mode = null; renderCard(c); }));
+      } else {
+        bar.appendChild(btn("Approve", "k2lab-approve", () => send("approve", { call_id: c.call_id })));
+        bar.appendChild(btn("Edit & run", "k2lab-edit", () => { u.mode = "edit"; u.text = c.code; renderCard(c); }));
+        bar.appendChild(btn("Reject", "k2lab-reject", () => { u.mode = "reject"; renderCard(c); }));
+      }
+    } else if (["done", "error", "rejected", "problem", "not_run"].includes(c.status)) {
+      if (u.mode === "fork") {
+        bar.appendChild(btn("Fork with this code", "k2lab-fork-run", () => { send("fork", { call_id: c.call_id, code: codeNow() }); u.mode = null; u.text = null; }));
+        bar.appendChild(btn("Cancel", "k2lab-cancel", () => { u.mode = null; u.text = null; renderCard(c); }));
+      } else {
+        if (c.status === "done" || c.status === "error") {
+          bar.appendChild(btn("Replay", "k2lab-replay", () => send("replay", { call_id: c.call_id }), "Run this call again in the sandbox and compare the output"));
+        }
+        bar.appendChild(btn("Fork from here", "k2lab-fork", () => { u.mode = "fork"; u.text = c.edited_code != null ? c.edited_code : c.code; renderCard(c); }, "Re-run from this call (optionally edited) as a new branch"));
+        bar.appendChild(btn("Insert as cell", "k2lab-insert", () => insertCell(c)));
+      }
+    }
+    fresh.appendChild(bar);
+
+    if (c.output !== null && c.output !== undefined && c.status !== "rejected" && c.status !== "problem") {
+      const res = h("div", "k2lab-result " + (c.ok ? "k2lab-ok" : "k2lab-failed"));
+      if (c.output.trim()) res.appendChild(outputBlock(c.output, "k2lab-stdout"));
+      for (const piece of c.display_html || []) {
+        const d = h("div", "k2lab-display");
+        d.innerHTML = piece; // images / sandboxed iframes built by Python
+        res.appendChild(d);
+      }
+      fresh.appendChild(res);
+    }
+    if (c.replay) {
+      const r = c.replay;
+      const rep = h("div", "k2lab-replay");
+      if (r.running) rep.textContent = "Replaying…";
+      else if (r.error) rep.textContent = `Replay failed: ${r.error}`;
+      else {
+        rep.appendChild(h("strong", null, r.changed ? "Replayed: output changed" : "Replayed: same output"));
+        if (r.changed && r.new_output_html) {
+          const d = h("div");
+          d.innerHTML = r.new_output_html;
+          rep.appendChild(d);
+        }
+      }
+      fresh.appendChild(rep);
+    }
+    if (node) node.replaceWith(fresh);
+    else stepEl(c.step).calls.appendChild(fresh);
+    cardEls.set(c.call_id, fresh);
+  }
+
+  function insertCell(c) {
+    const code = c.edited_code != null ? c.edited_code : c.code;
+    // The k2lab labextension listens for this event and inserts the cell below; see README.
+    const ev = new CustomEvent("k2lab:insert-cell", { bubbles: true, cancelable: true, detail: { code, callId: c.call_id } });
+    el.dispatchEvent(ev);
+    if (ev.defaultPrevented) { note("Inserted as a cell below.", "info"); return; }
+    const done = () => note("Copied the code to the clipboard: paste it into a new cell (or use %k2 export).", "info");
+    if (navigator.clipboard && navigator.clipboard.writeText) {
+      navigator.clipboard.writeText(code).then(done, () => send("insert", { call_id: c.call_id }));
+    } else {
+      send("insert", { call_id: c.call_id });
+    }
+  }
+
+  // -- messages from Python ----------------------------------------------------------------------
+  function apply(msg) {
+    if (msg.kind === "snapshot") {
+      st.head = msg.head;
+      st.steps = new Map(msg.steps.map((s) => [s.step, s]));
+      st.cards = new Map(msg.cards.map((c) => [c.call_id, c]));
+      st.order = msg.cards.map((c) => c.call_id);
+      for (const s of msg.steps) renderStep(s);
+      for (const c of msg.cards) renderCard(c);
+      renderHead();
+      return;
+    }
+    if (msg.kind === "patch") {
+      for (const p of msg.steps) {
+        const old = st.steps.get(p.step) || { reasoning: "", content: "" };
+        if (old.reasoning.length !== p.reasoning_from || old.content.length !== p.content_from) {
+          send("hello"); // we missed something: ask for the whole state
+          return;
+        }
+        const s = { ...p, reasoning: old.reasoning + p.reasoning_add, content: old.content + p.content_add };
+        st.steps.set(p.step, s);
+        renderStep(s);
+      }
+      for (const c of msg.cards) {
+        if (!st.cards.has(c.call_id)) st.order.push(c.call_id);
+        st.cards.set(c.call_id, c);
+        renderCard(c);
+      }
+      if (msg.head) st.head = msg.head;
+      renderHead();
+      return;
+    }
+    if (msg.kind === "error") note(msg.message, "error");
+    if (msg.kind === "info") note(msg.message, "info");
+  }
+
+  const onMsg = (msg) => apply(msg);
+  model.on("msg:custom", onMsg);
+  send("hello");
+  return () => model.off("msg:custom", onMsg);
+}
+
+export default { render };

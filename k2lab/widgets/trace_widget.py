@@ -1,0 +1,189 @@
+"""The live trace view: an anywidget fed by events, with buttons that act on the run.
+
+Python keeps the state (``TraceState``); the browser keeps nothing it cannot ask for again. Events
+are folded in as they arrive, and a patch of what changed goes out at most every ``interval``
+seconds (0.04 s: 25 messages/s however fast the model streams), as an anywidget custom message. A
+view that opens late, or missed a patch, asks ``{"action": "hello"}`` and gets a snapshot.
+
+Buttons send ``{"action": ..., "call_id"?, "code"?, "feedback"?}``; the widget hands them to its
+``RunControls`` (the notebook session implements it) and answers errors with
+``{"kind": "error", "message"}`` so the person sees why a click did nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import anywidget
+import traitlets
+
+from k2lab.widgets.render import display_html, highlight_python, markdown_html, status_line
+from k2lab.widgets.state import TraceState
+
+_STATIC = Path(__file__).parent / "static"
+#: Seconds between two patches (a ceiling of 25 messages per second to the frontend).
+FLUSH_INTERVAL = 0.04
+
+
+class RunControls(Protocol):
+    """What the buttons do; implemented by the notebook session for one run."""
+
+    def decide(
+        self, call_id: str, kind: str, *, code: str | None, feedback: str | None
+    ) -> None: ...
+
+    def approve_all(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def replay(self, call_id: str) -> Awaitable[dict[str, Any]]: ...
+
+    def fork(self, call_id: str, code: str | None) -> str: ...
+
+    def insert_cell(self, call_id: str) -> str: ...
+
+
+class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
+    _esm = (_STATIC / "trace_view.js").read_text(encoding="utf-8")
+    _css = (_STATIC / "trace_view.css").read_text(encoding="utf-8")
+    run_id = traitlets.Unicode("").tag(sync=True)
+    #: True while no kernel-side controls exist any more (e.g. the session was reset).
+    detached = traitlets.Bool(False).tag(sync=True)
+
+    def __init__(
+        self,
+        controls: RunControls | None = None,
+        *,
+        interval: float = FLUSH_INTERVAL,
+        **kw: Any,
+    ) -> None:
+        super().__init__(**kw)
+        self.controls = controls
+        self.state = TraceState()
+        self.interval = interval
+        self.sent_patches = 0  # measured by tests and benchmarks
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._last_flush = 0.0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.on_msg(self._on_custom)
+
+    def __repr__(self) -> str:
+        return f"<k2lab trace view of run {self.run_id or '(starting)'}>"
+
+    # -- events in, coalesced patches out --------------------------------------------------------
+    def feed(self, event: dict[str, Any]) -> None:
+        self.state.apply(event)
+        if event.get("type") == "run.start":
+            self.run_id = event.get("run_id", "")
+        urgent = event.get("type") in ("run.end", "tool.proposed")
+        self._schedule(urgent)
+
+    def _schedule(self, urgent: bool = False) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (plain scripts, tests): send at once
+            self.flush()
+            return
+        wait = self.interval - (time.monotonic() - self._last_flush)
+        if urgent or wait <= 0:
+            self.flush()
+        elif self._flush_handle is None:
+            self._flush_handle = loop.call_later(wait, self.flush)
+
+    def flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self.state.tick()
+        patch = self.state.take_patch()
+        if patch is None:
+            return
+        self._last_flush = time.monotonic()
+        self.sent_patches += 1
+        self.send(self._decorate(patch))
+
+    def snapshot(self) -> dict[str, Any]:
+        return self._decorate(self.state.snapshot())
+
+    def _decorate(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Add the HTML pieces Python renders once (highlighted code, results, Markdown)."""
+        head = msg.get("head")
+        if head is not None:
+            head["status_text"] = status_line(head, len(self.state.steps))
+            head["answer_html"] = markdown_html(head["answer"]) if head.get("answer") else ""
+            head["prompt"] = head.get("prompt", "")
+        for st in msg["steps"]:
+            full = self.state.steps[st["step"]]
+            st["content_html"] = markdown_html(full["content"]) if full["done"] else ""
+        for card in msg["cards"]:
+            card["code_html"] = highlight_python(card["code"])
+            if card.get("edited_code") is not None:
+                card["edited_code_html"] = highlight_python(card["edited_code"])
+            card["display_html"] = [display_html(d) for d in card.get("display") or []]
+            card.pop("display", None)  # raw bundles stay in Python; the view gets safe HTML
+        return msg
+
+    # -- buttons ---------------------------------------------------------------------------------
+    def _on_custom(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        if not isinstance(content, dict):
+            return
+        action = content.get("action")
+        try:
+            self.handle_action(str(action), content)
+        except Exception as e:  # any failure is shown next to the button, never raised
+            self.send({"kind": "error", "message": f"{action}: {e}"})
+
+    def handle_action(self, action: str, content: dict[str, Any]) -> None:
+        """One button press (also the entry point tests use to click without a browser)."""
+        call_id = content.get("call_id")
+        if action == "hello":
+            self.send(self.snapshot())
+            return
+        if self.controls is None:
+            raise RuntimeError("this run is no longer attached to the kernel session")
+        if action in ("approve", "edit", "reject"):
+            self.controls.decide(
+                str(call_id), action, code=content.get("code"), feedback=content.get("feedback")
+            )
+        elif action == "approve_all":
+            self.controls.approve_all()
+            self.state.set_approve_all()
+            self._schedule(True)
+        elif action == "stop":
+            self.controls.stop()
+        elif action == "replay":
+            self._spawn(self._replay(str(call_id)))
+        elif action == "fork":
+            note = self.controls.fork(str(call_id), content.get("code"))
+            self.send({"kind": "info", "message": note})
+        elif action == "insert":
+            note = self.controls.insert_cell(str(call_id))
+            self.send({"kind": "info", "message": note})
+        else:
+            raise ValueError(f"unknown action {action!r}")
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _replay(self, call_id: str) -> None:
+        assert self.controls is not None
+        self.state.set_replay(call_id, {"running": True})
+        self._schedule(True)
+        try:
+            result = await self.controls.replay(call_id)
+        except Exception as e:
+            result = {"error": f"{type(e).__name__}: {e}"}
+        if "new_output" in result:
+            result["new_output_html"] = display_html({"data": {"text/plain": result["new_output"]}})
+        self.state.set_replay(call_id, result)
+        self._schedule(True)
+
+
+def when_done(task: asyncio.Future[Any], fn: Callable[[], None]) -> None:
+    task.add_done_callback(lambda _t: fn())

@@ -1,0 +1,158 @@
+/**
+ * "Use the current notebook": the context a message carries, chosen explicitly (nothing, the
+ * active cell, the editor selection, the whole notebook), shown as a chip with its size, and cut
+ * to a bound (with a visible notice) before it is sent.
+ */
+import { INotebookTracker } from '@jupyterlab/notebook';
+
+import { append, button, compact, h } from '../dom';
+
+export type ContextKind = 'none' | 'cell' | 'selection' | 'notebook';
+
+export interface IAttachedContext {
+  kind: 'cell' | 'selection' | 'notebook';
+  path: string;
+  text: string;
+  /** A one-line description for the chip. */
+  label: string;
+  /** Characters before truncation. */
+  size: number;
+  truncated: boolean;
+}
+
+const LABELS: { [k in ContextKind]: string } = {
+  none: 'No context',
+  cell: 'Active cell',
+  selection: 'Selection',
+  notebook: 'Whole notebook'
+};
+
+export class ContextPicker {
+  readonly node: HTMLElement;
+  private select: HTMLSelectElement;
+  private chip: HTMLElement;
+
+  constructor(
+    private tracker: INotebookTracker,
+    private maxChars: () => number
+  ) {
+    this.select = h('select', {
+      class: 'k2lab-context-select',
+      title: 'Attach part of the current notebook to the message',
+      'aria-label': 'context'
+    });
+    for (const kind of Object.keys(LABELS) as ContextKind[]) {
+      const opt = h('option', { value: kind }, LABELS[kind]);
+      this.select.append(opt);
+    }
+    this.select.addEventListener('change', () => this.refresh());
+    this.chip = h('div', { class: 'k2lab-context-chip' });
+    this.node = h('div', { class: 'k2lab-context' }, this.select, this.chip);
+    const refresh = () => this.refresh();
+    tracker.currentChanged.connect(refresh);
+    tracker.activeCellChanged.connect(refresh);
+    tracker.selectionChanged.connect(refresh);
+    this.refresh();
+  }
+
+  get kind(): ContextKind {
+    return this.select.value as ContextKind;
+  }
+
+  set kind(kind: ContextKind) {
+    this.select.value = kind;
+    this.refresh();
+  }
+
+  /** The context to send now (read fresh), or null. */
+  current(): IAttachedContext | null {
+    const kind = this.kind;
+    const panel = this.tracker.currentWidget;
+    if (kind === 'none' || !panel || !panel.content.model) {
+      return null;
+    }
+    const path = panel.context.path;
+    const notebook = panel.content;
+    let text = '';
+    let label = '';
+    if (kind === 'notebook') {
+      text = notebook
+        .model!.sharedModel.cells.map(
+          (c, i) => `# --- cell ${i} (${c.cell_type})\n${c.getSource()}`
+        )
+        .join('\n\n');
+      label = `${path} (${notebook.widgets.length} cells)`;
+    } else {
+      const cell = notebook.activeCell;
+      if (!cell) {
+        return null;
+      }
+      const source = cell.model.sharedModel.getSource();
+      const index = notebook.activeCellIndex;
+      if (kind === 'cell') {
+        text = source;
+        label = `cell ${index} of ${path}`;
+      } else {
+        const editor = cell.editor;
+        if (!editor) {
+          return null;
+        }
+        const sel = editor.getSelection();
+        const a = editor.getOffsetAt(sel.start);
+        const b = editor.getOffsetAt(sel.end);
+        text = source.slice(Math.min(a, b), Math.max(a, b));
+        if (!text) {
+          return null;
+        }
+        label = `selection in cell ${index} of ${path}`;
+      }
+    }
+    const max = this.maxChars();
+    const size = text.length;
+    const truncated = size > max;
+    return {
+      kind,
+      path,
+      text: truncated ? text.slice(0, max) : text,
+      label,
+      size,
+      truncated
+    };
+  }
+
+  refresh(): void {
+    const kind = this.kind;
+    this.chip.replaceChildren();
+    this.chip.dataset.kind = kind;
+    if (kind === 'none') {
+      this.chip.hidden = true;
+      return;
+    }
+    this.chip.hidden = false;
+    const ctx = this.current();
+    if (!ctx) {
+      const why = this.tracker.currentWidget
+        ? kind === 'selection'
+          ? 'select text in a cell'
+          : 'no active cell'
+        : 'open a notebook';
+      this.chip.append(
+        h('span', { class: 'k2lab-chip-warning' }, `Nothing attached: ${why}`)
+      );
+      return;
+    }
+    append(
+      this.chip,
+      h('span', { class: 'k2lab-chip-label' }, `Attached: ${ctx.label}`),
+      h('span', { class: 'k2lab-chip-size' }, ` · ${compact(ctx.size)} chars`),
+      ctx.truncated
+        ? h(
+            'span',
+            { class: 'k2lab-chip-warning' },
+            ` · only the first ${compact(this.maxChars())} chars are sent`
+          )
+        : null,
+      button('×', 'k2lab-chip-remove', () => (this.kind = 'none'), 'Detach')
+    );
+  }
+}

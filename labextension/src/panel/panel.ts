@@ -1,0 +1,388 @@
+/**
+ * The k2lab side panel: one session at a time, its events streamed into a TraceView with live
+ * tool-call cards, a prompt box with notebook context, Send / Stop, and the session header.
+ * All agent logic is on the server; this widget sends requests and draws events.
+ */
+import { showDialog, Dialog } from '@jupyterlab/apputils';
+import { INotebookTracker } from '@jupyterlab/notebook';
+import { IRenderMimeRegistry, renderMarkdown } from '@jupyterlab/rendermime';
+import { Widget } from '@lumino/widgets';
+
+import { APIError, postJSON, requestAPI } from '../api';
+import { append, button, h } from '../dom';
+import { TraceView } from '../trace-renderer/traceView';
+import { IEventBase, IReplayResult, IServerInfo, ISessionMeta } from '../types';
+import { SessionConnection } from './connection';
+import { ContextPicker } from './context';
+import { PanelHeader } from './header';
+import { NotebookBridge } from './notebookTools';
+import { IPanelSettings, sessionSettings } from './settings';
+
+const STORAGE_KEY = 'k2lab:current-session';
+const FALLBACK_KEY_HELP =
+  'Using the offline demo model. To use Kimi K2 Thinking set K2LAB_API_KEY in the server\u2019s ' +
+  'environment or c.K2Lab.api_key in jupyter_server_config.py.';
+
+export interface IK2PanelOptions {
+  tracker: INotebookTracker;
+  rendermime: IRenderMimeRegistry;
+  settings: () => IPanelSettings;
+}
+
+export class K2Panel extends Widget {
+  private header: PanelHeader;
+  private view: TraceView;
+  private stream: HTMLElement;
+  private empty: HTMLElement;
+  private prompt: HTMLTextAreaElement;
+  private sendButton: HTMLButtonElement;
+  private stopButton: HTMLButtonElement;
+  private notice: HTMLElement;
+  private contextPicker: ContextPicker;
+  private bridge: NotebookBridge;
+  private info: IServerInfo | null = null;
+  private sessions: ISessionMeta[] = [];
+  private sessionId: string | null = null;
+  private connection: SessionConnection | null = null;
+  private connectionText = '';
+  private loaded = false;
+  private scrollPending = false;
+
+  constructor(private options: IK2PanelOptions) {
+    super();
+    this.id = 'k2lab-panel';
+    this.addClass('k2lab-panel');
+    this.title.caption = 'k2lab: a thinking model with approvable tool calls';
+    this.bridge = new NotebookBridge(options.tracker);
+    this.header = new PanelHeader({
+      select: id => this.selectSession(id),
+      create: () => this.selectSession(null),
+      remove: () => void this.deleteSession()
+    });
+    const rm = options.rendermime;
+    this.view = new TraceView({
+      live: true,
+      sanitize: html => rm.sanitizer.sanitize(html),
+      renderMarkdown: (host, source) =>
+        renderMarkdown({
+          host,
+          source,
+          trusted: false,
+          sanitizer: rm.sanitizer,
+          resolver: rm.resolver,
+          linkHandler: rm.linkHandler,
+          latexTypesetter: rm.latexTypesetter,
+          markdownParser: rm.markdownParser,
+          shouldTypeset: true
+        }),
+      actions: {
+        decide: async (callId, decision, extra) => {
+          await postJSON(this.route('decisions'), {
+            call_id: callId,
+            decision,
+            ...extra
+          });
+        },
+        replay: callId =>
+          postJSON<IReplayResult>(this.route('replay'), { call_id: callId })
+      }
+    });
+    this.empty = h('div', { class: 'k2lab-empty' });
+    this.stream = h(
+      'div',
+      { class: 'k2lab-stream' },
+      this.empty,
+      this.view.node
+    );
+    this.prompt = h('textarea', {
+      class: 'k2lab-prompt-input',
+      rows: '3',
+      placeholder: 'Ask the model… (Ctrl+Enter to send)',
+      'aria-label': 'prompt'
+    });
+    this.prompt.addEventListener('keydown', ev => {
+      if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) {
+        ev.preventDefault();
+        void this.send();
+      }
+    });
+    this.contextPicker = new ContextPicker(
+      options.tracker,
+      () => options.settings().contextMaxChars
+    );
+    this.prompt.addEventListener('focus', () => this.contextPicker.refresh());
+    this.sendButton = button(
+      'Send',
+      'k2lab-send',
+      () => void this.send(),
+      'Send (Ctrl+Enter)'
+    );
+    this.stopButton = button(
+      'Stop',
+      'k2lab-stop',
+      () => void this.stop(),
+      'Stop the run (the trace is kept)'
+    );
+    this.notice = h('div', { class: 'k2lab-panel-notice', role: 'status' });
+    this.node.append(
+      this.header.node,
+      this.stream,
+      h(
+        'div',
+        { class: 'k2lab-composer' },
+        this.contextPicker.node,
+        this.prompt,
+        h(
+          'div',
+          { class: 'k2lab-composer-row' },
+          this.notice,
+          this.stopButton,
+          this.sendButton
+        )
+      )
+    );
+    this.updateControls();
+  }
+
+  dispose(): void {
+    this.connection?.dispose();
+    super.dispose();
+  }
+
+  /** Focus the prompt box (the open-panel command does this). */
+  focusPrompt(): void {
+    this.prompt.focus();
+  }
+
+  protected onAfterAttach(): void {
+    if (!this.loaded) {
+      this.loaded = true;
+      void this.load();
+    }
+  }
+
+  private route(what: string): string {
+    return `sessions/${encodeURIComponent(this.sessionId ?? '')}/${what}`;
+  }
+
+  private async load(): Promise<void> {
+    try {
+      this.info = await requestAPI<IServerInfo>('info');
+    } catch (e) {
+      this.say(
+        `The k2lab server extension did not answer: ${(e as Error).message}`,
+        true
+      );
+      return;
+    }
+    const demo = !!this.info.settings?.uses_demo_model;
+    this.header.setKeyHelp(
+      this.info.settings?.api_key_set
+        ? null
+        : this.info.key_help || FALLBACK_KEY_HELP
+    );
+    this.renderEmpty(demo);
+    await this.refreshSessions();
+    const stored = window.localStorage.getItem(STORAGE_KEY);
+    const pick = this.sessions.find(s => s.id === stored) ?? this.latest();
+    this.selectSession(pick?.id ?? null);
+  }
+
+  private latest(): ISessionMeta | undefined {
+    const t = (s: ISessionMeta) =>
+      Number(s.updated || s.created || 0) ||
+      Date.parse(String(s.updated || s.created)) ||
+      0;
+    return [...this.sessions].sort((a, b) => t(b) - t(a))[0];
+  }
+
+  private async refreshSessions(): Promise<void> {
+    try {
+      this.sessions = (
+        await requestAPI<{ sessions: ISessionMeta[] }>('sessions')
+      ).sessions;
+    } catch (e) {
+      this.say(`Could not list sessions: ${(e as Error).message}`, true);
+    }
+    this.header.setSessions(this.sessions, this.sessionId);
+  }
+
+  private selectSession(id: string | null): void {
+    this.connection?.dispose();
+    this.connection = null;
+    this.view.clear();
+    this.sessionId = id;
+    this.connectionText = '';
+    if (id) {
+      window.localStorage.setItem(STORAGE_KEY, id);
+      this.connection = new SessionConnection(id, {
+        onEvent: (index, ev) => this.onEvent(ev),
+        onRequest: req => this.bridge.handle(req),
+        onStatus: (connected, message) => {
+          this.connectionText = connected ? '' : message;
+          if (message.startsWith('server:')) {
+            this.say(message, true);
+          }
+          this.updateControls();
+        }
+      });
+    } else {
+      window.localStorage.removeItem(STORAGE_KEY);
+    }
+    this.header.setSessions(this.sessions, id);
+    this.updateControls();
+  }
+
+  private onEvent(ev: IEventBase): void {
+    const atBottom =
+      this.stream.scrollHeight -
+        this.stream.scrollTop -
+        this.stream.clientHeight <
+      60;
+    this.view.add(ev);
+    if (ev.type === 'run.start' || ev.type === 'run.end') {
+      void this.refreshSessions();
+    }
+    if (ev.type !== 'reasoning.delta' && ev.type !== 'content.delta') {
+      this.updateControls(); // deltas change nothing in the status line
+    }
+    if (atBottom && !this.scrollPending) {
+      this.scrollPending = true;
+      requestAnimationFrame(() => {
+        this.scrollPending = false;
+        this.stream.scrollTop = this.stream.scrollHeight;
+      });
+    }
+  }
+
+  private get running(): boolean {
+    return !!this.view.state?.running;
+  }
+
+  private updateControls(): void {
+    const info = this.info;
+    this.header.setStatus({
+      modelLabel: info?.model_label ?? '…',
+      demo: !!info?.settings?.uses_demo_model,
+      isolation: info?.isolation ?? '?',
+      maxSteps: Number(info?.settings?.max_steps ?? 0),
+      run: this.view.state,
+      connection: this.connectionText
+    });
+    this.stopButton.disabled = !this.running;
+    this.sendButton.disabled = this.running;
+    this.empty.hidden = !!this.view.state;
+  }
+
+  private renderEmpty(demo: boolean): void {
+    const prompts: string[] = (this.info as any)?.demo_prompts ?? [];
+    const list = Array.isArray(prompts) ? prompts : Object.values(prompts);
+    this.empty.replaceChildren();
+    append(
+      this.empty,
+      h(
+        'p',
+        {},
+        'Ask a question or give a task. The model thinks out loud (collapsible per step) and ' +
+          'proposes Python tool calls that run in a sandboxed kernel after you approve them.'
+      ),
+      demo && list.length
+        ? h(
+            'div',
+            { class: 'k2lab-demo-prompts' },
+            h('div', {}, 'Try a scripted demo:'),
+            ...list.map(p =>
+              button(String(p), 'k2lab-demo-prompt', () => {
+                this.prompt.value = String(p);
+                this.prompt.focus();
+              })
+            )
+          )
+        : null
+    );
+  }
+
+  private async send(): Promise<void> {
+    const text = this.prompt.value.trim();
+    if (!text || this.running) {
+      return;
+    }
+    const ctx = this.contextPicker.current();
+    this.sendButton.disabled = true;
+    this.say('', false);
+    try {
+      if (!this.sessionId) {
+        const created = await postJSON<ISessionMeta>('sessions', {
+          title: text.length > 60 ? text.slice(0, 57) + '…' : text,
+          settings: sessionSettings(this.options.settings())
+        });
+        this.sessions.unshift(created);
+        this.selectSession(created.id);
+      }
+      const body: { [k: string]: unknown } = { text };
+      if (ctx) {
+        body.context = { kind: ctx.kind, path: ctx.path, text: ctx.text };
+        if (ctx.truncated) {
+          this.say(
+            `Context cut to ${ctx.text.length} of ${ctx.size} characters.`,
+            false
+          );
+        }
+      }
+      await postJSON(this.route('messages'), body);
+      this.prompt.value = '';
+    } catch (e) {
+      const busy = e instanceof APIError && e.status === 409;
+      this.say(
+        busy
+          ? 'A run is in progress: wait for it or Stop it.'
+          : `Could not send: ${(e as Error).message}`,
+        true
+      );
+    } finally {
+      this.updateControls();
+    }
+  }
+
+  private async stop(): Promise<void> {
+    if (!this.sessionId) {
+      return;
+    }
+    try {
+      await postJSON(this.route('stop'), {});
+      this.say('Stopping…', false);
+    } catch (e) {
+      this.say(`Could not stop: ${(e as Error).message}`, true);
+    }
+  }
+
+  private async deleteSession(): Promise<void> {
+    const id = this.sessionId;
+    if (!id) {
+      return;
+    }
+    const answer = await showDialog({
+      title: 'Delete this k2lab session?',
+      body: 'Its history (trace) is deleted from the server.',
+      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Delete' })]
+    });
+    if (!answer.button.accept) {
+      return;
+    }
+    try {
+      await requestAPI(`sessions/${encodeURIComponent(id)}`, {
+        method: 'DELETE'
+      });
+    } catch (e) {
+      this.say(`Could not delete: ${(e as Error).message}`, true);
+      return;
+    }
+    this.sessions = this.sessions.filter(s => s.id !== id);
+    this.selectSession(null);
+  }
+
+  private say(text: string, isError: boolean): void {
+    this.notice.textContent = text;
+    this.notice.classList.toggle('k2lab-error', isError);
+  }
+}

@@ -1,0 +1,66 @@
+/**
+ * The panel's settings (schema/plugin.json, edited in JupyterLab's Settings Editor) and the
+ * per-session overrides they become. The API key is deliberately not among them.
+ */
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+
+export interface IPanelSettings {
+  model: string;
+  preset: string;
+  baseUrl: string;
+  approve: 'ask' | 'auto' | 'never';
+  maxSteps: number;
+  maxTotalTokens: number;
+  wallTime: number;
+  toolTimeout: number;
+  contextMaxChars: number;
+}
+
+export const DEFAULT_SETTINGS: IPanelSettings = {
+  model: '',
+  preset: '',
+  baseUrl: '',
+  approve: 'ask',
+  maxSteps: 0,
+  maxTotalTokens: 0,
+  wallTime: 0,
+  toolTimeout: 0,
+  contextMaxChars: 20000
+};
+
+export function readSettings(
+  s: ISettingRegistry.ISettings | null
+): IPanelSettings {
+  if (!s) {
+    return { ...DEFAULT_SETTINGS };
+  }
+  return { ...DEFAULT_SETTINGS, ...(s.composite as any) };
+}
+
+/** The `settings` of `POST sessions`: only what the user chose (empty/0 = server default). */
+export function sessionSettings(s: IPanelSettings): { [key: string]: unknown } {
+  const out: { [key: string]: unknown } = { approve: s.approve };
+  if (s.model.trim()) {
+    out.model = s.model.trim();
+  }
+  if (s.preset === 'custom') {
+    if (s.baseUrl.trim()) {
+      out.base_url = s.baseUrl.trim();
+    }
+  } else if (s.preset) {
+    out.preset = s.preset;
+  }
+  if (s.maxSteps > 0) {
+    out.max_steps = Math.floor(s.maxSteps);
+  }
+  if (s.maxTotalTokens > 0) {
+    out.max_total_tokens = Math.floor(s.maxTotalTokens);
+  }
+  if (s.wallTime > 0) {
+    out.wall_time = Number(s.wallTime);
+  }
+  if (s.toolTimeout > 0) {
+    out.tool_timeout = Number(s.toolTimeout);
+  }
+  return out;
+}

@@ -1,0 +1,43 @@
+/**
+ * Renders a tool result's rich outputs (Jupyter display bundles) for people: images from
+ * base64 `image/png` / `image/jpeg`, sanitized `text/html`, else `text/plain`.
+ */
+import { IDisplayBundle } from '../types';
+import { h } from '../dom';
+
+/** How the host sanitizes HTML (rendermime's sanitizer in JupyterLab). */
+export type Sanitize = (html: string) => string;
+
+function text(value: unknown): string {
+  return Array.isArray(value) ? value.join('') : String(value ?? '');
+}
+
+export function renderDisplay(
+  bundle: IDisplayBundle,
+  sanitize: Sanitize
+): HTMLElement | null {
+  const data = bundle.data || {};
+  for (const mime of ['image/png', 'image/jpeg', 'image/gif']) {
+    if (typeof data[mime] === 'string') {
+      const img = h('img', {
+        class: 'k2lab-image',
+        alt: text(data['text/plain']) || mime,
+        src: `data:${mime};base64,${data[mime].replace(/\s/g, '')}`
+      });
+      return h('div', { class: 'k2lab-display' }, img);
+    }
+  }
+  if (data['text/html'] !== undefined) {
+    const div = h('div', { class: 'k2lab-display k2lab-display-html' });
+    div.innerHTML = sanitize(text(data['text/html']));
+    return div;
+  }
+  if (data['text/plain'] !== undefined) {
+    return h(
+      'pre',
+      { class: 'k2lab-display k2lab-display-text' },
+      text(data['text/plain'])
+    );
+  }
+  return null;
+}

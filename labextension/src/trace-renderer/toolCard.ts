@@ -1,0 +1,316 @@
+/**
+ * One tool call as a card: the proposed arguments, the decision, the result, and (in the live
+ * panel only) the controls Approve / Edit & run / Reject with feedback / Replay.
+ */
+import {
+  IReplayResult,
+  IToolDecision,
+  IToolProposed,
+  IToolResult
+} from '../types';
+import { button, h } from '../dom';
+import { renderDisplay, Sanitize } from './display';
+import { editableArgs, IEditableArgs } from './toolArgs';
+
+export type DecisionKind = 'approve' | 'edit' | 'reject';
+
+/** What the live panel lets a person do with a card; absent in the read-only renderer. */
+export interface ICardActions {
+  decide(
+    callId: string,
+    decision: DecisionKind,
+    extra: { arguments?: string; feedback?: string }
+  ): Promise<void>;
+  replay(callId: string): Promise<IReplayResult>;
+}
+
+const DECISION_LABEL: { [k in DecisionKind]: string } = {
+  approve: 'approved',
+  edit: 'edited & run',
+  reject: 'rejected'
+};
+
+const LOOK: { [state: string]: string } = {
+  pending: 'pending',
+  reject: 'rejected',
+  problem: 'problem',
+  expired: 'not_run'
+};
+
+export class ToolCard {
+  readonly node: HTMLElement;
+  private args: IEditableArgs;
+  private state: HTMLElement;
+  private body: HTMLElement;
+  private actionsEl: HTMLElement | null = null;
+  private message: HTMLElement;
+  private decided = false;
+
+  constructor(
+    readonly proposal: IToolProposed,
+    private sanitize: Sanitize,
+    private actions?: ICardActions
+  ) {
+    this.args = editableArgs(proposal.arguments);
+    this.state = h(
+      'span',
+      { class: 'k2lab-badge k2lab-call-state' },
+      'proposed'
+    );
+    this.message = h('div', { class: 'k2lab-message' });
+    this.body = h('div', { class: 'k2lab-call-body' });
+    this.node = h(
+      'div',
+      { class: 'k2lab-call', 'data-call-id': proposal.call_id },
+      h(
+        'div',
+        { class: 'k2lab-call-head' },
+        h('span', { class: 'k2lab-tool-name' }, proposal.name),
+        h('span', { class: 'k2lab-call-id' }, proposal.call_id),
+        this.state
+      ),
+      this.body,
+      this.message
+    );
+    if (proposal.problem) {
+      this.setState('problem', 'not run');
+      this.body.append(
+        h('pre', { class: 'k2lab-code' }, proposal.arguments),
+        h('div', { class: 'k2lab-problem' }, proposal.problem)
+      );
+      this.decided = true;
+    } else if (actions) {
+      this.setState('pending', 'waiting for you');
+      this.renderEditor(actions);
+    } else {
+      this.setState('pending', 'proposed');
+      this.body.append(this.codeBlock(this.args.text));
+    }
+  }
+
+  get callId(): string {
+    return this.proposal.call_id;
+  }
+
+  setDecision(ev: IToolDecision): void {
+    this.decided = true;
+    this.removeActions();
+    this.body.replaceChildren();
+    const who = ev.by === 'policy' ? ' (policy)' : '';
+    this.setState(ev.decision, DECISION_LABEL[ev.decision] + who);
+    if (ev.decision === 'edit' && ev.arguments) {
+      this.body.append(
+        this.codeBlock(editableArgs(ev.arguments).text),
+        h(
+          'details',
+          { class: 'k2lab-original' },
+          h('summary', {}, "model's original"),
+          this.codeBlock(this.args.text)
+        )
+      );
+    } else {
+      this.body.append(this.codeBlock(this.args.text));
+    }
+    if (ev.decision === 'reject') {
+      this.body.append(
+        h(
+          'div',
+          { class: 'k2lab-feedback' },
+          h('strong', {}, 'Feedback: '),
+          ev.feedback || '(none)'
+        )
+      );
+    }
+  }
+
+  setResult(ev: IToolResult): void {
+    this.decided = true;
+    this.removeActions();
+    const result = h(
+      'div',
+      { class: `k2lab-result ${ev.ok ? 'k2lab-ok' : 'k2lab-failed'}` },
+      h(
+        'div',
+        { class: 'k2lab-result-head' },
+        ev.ok ? 'result' : 'error',
+        ev.duration ? ` · ${ev.duration.toFixed(2)} s` : '',
+        ev.truncated ? ' · truncated for the model' : ''
+      ),
+      ev.output ? h('pre', { class: 'k2lab-stdout' }, ev.output) : null
+    );
+    for (const bundle of ev.display || []) {
+      const el = renderDisplay(bundle, this.sanitize);
+      if (el) {
+        result.append(el);
+      }
+    }
+    this.body.append(result);
+    if (this.node.dataset.state !== 'reject') {
+      this.look(ev.ok ? 'done' : 'error');
+    }
+    if (this.actions && this.node.dataset.state !== 'reject') {
+      this.addReplay(this.actions);
+    }
+  }
+
+  /** The run ended while this call waited: it can no longer be decided. */
+  setInactive(): void {
+    if (!this.decided) {
+      this.removeActions();
+      this.setState('expired', 'not decided (run ended)');
+    }
+  }
+
+  private setState(state: string, label: string): void {
+    this.node.dataset.state = state;
+    this.state.textContent = label;
+    this.look(LOOK[state] ?? 'running');
+  }
+
+  /** The card's colour class, shared with the notebook widget's CSS (k2lab-status-*). */
+  private look(name: string): void {
+    for (const cls of [...this.node.classList]) {
+      if (cls.startsWith('k2lab-status-')) {
+        this.node.classList.remove(cls);
+      }
+    }
+    this.node.classList.add(`k2lab-status-${name}`);
+  }
+
+  private codeBlock(text: string): HTMLElement {
+    return h('pre', { class: `k2lab-code k2lab-lang-${this.args.kind}` }, text);
+  }
+
+  private removeActions(): void {
+    this.actionsEl?.remove();
+    this.actionsEl = null;
+  }
+
+  private renderEditor(actions: ICardActions): void {
+    const editor = h('textarea', {
+      class: 'k2lab-editor',
+      spellcheck: 'false',
+      'aria-label': 'tool call arguments'
+    });
+    editor.value = this.args.text;
+    editor.rows = Math.min(
+      18,
+      Math.max(3, this.args.text.split('\n').length + 1)
+    );
+    const approve = button('Approve', 'k2lab-approve', () =>
+      this.send(actions, 'approve', {})
+    );
+    const editRun = button('Edit & run', 'k2lab-run-edited', () => {
+      let args: string;
+      try {
+        args = this.args.toArguments(editor.value);
+      } catch (e) {
+        this.showMessage(`Not valid JSON: ${(e as Error).message}`, true);
+        return;
+      }
+      void this.send(actions, 'edit', { arguments: args });
+    });
+    editRun.disabled = true;
+    editor.addEventListener('input', () => {
+      const edited = editor.value !== this.args.text;
+      editRun.disabled = !edited;
+      approve.disabled = edited; // approving would silently drop the edit
+    });
+    const feedback = h('input', {
+      class: 'k2lab-feedback-input',
+      type: 'text',
+      placeholder: 'Why? The model reads this as the tool result.'
+    });
+    const sendReject = button('Send rejection', 'k2lab-send-reject', () =>
+      this.send(actions, 'reject', { feedback: feedback.value })
+    );
+    feedback.addEventListener('keydown', ev => {
+      if (ev.key === 'Enter') {
+        ev.preventDefault();
+        sendReject.click();
+      }
+    });
+    const rejectRow = h(
+      'div',
+      { class: 'k2lab-reject-row', hidden: true },
+      feedback,
+      sendReject
+    );
+    const reject = button('Reject…', 'k2lab-reject', () => {
+      rejectRow.hidden = !rejectRow.hidden;
+      if (!rejectRow.hidden) {
+        feedback.focus();
+      }
+    });
+    this.actionsEl = h(
+      'div',
+      { class: 'k2lab-call-actions' },
+      h('div', { class: 'k2lab-actions' }, approve, editRun, reject),
+      rejectRow
+    );
+    this.body.append(editor, this.actionsEl);
+  }
+
+  private async send(
+    actions: ICardActions,
+    decision: DecisionKind,
+    extra: { arguments?: string; feedback?: string }
+  ): Promise<void> {
+    const buttons = this.actionsEl?.querySelectorAll('button') ?? [];
+    buttons.forEach(b => (b.disabled = true));
+    this.showMessage('sending…', false);
+    try {
+      await actions.decide(this.callId, decision, extra);
+      this.showMessage('', false);
+    } catch (e) {
+      this.showMessage(
+        `Could not send the decision: ${(e as Error).message}`,
+        true
+      );
+      buttons.forEach(b => (b.disabled = false));
+    }
+  }
+
+  private addReplay(actions: ICardActions): void {
+    if (this.node.querySelector('.k2lab-replay')) {
+      return;
+    }
+    const out = h('div', { class: 'k2lab-replay-result' });
+    const replay = button(
+      'Replay',
+      'k2lab-replay-btn',
+      async () => {
+        replay.disabled = true;
+        out.replaceChildren(h('span', {}, 'replaying in the sandbox…'));
+        try {
+          const r = await actions.replay(this.callId);
+          out.replaceChildren(
+            h(
+              'div',
+              { class: r.changed ? 'k2lab-warning' : 'k2lab-info' },
+              r.changed ? 'Replay: output changed' : 'Replay: same output'
+            ),
+            h('pre', { class: 'k2lab-stdout' }, r.new_output)
+          );
+        } catch (e) {
+          out.replaceChildren(
+            h(
+              'div',
+              { class: 'k2lab-error' },
+              `Replay failed: ${(e as Error).message}`
+            )
+          );
+        } finally {
+          replay.disabled = false;
+        }
+      },
+      'Run the same code again in the sandbox and compare the output'
+    );
+    this.body.append(h('div', { class: 'k2lab-replay' }, replay, out));
+  }
+
+  private showMessage(text: string, isError: boolean): void {
+    this.message.textContent = text;
+    this.message.classList.toggle('k2lab-error', isError);
+  }
+}

@@ -1,0 +1,312 @@
+/**
+ * Builds the DOM of a trace from k2lab events, one event at a time, so the same code renders a
+ * saved trace bundle (all events at once) and the live panel (events as they stream).
+ *
+ * Per run: the prompt, a status line (model label, isolation, policy), per step a collapsible
+ * reasoning block, the step's text (Markdown once the step ends) and its tool-call cards, notices
+ * and errors, and a closing summary (stop reason, steps, tool calls, tokens, time).
+ */
+import { compact, h } from '../dom';
+import {
+  IEventBase,
+  IRunEnd,
+  IRunStart,
+  IToolDecision,
+  IToolProposed,
+  IToolResult
+} from '../types';
+import { Sanitize } from './display';
+import { ICardActions, ToolCard } from './toolCard';
+
+export interface ITraceViewOptions {
+  sanitize: Sanitize;
+  /** Renders Markdown into `host` (rendermime's Markdown renderer, sanitized). */
+  renderMarkdown: (host: HTMLElement, source: string) => Promise<void>;
+  /** Present in the live panel: cards get Approve / Edit & run / Reject / Replay. */
+  actions?: ICardActions;
+  /** Live view: reasoning stays open while it streams and folds when the step ends. */
+  live?: boolean;
+}
+
+/** What the panel's status bar shows about the latest run. */
+export interface IRunState {
+  runId: string;
+  modelLabel: string;
+  isolation: string;
+  policy: string;
+  step: number;
+  maxSteps: number;
+  promptTokens: number;
+  completionTokens: number;
+  toolCalls: number;
+  running: boolean;
+  stopReason: string;
+}
+
+interface IStepBlock {
+  node: HTMLElement;
+  reasoning: HTMLDetailsElement;
+  reasoningText: Text;
+  reasoningSize: HTMLElement;
+  content: HTMLElement;
+  contentText: string;
+}
+
+export class TraceView {
+  readonly node: HTMLElement;
+  state: IRunState | null = null;
+  private runNode: HTMLElement | null = null;
+  private steps = new Map<number, IStepBlock>();
+  private cards = new Map<string, ToolCard>();
+  private lastStep: IStepBlock | null = null;
+
+  constructor(private options: ITraceViewOptions) {
+    this.node = h('div', { class: 'k2lab-trace' });
+  }
+
+  clear(): void {
+    this.node.replaceChildren();
+    this.state = null;
+    this.runNode = null;
+    this.steps.clear();
+    this.cards.clear();
+    this.lastStep = null;
+  }
+
+  card(callId: string): ToolCard | undefined {
+    return this.cards.get(callId);
+  }
+
+  add(ev: IEventBase): void {
+    switch (ev.type) {
+      case 'run.start':
+        return this.runStart(ev as IRunStart);
+      case 'step.start':
+        this.step(ev.step);
+        if (this.state) {
+          this.state.step = ev.step;
+        }
+        return;
+      case 'reasoning.delta': {
+        const s = this.step(ev.step);
+        s.reasoningText.appendData(ev.text);
+        s.reasoningSize.textContent = `${compact(s.reasoningText.length)} chars`;
+        return;
+      }
+      case 'content.delta': {
+        const s = this.step(ev.step);
+        s.contentText += ev.text;
+        s.content.textContent = s.contentText;
+        return;
+      }
+      case 'step.end':
+        return this.stepEnd(ev);
+      case 'tool.proposed':
+        return this.toolProposed(ev as IToolProposed);
+      case 'tool.decision':
+        this.cards.get(ev.call_id)?.setDecision(ev as IToolDecision);
+        return;
+      case 'tool.result':
+        this.cards.get(ev.call_id)?.setResult(ev as IToolResult);
+        return;
+      case 'usage':
+        if (this.state) {
+          this.state.promptTokens += ev.prompt_tokens || 0;
+          this.state.completionTokens += ev.completion_tokens || 0;
+        }
+        return;
+      case 'retry':
+        return this.line(
+          'k2lab-warning',
+          `Retrying (${ev.attempt}/${ev.max_attempts}) in ${Number(ev.delay).toFixed(1)} s: ${ev.reason}`
+        );
+      case 'error':
+        return this.line(
+          'k2lab-note k2lab-error',
+          `${ev.fatal ? 'Fatal error' : 'Error'} (${ev.kind}): ${ev.message}`
+        );
+      case 'notice':
+        return this.line('k2lab-info', ev.message);
+      case 'run.end':
+        return this.runEnd(ev as IRunEnd);
+      default:
+        return; // an event type from a newer server: nothing to show
+    }
+  }
+
+  private run(): HTMLElement {
+    if (!this.runNode) {
+      // events before any run.start (a cut trace): give them a home
+      this.runNode = h('div', { class: 'k2lab-run' });
+      this.node.append(this.runNode);
+    }
+    return this.runNode;
+  }
+
+  private runStart(ev: IRunStart): void {
+    this.steps.clear();
+    this.lastStep = null;
+    this.state = {
+      runId: ev.run_id,
+      modelLabel: ev.model_label || ev.model,
+      isolation: ev.isolation,
+      policy: ev.policy,
+      step: 0,
+      maxSteps: ev.max_steps,
+      promptTokens: 0,
+      completionTokens: 0,
+      toolCalls: 0,
+      running: true,
+      stopReason: ''
+    };
+    const demo = /demo/i.test(ev.model_label || '');
+    this.runNode = h(
+      'div',
+      { class: 'k2lab-run', 'data-run-id': ev.run_id },
+      h('div', { class: 'k2lab-prompt' }, h('pre', {}, ev.prompt)),
+      h(
+        'div',
+        { class: 'k2lab-head' },
+        h(
+          'span',
+          { class: `k2lab-badge k2lab-model${demo ? ' k2lab-demo' : ''}` },
+          ev.model_label || ev.model
+        ),
+        h(
+          'span',
+          { class: 'k2lab-badge k2lab-isolation' },
+          `sandbox: ${ev.isolation}`
+        ),
+        h(
+          'span',
+          { class: 'k2lab-badge k2lab-policy' },
+          `approval: ${ev.policy}`
+        )
+      )
+    );
+    this.node.append(this.runNode);
+  }
+
+  private step(n: number): IStepBlock {
+    let s = this.steps.get(n);
+    if (s) {
+      return s;
+    }
+    const reasoningText = document.createTextNode('');
+    const reasoningSize = h('span', { class: 'k2lab-reasoning-size' });
+    const reasoning = h(
+      'details',
+      { class: 'k2lab-reasoning', open: this.options.live },
+      h(
+        'summary',
+        {},
+        h('span', { class: 'k2lab-reasoning-title' }, `Thinking · step ${n}`),
+        reasoningSize
+      ),
+      h('pre', { class: 'k2lab-reasoning-text' }, reasoningText)
+    );
+    const content = h('div', { class: 'k2lab-content' });
+    const node = h(
+      'div',
+      { class: 'k2lab-step', 'data-step': String(n) },
+      reasoning,
+      content
+    );
+    s = {
+      node,
+      reasoning,
+      reasoningText,
+      reasoningSize,
+      content,
+      contentText: ''
+    };
+    this.steps.set(n, s);
+    this.lastStep = s;
+    this.run().append(node);
+    return s;
+  }
+
+  private stepEnd(ev: IEventBase): void {
+    const s = this.step(ev.step);
+    // the step's whole message is authoritative (a reconnect may have missed deltas)
+    if (
+      typeof ev.reasoning === 'string' &&
+      ev.reasoning !== s.reasoningText.data
+    ) {
+      s.reasoningText.data = ev.reasoning;
+      s.reasoningSize.textContent = `${compact(ev.reasoning.length)} chars`;
+    }
+    if (!s.reasoningText.length) {
+      s.reasoning.hidden = true;
+    }
+    s.reasoning.open = false;
+    s.contentText = typeof ev.content === 'string' ? ev.content : s.contentText;
+    this.markdown(s.content, s.contentText);
+  }
+
+  private markdown(host: HTMLElement, text: string): void {
+    host.replaceChildren();
+    if (!text.trim()) {
+      return;
+    }
+    host.classList.add('k2lab-markdown');
+    this.options.renderMarkdown(host, text).catch(() => {
+      host.textContent = text; // the text matters more than its formatting
+    });
+  }
+
+  private toolProposed(ev: IToolProposed): void {
+    const card = new ToolCard(ev, this.options.sanitize, this.options.actions);
+    this.cards.set(ev.call_id, card);
+    if (this.state) {
+      this.state.toolCalls += 1;
+    }
+    const s = this.steps.get(ev.step);
+    (s ? s.node : this.run()).append(card.node);
+  }
+
+  private line(cls: string, text: string): void {
+    this.run().append(h('div', { class: `k2lab-note ${cls}` }, text));
+  }
+
+  private runEnd(ev: IRunEnd): void {
+    if (this.state) {
+      this.state.running = false;
+      this.state.stopReason = ev.stop_reason;
+      this.state.step = ev.steps;
+      this.state.promptTokens = ev.prompt_tokens ?? this.state.promptTokens;
+      this.state.completionTokens =
+        ev.completion_tokens ?? this.state.completionTokens;
+    }
+    for (const card of this.cards.values()) {
+      card.setInactive();
+    }
+    const last = this.lastStep;
+    if (ev.answer && ev.answer.trim() !== (last?.contentText ?? '').trim()) {
+      const answer = h('div', { class: 'k2lab-answer' });
+      this.run().append(answer);
+      this.markdown(answer, ev.answer);
+    } else if (last && ev.answer) {
+      last.content.classList.add('k2lab-answer');
+    }
+    const parts = [
+      ev.stop_reason,
+      `${ev.steps} step${ev.steps === 1 ? '' : 's'}`,
+      `${ev.tool_calls} tool call${ev.tool_calls === 1 ? '' : 's'}`,
+      `${compact(ev.prompt_tokens || 0)} in / ${compact(ev.completion_tokens || 0)} out tokens`
+    ];
+    if (ev.elapsed) {
+      parts.push(`${ev.elapsed.toFixed(1)} s`);
+    }
+    this.run().append(
+      h(
+        'div',
+        { class: `k2lab-run-end k2lab-status k2lab-stop-${ev.stop_reason}` },
+        parts.join(' · '),
+        ev.error
+          ? h('div', { class: 'k2lab-note k2lab-error' }, ev.error)
+          : null
+      )
+    );
+  }
+}
