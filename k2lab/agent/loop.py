@@ -188,6 +188,14 @@ class Agent:
             calls = end.tool_calls
             self.conversation.add_assistant(end.content, end.reasoning, calls)
             st.open_calls = [c["id"] for c in calls]
+            if end.finish_reason == "length":  # else a truncated reply passes silently
+                st.emit(
+                    Notice(
+                        message="The model's reply was cut off at max_tokens: the answer or "
+                        "tool call may be incomplete (raise max_tokens).",
+                        kind="length",
+                    )
+                )
             if not calls:
                 st.answer = end.content
                 return

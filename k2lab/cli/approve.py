@@ -127,6 +127,7 @@ class TerminalApprover:
     async def _read(self) -> str:
         line = await self.lines.readline()
         if line is None:
+            err("")  # end the unanswered question's line
             self.failure = NO_ANSWER
             self.on_unavailable()  # stops the run; the wait below is cancelled
             await asyncio.Event().wait()

@@ -7,9 +7,10 @@ Owns the HTTP side: the request body, the SSE stream, retries and error wording.
 The hot path stays flat in the history length: the request body is joined from
 ``Conversation.messages_json()`` (JSON fragments cached per message) and a tools JSON cached per
 tool list, and posted as bytes through the real ``openai.AsyncOpenAI`` client with ``content=``,
-so the SDK's recursive request transform (O(history) per call) never runs. The SSE stream is read
-with the SDK's own decoder, but ``[DONE]`` and ``finish_reason`` are checked here, because the SDK
-ends a cut stream silently.
+so the SDK's recursive request transform (O(history) per call) never runs. The SSE body is read as
+raw bytes and decoded by ``stream_state.SSEDecoder`` (cheaper per event than the SDK's decoder and
+its per-chunk models); ``[DONE]`` and ``finish_reason`` are checked here, because the SDK ends a
+cut stream silently.
 
 Retries (408/409/429/5xx, connection errors, timeouts, empty or cut streams, errors sent inside
 the stream): exponential backoff with jitter from ``retry_base`` up to ``retry_cap`` seconds,
@@ -35,7 +36,7 @@ import openai
 
 from k2lab.events import Event, Notice, Retry
 from k2lab.providers.base import ProviderError
-from k2lab.providers.stream_state import StreamState
+from k2lab.providers.stream_state import SSEDecoder, StreamState
 
 if TYPE_CHECKING:
     from k2lab.agent.context import Conversation
@@ -195,20 +196,28 @@ class OpenAICompatProvider:
             raise _Retryable("the request timed out") from None
         except openai.APIConnectionError as e:
             raise _Retryable(f"connection error: {self._cause(e)}") from None
+        decoder = SSEDecoder()
+        reads = stream.response.aiter_bytes().__aiter__()
+        ended = False
         try:
-            # The SDK's SSE decoder splits on bytes and decodes whole events, so a multi-byte
-            # character split across network reads is safe; it maps transport errors to
-            # APIConnectionError / APITimeoutError.
-            async for sse in stream._iter_events():
-                events = state.feed_data(sse.data)
-                for ev in events:
-                    yield ev
-                if state.error is not None:
-                    raise _Retryable(f"the provider reported an error mid-stream: {state.error}")
-        except openai.APITimeoutError:
-            raise _Retryable("the stream timed out") from None
-        except openai.APIConnectionError as e:
-            raise _Retryable(f"the stream broke: {self._cause(e)}") from None
+            while not ended:
+                try:
+                    raw = await reads.__anext__()
+                except StopAsyncIteration:
+                    payloads, ended = decoder.finish(), True
+                except (openai.APITimeoutError, TimeoutError):
+                    raise _Retryable("the stream timed out") from None
+                except Exception as e:  # only reading the body happens here: a transport fault
+                    raise _Retryable(f"the stream broke: {type(e).__name__}: {e}") from None
+                else:
+                    payloads = decoder.feed(raw)
+                for data in payloads:
+                    for ev in state.feed_data(data):
+                        yield ev
+                    if state.error is not None:
+                        raise _Retryable(
+                            f"the provider reported an error mid-stream: {state.error}"
+                        )
         finally:
             await stream.close()
         if state.chunks == 0:

@@ -16,6 +16,9 @@ K2_PROTOCOL.md:
   one ``Usage`` event per step, from the first final usage seen;
 - a stream that ends with no ``finish_reason`` and no ``[DONE]`` was cut: ``completed`` is False
   and the caller must retry (the openai SDK ends such streams silently).
+
+``SSEDecoder`` turns the raw response bytes into ``data`` payloads. It splits on bytes and decodes
+whole lines only, so a multi-byte character split across network reads comes out whole.
 """
 
 from __future__ import annotations
@@ -24,6 +27,44 @@ import json
 from typing import Any
 
 from k2lab.events import ContentDelta, Event, ReasoningDelta, StepEnd, Usage
+
+
+class SSEDecoder:
+    """Raw SSE bytes in, ``data`` payloads out, one per event (comments, other fields dropped)."""
+
+    __slots__ = ("_buf", "_data")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[str]:
+        lines = (self._buf + chunk).split(b"\n") if self._buf else chunk.split(b"\n")
+        self._buf = lines.pop()  # an incomplete last line waits for the next read
+        out: list[str] = []
+        for line in lines:
+            self._line(line, out)
+        return out
+
+    def finish(self) -> list[str]:
+        """The end of the body: flush a last event that had no closing blank line."""
+        out: list[str] = []
+        if self._buf:
+            self._line(self._buf, out)
+            self._buf = b""
+        self._line(b"", out)
+        return out
+
+    def _line(self, line: bytes, out: list[str]) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:  # a blank line ends an event
+            if self._data:
+                out.append("\n".join(self._data))
+                self._data = []
+        elif line.startswith(b"data:"):
+            value = line[6:] if line.startswith(b"data: ") else line[5:]
+            self._data.append(value.decode("utf-8", errors="replace"))
 
 
 class _CallParts:

@@ -31,6 +31,7 @@ from k2lab.sandbox.isolation import (
 )
 from k2lab.sandbox.managers import KERNEL_NAME, LocalHandle, ProvidedHandle
 from k2lab.sandbox.output import OutputCollector
+from k2lab.sandbox.parent import hide_parent_secrets
 from k2lab.sandbox.transfer import TransferMixin
 
 #: How often a running call checks that the kernel is alive and the workspace within its quota.
@@ -165,6 +166,9 @@ class SandboxKernel(TransferMixin):
             if isinstance(e, asyncio.CancelledError):
                 raise
             raise SandboxError(f"the sandbox kernel did not start: {e}{self._log_tail()}") from e
+        if info.get("level") == "process":
+            # same user, no PID namespace: sandbox code could read our /proc environ
+            hide_parent_secrets()
         if self._handle.remote:
             self.isolation = "remote"
         else:
@@ -244,12 +248,9 @@ class SandboxKernel(TransferMixin):
         with contextlib.suppress(Exception):
             self._kc.stop_channels()
         self._kc = None
-        try:
-            await self._handle.restart()
-        except Exception:
-            pass  # a dead kernel may fail to shut down cleanly; killing the cgroup follows
-        if self._cgroup:
-            cgroup.kill_all(self._cgroup)  # leftovers of a fork storm outside the process group
+        name = self._cgroup
+        # leftovers of a fork storm that left the process group die before the new kernel starts
+        await self._handle.restart(between=(lambda: cgroup.kill_all(name)) if name else None)
         await self._connect()
         self._restarts += 1
 
@@ -348,6 +349,26 @@ class SandboxKernel(TransferMixin):
                 continue
             out.handle(msg)
 
+    def _process_count(self) -> int:
+        """Processes in this sandbox's cgroup (0 where there is none)."""
+        path = cgroup.cgroup_path(self._cgroup)
+        if path is None:
+            return 0
+        try:
+            return len((path / "cgroup.procs").read_text().split())
+        except OSError:
+            return 0
+
+    def _at_process_limit(self) -> bool:
+        path = cgroup.cgroup_path(self._cgroup)
+        if path is None or self.limits.processes <= 0:
+            return False
+        try:
+            current = int((path / "pids.current").read_text())
+        except (OSError, ValueError):
+            return False
+        return current >= self.limits.processes * 0.9
+
     def _handle_remote(self) -> bool:
         return bool(self._handle is not None and self._handle.remote)
 
@@ -360,7 +381,8 @@ class SandboxKernel(TransferMixin):
     async def _run(self, code: str, timeout: float, t0: float) -> ExecutionResult:
         out = OutputCollector(self.limits.model_chars, self.limits.display_bytes)
         await self._drain_shell()
-        msg_id = self._kc.execute(code, store_history=True, allow_stdin=False, stop_on_error=True)
+        procs_before = self._process_count()
+        msg_id = self._kc.execute(code, store_history=True, allow_stdin=False, stop_on_error=False)
         status = await self._collect(msg_id, out, t0 + timeout)
         note = ""
         restarted = timed_out = False
@@ -372,9 +394,15 @@ class SandboxKernel(TransferMixin):
                 else f"The workspace grew past its {self.limits.workspace_size / 1024**2:.0f} MB "
                 "limit; delete files to free space"
             )
-            await self._interrupt()
-            grace = time.monotonic() + self.limits.interrupt_grace
-            status = await self._collect(msg_id, out, grace)
+            storm = self._process_count() > procs_before + 8
+            if not storm:  # a fork storm is not worth interrupting: restart at once
+                await self._interrupt()
+                grace = time.monotonic() + self.limits.interrupt_grace
+                status = await self._collect(msg_id, out, grace)
+            if status == "idle" and self._process_count() > procs_before:
+                # the kernel stopped but processes it started (a fork storm) keep running
+                status = "stray"
+                what += "; processes it started were still running"
             if status == "idle":
                 note = f"[{what}: the call was interrupted; the kernel's variables are kept.]"
             else:
@@ -384,6 +412,15 @@ class SandboxKernel(TransferMixin):
                     f"[{what}: the interrupt did not stop it, so the kernel was restarted; "
                     "all variables were lost.]"
                 )
+        elif status == "idle" and self._at_process_limit():
+            # processes the code left behind fill the limit: the next call could not even start
+            # a thread, so free them now
+            await self.restart()
+            restarted = True
+            note = (
+                f"[The code's processes filled the sandbox's limit of {self.limits.processes}; "
+                "the kernel was restarted to free them; all variables were lost.]"
+            )
         elif status == "died":
             why = describe_exit(self._exit_code())
             await self.restart()

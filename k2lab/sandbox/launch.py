@@ -44,10 +44,14 @@ def main(argv: list[str] | None = None) -> None:
         _die("usage: python -m k2lab.sandbox.launch -f CONNECTION_FILE")
     conn_file = os.path.abspath(args[1])
     cfg = SandboxConfig.from_env(os.environ)
-    try:
-        level, why = resolve_level(cfg.level)
-    except (ValueError, RuntimeError) as e:
-        _die(str(e))
+    if cfg.level in ("bwrap", "process"):
+        # the parent already chose (and checked) the level: no second bwrap probe per start
+        level, why = cfg.level, ""
+    else:
+        try:
+            level, why = resolve_level(cfg.level)
+        except (ValueError, RuntimeError) as e:
+            _die(str(e))
     if not cfg.workspace:
         # started by a server without k2lab's settings (e.g. a plain kernel picker): a private one
         cfg.workspace = tempfile.mkdtemp(prefix="k2lab-ws-")

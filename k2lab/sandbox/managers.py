@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +78,16 @@ class LocalHandle:
     async def interrupt(self) -> None:
         await self.km.interrupt_kernel()
 
-    async def restart(self) -> None:
-        await self.km.restart_kernel(now=True)
+    async def restart(self, between: Callable[[], object] | None = None) -> None:
+        """Kill the kernel, run ``between`` (e.g. kill its leftovers), start it again."""
+        km = self.km
+        try:
+            await km.shutdown_kernel(now=True, restart=True)
+        except Exception:
+            pass  # a dead kernel may fail to shut down cleanly; it is started again below
+        if between is not None:
+            between()
+        await km.start_kernel(**km._launch_args)
 
     async def shutdown(self) -> None:
         if self.km.has_kernel:
@@ -125,7 +134,7 @@ class ProvidedHandle:
         else:
             await _maybe(self.km.interrupt_kernel())
 
-    async def restart(self) -> None:
+    async def restart(self, between: Callable[[], object] | None = None) -> None:
         if self.multi:
             await _maybe(self.manager.restart_kernel(self.kernel_id, now=True))
         else:

@@ -104,7 +104,10 @@ class TransferMixin:
             if kind == "stream" and content.get("name") == "stdout":
                 size += len(content["text"])
                 if size > cap:
-                    raise TransferError(f"the value is larger than the {cap:,}-byte limit")
+                    raise TransferError(
+                        f"the value is larger than the transfer limit "
+                        f"({self.limits.transfer_bytes:,} bytes, Limits.transfer_bytes)"
+                    )
                 chunks.append(content["text"])
 
     async def put(self, name: str, value: Any, *, timeout: float = 60.0) -> None:
@@ -127,10 +130,9 @@ class TransferMixin:
     async def get(self, name: str, *, timeout: float = 60.0) -> Any:
         """A copy of sandbox variable ``name`` (JSON-able, bytes, numpy or pandas; no pickle)."""
         _check_name(name)
-        # base64 and JSON inflate the payload; allow for that in the cap
-        out = await self._silent(
-            _EXPORT.replace("{name}", name), timeout, cap=self.limits.transfer_bytes * 2 + 1024
-        )
+        # the value travels base64-encoded (4/3 of its size) or as JSON text
+        cap = self.limits.transfer_bytes * 4 // 3 + 4096
+        out = await self._silent(_EXPORT.replace("{name}", name), timeout, cap=cap)
         start = out.rfind("\x00K2LAB")
         if start < 0:
             raise TransferError(f"no value came back for {name!r}")

@@ -248,6 +248,10 @@ class Session:
         return n
 
     async def close(self) -> None:
+        for sub in list(self._subscribers):  # sockets learn the session is gone
+            closer = getattr(sub, "close", None)
+            if callable(closer):
+                closer(1001, "the session was closed")
         if self.running:
             self.stop()
             try:

@@ -76,6 +76,9 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
 
     # -- events in, coalesced patches out --------------------------------------------------------
     def feed(self, event: dict[str, Any]) -> None:
+        if event.get("type") not in ("reasoning.delta", "content.delta"):
+            with open("/tmp/k2dbg.log", "a") as f:  # DEBUG
+                f.write(f"event {event.get('type')} {str(event.get('output') or '')[:200]!r}\n")
         self.state.apply(event)
         if event.get("type") == "run.start":
             self.run_id = event.get("run_id", "")
@@ -129,12 +132,18 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
 
     # -- buttons ---------------------------------------------------------------------------------
     def _on_custom(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        with open("/tmp/k2dbg.log", "a") as f:  # DEBUG
+            f.write(repr(content)[:300] + "\n")
         if not isinstance(content, dict):
             return
         action = content.get("action")
         try:
             self.handle_action(str(action), content)
+            with open("/tmp/k2dbg.log", "a") as f:  # DEBUG
+                f.write("handled ok\n")
         except Exception as e:  # any failure is shown next to the button, never raised
+            with open("/tmp/k2dbg.log", "a") as f:  # DEBUG
+                f.write(f"handled err {e!r}\n")
             self.send({"kind": "error", "message": f"{action}: {e}"})
 
     def handle_action(self, action: str, content: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ const extension: IRenderMime.IExtension = {
   id: 'k2lab:trace-renderer',
   description: 'Renders k2lab run traces saved in notebooks.',
   rendererFactory,
-  rank: 50,
+  rank: 30,
   dataType: 'json'
 };
 

@@ -198,3 +198,11 @@ async def test_a_cut_stream_mid_run_restarts_the_step(fake_model: FakeModel):
     types = [e.type for e in events]
     assert "notice" in types and types.index("retry") == types.index("notice") + 1
     assert len(of_type(events, "step.end")) == 2 and events[-1].answer == "ok"
+
+
+async def test_a_reply_cut_at_max_tokens_is_flagged(fake_model: FakeModel):
+    fake_model.script([Turn(reasoning="long thoughts", finish_reason="length")])
+    agent, _ = make_agent(fake_model)
+    events = await run_all(agent, "go")
+    assert [n.kind for n in of_type(events, "notice")] == ["length"]
+    assert events[-1].stop_reason == "completed" and events[-1].answer == ""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -224,7 +223,7 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
 
 @pytest.fixture
 def screenshot(page: Any) -> Any:
-    """``screenshot(name, locator=None)`` saves a PNG to tests/browser/screenshots/ and returns it."""
+    """``screenshot(name, locator=None)``: a PNG in tests/browser/screenshots/, returns its path."""
     SCREENSHOTS.mkdir(exist_ok=True)
 
     def take(name: str, locator: Any = None) -> Path:
@@ -242,9 +241,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         item.rep_call = rep  # type: ignore[attr-defined]
     return rep
 
-
-def copy_to_docs(shot: Path, name: str) -> None:
-    """Copy a screenshot into docs/img/ (for the README)."""
-    dest = ROOT / "docs" / "img" / name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, dest)

@@ -32,10 +32,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def run_cli(tmp_path: Path) -> RunCli:
-    """``run_cli(*args, input=None, env=None, timeout=90)`` -> CompletedProcess (text mode)."""
-
+def _runner(cwd: Path) -> RunCli:
     def run(
         *args: str,
         input: str | None = None,
@@ -49,11 +46,28 @@ def run_cli(tmp_path: Path) -> RunCli:
             capture_output=True,
             text=True,
             env=env or clean_env(),
-            cwd=tmp_path,
+            cwd=cwd,
             timeout=timeout,
         )
 
     return run
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path) -> RunCli:
+    """``run_cli(*args, input=None, env=None, timeout=90)`` -> CompletedProcess (text mode)."""
+    return _runner(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def pi_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """One ``k2lab run "demo: estimate pi" --trace`` shared by the tests that read its trace."""
+    d = tmp_path_factory.mktemp("pi")
+    trace = d / "pi.jsonl"
+    r = _runner(d)("run", "--approve", "auto", "--trace", str(trace), "demo: estimate pi")
+    return r, trace
 
 
 def json_events(stdout: str) -> list[dict[str, Any]]:
@@ -61,5 +75,5 @@ def json_events(stdout: str) -> list[dict[str, Any]]:
 
 
 def tool_messages(body: dict[str, Any]) -> list[str]:
-    """The contents of the tool messages in a request body the fake model received."""
-    return [m["content"] for m in body["messages"] if m["role"] == "tool"]
+    """The tool messages (trailing whitespace stripped) of a request the fake model received."""
+    return [m["content"].rstrip() for m in body["messages"] if m["role"] == "tool"]

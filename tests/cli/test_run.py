@@ -46,7 +46,7 @@ def test_json_events_and_trace(fake_model: FakeModel, run_cli: RunCli, tmp_path:
     assert types[0] == "run.start" and types[-1] == "run.end"
     assert [e["seq"] for e in events] == list(range(len(events)))
     result = next(e for e in events if e["type"] == "tool.result")
-    assert result["ok"] is True and result["output"] == "hi"
+    assert result["ok"] is True and result["output"].strip() == "hi"
     assert events[-1]["answer"] == "Said hi." and events[-1]["stop_reason"] == "completed"
     assert "Said hi." not in [line for line in r.stdout.splitlines()]  # no bare answer line
 
@@ -123,7 +123,9 @@ def test_bad_options_are_usage_errors(run_cli: RunCli) -> None:
     assert r.returncode == 2 and "cannot write the trace" in r.stderr
 
 
-def test_ask_over_a_pipe_yes_no_edit(fake_model: FakeModel, run_cli: RunCli, tmp_path: Path) -> None:
+def test_ask_over_a_pipe_yes_no_edit(
+    fake_model: FakeModel, run_cli: RunCli, tmp_path: Path
+) -> None:
     fake_model.script(
         [
             Turn(tool_calls=[py("print('first')")]),
@@ -173,3 +175,35 @@ def test_ask_without_answers_fails_clearly(fake_model: FakeModel, run_cli: RunCl
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("k2lab: error: --approve ask needs an answer on stdin")
     assert len(fake_model.requests) == 1  # nothing ran, nothing more was asked
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_the_trace(fake_model: FakeModel, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    from tests.cli.conftest import K2LAB, clean_env
+
+    fake_model.script([Turn(reasoning="Thinking very slowly " * 5, stall_after=4)])
+    trace = tmp_path / "t.jsonl"
+    proc = subprocess.Popen(
+        [str(K2LAB), "run", "--base-url", fake_model.base_url, *FAST, "--trace", str(trace), "x"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=clean_env(), cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "reasoning.delta" not in (
+            trace.read_text() if trace.exists() else ""
+        ):
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert stdout == ""
+    assert stderr.strip().splitlines()[-1].startswith("k2lab: error: the run was stopped")
+    _, events = read_trace(trace)
+    assert events[-1].type == "run.end" and events[-1].stop_reason == "stopped"

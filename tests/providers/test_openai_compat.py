@@ -275,3 +275,13 @@ async def test_tools_json_is_cached_per_list(fake_model: FakeModel):
     b1 = p.request_body(conv, TOOLS)
     assert p._tools_json and p.request_body(conv, TOOLS) == b1
     assert b'"tools"' not in p.request_body(conv, [])
+
+
+async def test_a_stalled_stream_times_out_and_is_retried(fake_model: FakeModel):
+    # 1 s between events against a 0.3 s read timeout, then a prompt answer
+    fake_model.script([Turn(content="slow", chunk=1, delay=1.0), Turn(content="fast")])
+    p = make_provider(fake_model, request_timeout=0.3)
+    events = await collect(p, conversation())
+    retry = next(e for e in events if isinstance(e, Retry))
+    assert "timed out" in retry.reason or "Timeout" in retry.reason
+    assert events[-1].content == "fast"

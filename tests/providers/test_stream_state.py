@@ -243,3 +243,28 @@ def test_nothing_counts_after_done():
     s.feed_data("[DONE]")
     assert s.feed(chunk({"content": "late"})) == []
     assert s.content == ""
+
+
+def test_sse_decoder_byte_by_byte_with_multibyte_characters_and_comments():
+    from k2lab.providers.stream_state import SSEDecoder
+
+    body = (
+        ": keep-alive comment\r\n\r\n"
+        'data: {"content": "héllo 世界 🎉"}\r\n\r\n'
+        "event: ignored\ndata: line one\ndata: line two\n\n"
+        "data: [DONE]\n\n"
+        'data: {"last": "no blank line"}'
+    ).encode()
+    whole = SSEDecoder()
+    expected = whole.feed(body) + whole.finish()
+    assert expected == [
+        '{"content": "héllo 世界 🎉"}',
+        "line one\nline two",
+        "[DONE]",
+        '{"last": "no blank line"}',
+    ]
+    one_byte = SSEDecoder()
+    got = []
+    for i in range(len(body)):
+        got += one_byte.feed(body[i : i + 1])
+    assert got + one_byte.finish() == expected

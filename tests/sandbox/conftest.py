@@ -17,7 +17,7 @@ from k2lab.sandbox.kernel import SandboxKernel
 
 LEVELS = ["bwrap", "process"]
 #: Seconds a faulty call may take beyond its timeout (interrupt grace + restart + slack).
-MARGIN = 4.0
+MARGIN = 6.0
 
 
 def small_limits() -> Limits:
@@ -30,7 +30,7 @@ def small_limits() -> Limits:
         tmp_size=64 * 1024**2,
         model_chars=4000,
         display_bytes=256 * 1024,
-        interrupt_grace=1.5,
+        interrupt_grace=1.0,
         transfer_bytes=8 * 1024**2,
     )
 

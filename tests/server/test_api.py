@@ -148,7 +148,11 @@ async def test_bad_session_payloads_are_400_with_a_reason(api, body, reason):
         ("decisions", {"call_id": "c1"}, "decision"),
         ("decisions", {"call_id": "c1", "decision": "maybe"}, "decision"),
         ("decisions", {"call_id": "c1", "decision": "edit"}, "arguments"),
-        ("decisions", {"call_id": "c1", "decision": "edit", "arguments": "{oops"}, "not valid JSON"),
+        (
+            "decisions",
+            {"call_id": "c1", "decision": "edit", "arguments": "{oops"},
+            "not valid JSON",
+        ),
         ("decisions", {"call_id": "c1", "decision": "edit", "arguments": "[1]"}, "JSON object"),
         ("decisions", {"call_id": "c1", "decision": "approve", "arguments": "{}"}, "only goes"),
         ("decisions", {"call_id": "c1", "decision": "approve", "feedback": "no"}, "only goes"),

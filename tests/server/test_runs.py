@@ -45,8 +45,8 @@ async def test_a_run_streams_reasoning_and_answer_over_the_socket(api, fake_mode
 async def test_context_from_the_notebook_reaches_the_model(api, fake_model):
     fake_model.script([Turn(content="It imports pandas.")])
     sid = await api.new_session()
-    body = {"text": "What does this do?",
-            "context": {"kind": "cell", "path": "work/a.ipynb", "text": "import pandas as pd"}}  # fmt: skip
+    ctx = {"kind": "cell", "path": "work/a.ipynb", "text": "import pandas as pd"}
+    body = {"text": "What does this do?", "context": ctx}
     assert (await api.post("sessions", sid, "messages", body=body))[0] == 202
     await api.wait_for(sid, ended)
     user = fake_model.requests[0]["messages"][-1]
@@ -216,3 +216,15 @@ async def test_provider_failure_is_an_event_and_the_session_goes_on(api, fake_mo
     await api.post("sessions", sid, "messages", body={"text": "again"})
     evs = await api.wait_for(sid, lambda evs: types(evs).count("run.end") == 2)
     assert evs[-1]["answer"] == "recovered"
+
+
+async def test_stop_while_the_sandbox_starts_ends_the_run(api, fake_model):
+    fake_model.script([Turn(content="never asked")])
+    sid = await api.new_session()
+    await api.post("sessions", sid, "messages", body={"text": "hi"})
+    assert (await api.post("sessions", sid, "stop"))[1] == {"stopped": True}
+    evs = await api.wait_for(sid, ended)
+    assert types(evs) == ["run.start", "run.end"] and evs[-1]["stop_reason"] == "stopped"
+    assert fake_model.requests == []
+    code, meta = await api.get("sessions", sid)
+    assert meta["running"] is False

@@ -93,8 +93,8 @@ async def test_notebook_tools_round_trip_through_the_panel(api, fake_model):
     ]
     results = [e for _, e in panel.events if e["type"] == "tool.result"]
     assert all(r["ok"] for r in results)
-    assert "--- cell 1 (code) [1]" in results[0]["output"] and "total = 3 + 4" in results[0]["output"]
-    assert "\n7" in results[0]["output"]
+    read = results[0]["output"]
+    assert "--- cell 1 (code) [1]" in read and "total = 3 + 4" in read and "\n7" in read
     assert "index 2" in results[1]["output"]
     assert "14" in results[2]["output"] and results[2]["display"][0]["data"]["text/plain"] == "14"
     decisions = [e for _, e in panel.events if e["type"] == "tool.decision"]
@@ -161,3 +161,11 @@ async def test_panel_errors_and_disconnects_become_error_results(api, fake_model
     assert [r["ok"] for r in results] == [False, False]
     assert "No notebook is open." in results[0]["output"]
     assert "disconnected" in results[1]["output"]
+
+
+async def test_deleting_a_session_closes_its_sockets(api):
+    sid = await api.new_session()
+    sock = await api.socket(sid)
+    assert (await api.call("DELETE", "sessions", sid))[0] == 204
+    with pytest.raises(ConnectionError):
+        await sock.next(timeout=5)

@@ -36,6 +36,7 @@ export class PanelHeader {
   private select: HTMLSelectElement;
   private status: HTMLElement;
   private keyHelp: HTMLElement;
+  private keyHelpText: HTMLElement;
   private deleteButton: HTMLButtonElement;
 
   constructor(handlers: IHeaderHandlers) {
@@ -53,7 +54,17 @@ export class PanelHeader {
       'Delete this session and its history'
     );
     this.status = h('div', { class: 'k2lab-status' });
-    this.keyHelp = h('div', { class: 'k2lab-key-help', hidden: true });
+    this.keyHelpText = h('div', { class: 'k2lab-key-help-text' });
+    this.keyHelp = h(
+      'details',
+      { class: 'k2lab-key-help', hidden: true },
+      h(
+        'summary',
+        {},
+        'Using the offline demo model · how to use Kimi K2 Thinking'
+      ),
+      this.keyHelpText
+    );
     this.node = h(
       'div',
       { class: 'k2lab-header' },
@@ -123,8 +134,10 @@ export class PanelHeader {
     );
   }
 
-  setKeyHelp(text: string | null): void {
+  /** How to configure a key (never a field to type it in: the key stays on the server). */
+  setKeyHelp(summary: string, text: string | null): void {
     this.keyHelp.hidden = !text;
-    this.keyHelp.textContent = text ?? '';
+    (this.keyHelp.firstChild as HTMLElement).textContent = summary;
+    this.keyHelpText.textContent = text ?? '';
   }
 }

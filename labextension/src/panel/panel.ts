@@ -177,6 +177,9 @@ export class K2Panel extends Widget {
     }
     const demo = !!this.info.settings?.uses_demo_model;
     this.header.setKeyHelp(
+      demo
+        ? 'Using the offline demo model · how to use Kimi K2 Thinking'
+        : 'No API key is set · how to set one',
       this.info.settings?.api_key_set
         ? null
         : this.info.key_help || FALLBACK_KEY_HELP

@@ -126,13 +126,15 @@ export class ToolCard {
   setResult(ev: IToolResult): void {
     this.decided = true;
     this.removeActions();
+    const rejected = this.node.dataset.state === 'reject';
+    const look = ev.ok ? 'k2lab-ok' : rejected ? 'k2lab-told' : 'k2lab-failed';
     const result = h(
       'div',
-      { class: `k2lab-result ${ev.ok ? 'k2lab-ok' : 'k2lab-failed'}` },
+      { class: `k2lab-result ${look}` },
       h(
         'div',
         { class: 'k2lab-result-head' },
-        ev.ok ? 'result' : 'error',
+        ev.ok ? 'result' : rejected ? 'the model was told' : 'error',
         ev.duration ? ` · ${ev.duration.toFixed(2)} s` : '',
         ev.truncated ? ' · truncated for the model' : ''
       ),

@@ -75,6 +75,6 @@ export class RenderedTrace extends Widget implements IRenderMime.IRenderer {
 export const rendererFactory: IRenderMime.IRendererFactory = {
   safe: true,
   mimeTypes: [TRACE_MIME_TYPE],
-  defaultRank: 50, // ahead of the text/html and text/markdown fallbacks in the same bundle
+  defaultRank: 30, // ahead of the text/html and text/markdown fallbacks in the same bundle
   createRenderer: options => new RenderedTrace(options)
 };
