@@ -5,7 +5,8 @@ Round trip: ``print(1)`` through ``PythonTool`` on each isolation level, against
 ipc transport, and tcp as jupyter's default). Start: ``SandboxKernel.start()`` until it answers,
 against ``AsyncKernelManager.start_kernel`` + ``wait_for_ready`` on a plain ipykernel.
 
-Run: ``.venv/bin/python benchmarks/bench_sandbox.py [--n 200] [--starts 5]``. Prints a markdown table.
+Run: ``.venv/bin/python benchmarks/bench_sandbox.py [--n 200] [--starts 5]``; prints a
+markdown table.
 """
 
 from __future__ import annotations

@@ -135,14 +135,19 @@ def resolve_settings(
     key, key_source = "", "none"
     if config is not None and config.api_key:
         key, key_source = config.api_key, "jupyter config"
-    for var in ("K2LAB_API_KEY", "MOONSHOT_API_KEY"):
+    # K2LAB_API_KEY always wins; then the endpoint's own variable (so a Moonshot key is never
+    # sent to OpenRouter); MOONSHOT_API_KEY only for Moonshot or the default endpoint.
+    preset = PRESETS.get(s.preset) or preset_for_url(s.base_url)
+    own_var = preset.key_env if preset is not None else ""
+    candidates = ["K2LAB_API_KEY"]
+    if own_var:
+        candidates.append(own_var)
+    if not s.base_url or own_var == "MOONSHOT_API_KEY":
+        candidates.append("MOONSHOT_API_KEY")
+    for var in candidates:
         if env.get(var):
             key, key_source = env[var], f"${var}"
             break
-    else:
-        preset = PRESETS.get(s.preset) or preset_for_url(s.base_url)
-        if not key and preset is not None and preset.key_env and env.get(preset.key_env):
-            key, key_source = env[preset.key_env], f"${preset.key_env}"
     s.api_key = key
     s.sources["api_key"] = key_source
     if s.approve not in ("ask", "auto", "never"):

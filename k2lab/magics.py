@@ -147,9 +147,29 @@ async def wait() -> None:
         await magics._session.wait()
 
 
+_QUESTION = re.compile(r"^(\s*)%k2(\s.*\?)\s*$")
+
+
+def keep_questions(lines: list[str]) -> list[str]:
+    """IPython reads ``%k2 what is this?`` as a help request (``this?``); a prompt often ends in
+    a question mark, so such lines become the plain magic call before IPython's help syntax."""
+    out = []
+    for line in lines:
+        m = _QUESTION.match(line)
+        if m is None:
+            out.append(line)
+            continue
+        nl = "\n" if line.endswith("\n") else ""
+        out.append(f"{m.group(1)}get_ipython().run_line_magic('k2', {m.group(2).strip()!r}){nl}")
+    return out
+
+
 def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(K2Magics)
+    if keep_questions not in ipython.input_transformers_cleanup:
+        ipython.input_transformers_cleanup.append(keep_questions)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    return None
+    if keep_questions in ipython.input_transformers_cleanup:
+        ipython.input_transformers_cleanup.remove(keep_questions)

@@ -266,6 +266,7 @@ class Agent:
             step=st.step, call_id=cid, name=name, arguments=args, problem=problem
         )
         st.emit(proposal)
+        st.proposed[cid] = name
         st.tool_calls += 1
         if problem is not None:
             self._result(st, ToolResult(call_id=cid, name=name, ok=False, output=problem))
@@ -325,6 +326,9 @@ class Agent:
         for cid in list(st.open_calls):
             text = STOPPED_WHILE_RUNNING if cid == st.running_call else STOPPED_BEFORE_RUN
             self.conversation.add_tool_result(cid, text)
+            name = st.proposed.get(cid)
+            if name is not None:  # faces showed a card for it: close the card too
+                st.emit(ToolResult(call_id=cid, name=name, ok=False, output=text))
         st.open_calls.clear()
 
 
@@ -343,6 +347,7 @@ class _RunState:
         "last_prompt_tokens",
         "open_calls",
         "running_call",
+        "proposed",
     )
 
     def __init__(
@@ -361,6 +366,8 @@ class _RunState:
         self.last_prompt_tokens = 0
         self.open_calls: list[str] = []
         self.running_call: str | None = None
+        #: call id -> tool name, for every call a face has been shown
+        self.proposed: dict[str, str] = {}
 
     def emit(self, ev: Event) -> None:
         ev.seq = self.seq

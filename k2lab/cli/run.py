@@ -69,10 +69,18 @@ async def execute_run(settings: Settings, prompt: str, opts: RunOptions) -> tupl
     writer = _open_trace(opts.trace)
     if settings.uses_demo_model and opts.announce_demo:
         err(DEMO_NOTE)
-    provider = open_provider(settings)
+    # the kernel boots in its own process while this one imports and builds the HTTP client
+    booting = asyncio.ensure_future(open_sandbox(settings))
+    try:
+        provider = await asyncio.to_thread(open_provider, settings)
+    except BaseException:
+        booting.cancel()
+        with contextlib.suppress(BaseException):
+            await (await booting).shutdown()  # it may have finished booting just before
+        raise
     try:
         try:
-            sandbox = await open_sandbox(settings)
+            sandbox = await booting
         except Exception as e:
             raise CliFailure(f"the sandbox did not start: {e}") from e
         try:

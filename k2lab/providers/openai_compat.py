@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 # Quota/billing 429s do not heal by waiting: fail at once with a clear message.
 _QUOTA_WORDS = ("quota", "insufficient", "balance", "billing", "suspended")
-_CONTEXT_WORDS = ("context", "too long", "maximum", "exceed", "token")
+_OVERFLOW_WORDS = ("exceed", "maximum", "too long", "too many", "limit", "longer than")
 
 
 class _Retryable(Exception):
@@ -84,11 +84,13 @@ def _retry_after(headers: Any) -> float | None:
 
 
 def _is_context_overflow(status: int, message: str) -> bool:
-    m = message.lower()
+    """Wording seen for a too-long prompt (Moonshot: "exceeded model token limit"; vLLM, SGLang,
+    OpenRouter: "... maximum context length ..."; OpenAI: context_length_exceeded)."""
     if status == 413:
         return True
+    m = message.lower()
     return (
-        status == 400 and "context" in m and any(w in m for w in _CONTEXT_WORDS if w != "context")
+        status == 400 and ("context" in m or "token" in m) and any(w in m for w in _OVERFLOW_WORDS)
     )
 
 
@@ -124,10 +126,6 @@ class OpenAICompatProvider:
             base_url=base_url, api_key=api_key or "none", max_retries=0, timeout=request_timeout
         )
         self._head = '{"model":' + _dumps(model) + ',"messages":'
-        self._tail = (
-            f',"temperature":{_dumps(temperature)},"max_tokens":{int(max_tokens)}'
-            ',"stream":true,"stream_options":{"include_usage":true}}'
-        )
         self._tools_key: list[dict[str, Any]] | None = None
         self._tools_json = ""
         self._host = urlsplit(base_url).netloc or base_url
@@ -140,7 +138,11 @@ class OpenAICompatProvider:
             self._tools_json = (
                 (',"tools":' + _dumps(tools) + ',"tool_choice":"auto"') if tools else ""
             )
-        return (self._head + conversation.messages_json() + self._tools_json + self._tail).encode()
+        tail = (  # built per request: temperature / max_tokens may be changed between steps
+            f',"temperature":{_dumps(self.temperature)},"max_tokens":{int(self.max_tokens)}'
+            ',"stream":true,"stream_options":{"include_usage":true}}'
+        )
+        return (self._head + conversation.messages_json() + self._tools_json + tail).encode()
 
     # -- streaming -----------------------------------------------------------------------------
     async def stream(
@@ -205,10 +207,13 @@ class OpenAICompatProvider:
                     raw = await reads.__anext__()
                 except StopAsyncIteration:
                     payloads, ended = decoder.finish(), True
-                except (openai.APITimeoutError, TimeoutError):
-                    raise _Retryable("the stream timed out") from None
                 except Exception as e:  # only reading the body happens here: a transport fault
-                    raise _Retryable(f"the stream broke: {type(e).__name__}: {e}") from None
+                    if state.completed:  # the message is whole; only its tail (usage) was lost
+                        break
+                    name = type(e).__name__
+                    if "Timeout" in name or isinstance(e, TimeoutError):
+                        raise _Retryable(f"the stream timed out ({name})") from None
+                    raise _Retryable(f"the stream broke: {name}: {e}") from None
                 else:
                     payloads = decoder.feed(raw)
                 for data in payloads:

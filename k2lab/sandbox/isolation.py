@@ -215,8 +215,30 @@ def resolve_level(requested: str) -> tuple[str, str]:
 # -- limits and environment -----------------------------------------------------------------
 
 
-def apply_rlimits(limits: Limits) -> None:
-    """Set the kernel's rlimits (inherited by bwrap, the kernel and everything it starts)."""
+def user_tasks() -> int:
+    """Tasks (processes and threads) of this user: RLIMIT_NPROC counts them all, not ours only."""
+    uid, total = os.getuid(), 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status") as f:
+                status = f.read()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields.get("Uid", "").split()[:1] == [str(uid)]:
+            total += int(fields.get("Threads", "1").strip() or 1)
+    return total
+
+
+def apply_rlimits(limits: Limits, *, in_cgroup: bool = False) -> None:
+    """Set the kernel's rlimits (inherited by bwrap, the kernel and everything it starts).
+
+    With a pids cgroup the process count is its job. Otherwise RLIMIT_NPROC caps this user's
+    tasks as a whole, so the cap is the user's current count plus the sandbox's allowance (a flat
+    256 would stop a kernel from starting on a busy server); root is exempt from it anyway.
+    """
 
     def cap(which: int, value: int) -> None:
         if value <= 0:
@@ -231,7 +253,8 @@ def apply_rlimits(limits: Limits) -> None:
     if limits.cpu_seconds > 0:
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
     cap(resource.RLIMIT_FSIZE, limits.file_size)
-    cap(resource.RLIMIT_NPROC, limits.processes)
+    if not in_cgroup and limits.processes > 0 and os.getuid() != 0:
+        cap(resource.RLIMIT_NPROC, user_tasks() + limits.processes)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core files full of kernel memory
 
 

@@ -29,7 +29,12 @@ from k2lab.sandbox.isolation import (
     resolve_level,
     scrubbed_launch_env,
 )
-from k2lab.sandbox.managers import KERNEL_NAME, LocalHandle, ProvidedHandle
+from k2lab.sandbox.managers import (
+    KERNEL_NAME,
+    LocalHandle,
+    ProvidedHandle,
+    runs_kernels_elsewhere,
+)
 from k2lab.sandbox.output import OutputCollector
 from k2lab.sandbox.parent import hide_parent_secrets
 from k2lab.sandbox.transfer import TransferMixin
@@ -136,7 +141,7 @@ class SandboxKernel(TransferMixin):
     async def start(self) -> None:
         if self._kc is not None:
             return
-        if self._provided is not None:
+        if self._provided is not None and runs_kernels_elsewhere(self._provided, self.kernel_name):
             self._handle = ProvidedHandle(self._provided, self.kernel_name)
             level = self.requested_isolation
         else:
@@ -175,6 +180,10 @@ class SandboxKernel(TransferMixin):
             self.isolation = info.get("level") or "unknown"
         if self.isolation == "process" and info.get("reason"):
             self.isolation_reason = info["reason"]
+        if self.isolation == "bwrap" and info.get("network") == "1" and not self.network:
+            # the launcher had to share the network (a TCP kernel manager): say so
+            self.network = True
+            self.isolation_reason = self.isolation_reason or "network shared: TCP transport"
 
     async def _connect(self) -> None:
         assert self._handle is not None
@@ -201,6 +210,7 @@ class SandboxKernel(TransferMixin):
         exprs = {
             "level": "__import__('os').environ.get('K2LAB_ISOLATION', '')",
             "reason": "__import__('os').environ.get('K2LAB_ISOLATION_REASON', '')",
+            "network": "__import__('os').environ.get('K2LAB_NETWORK', '')",
         }
         msg_id = self._kc.execute("", silent=True, store_history=False, user_expressions=exprs)
         deadline = time.monotonic() + 10

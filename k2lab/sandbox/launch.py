@@ -63,8 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, ValueError) as e:
         _die(f"cannot read the connection file {conn_file}: {e}")
 
-    if cfg.cgroup:
-        cgroup.join(cfg.cgroup, cfg.limits.processes)
+    in_cgroup = bool(cfg.cgroup) and cgroup.join(cfg.cgroup, cfg.limits.processes)
 
     python = sys.executable
     if level == "bwrap":
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         for k, v in env.items():
             sets += ["--setenv", k, v]
         full[tail:tail] = sets
-        apply_rlimits(cfg.limits)
+        apply_rlimits(cfg.limits, in_cgroup=in_cgroup)
         os.execve(full[0], full, {"PATH": env["PATH"]})
     else:
         tmp = os.path.join(ws, ".k2lab", "tmp")
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         if why:
             env["K2LAB_ISOLATION_REASON"] = why
         os.chdir(ws)
-        apply_rlimits(cfg.limits)
+        apply_rlimits(cfg.limits, in_cgroup=in_cgroup)
         cmd = [python, "-m", "ipykernel_launcher", "-f", conn_file]
         os.execve(python, cmd, env)
 

@@ -87,7 +87,7 @@ class LocalHandle:
             pass  # a dead kernel may fail to shut down cleanly; it is started again below
         if between is not None:
             between()
-        await km.start_kernel(**km._launch_args)
+        await km.start_kernel(**(km._launch_args or {}))
 
     async def shutdown(self) -> None:
         if self.km.has_kernel:
@@ -102,7 +102,7 @@ class ProvidedHandle:
         self.kernel_name = kernel_name
         self.multi = hasattr(manager, "get_kernel")
         self.kernel_id: str | None = None
-        self.remote = "gateway" in type(manager).__name__.lower()
+        self.remote = runs_kernels_elsewhere(manager, kernel_name)
 
     @property
     def km(self) -> Any:
@@ -147,6 +147,27 @@ class ProvidedHandle:
                 self.kernel_id = None
         else:
             await _maybe(self.km.shutdown_kernel(now=True))
+
+
+def runs_kernels_elsewhere(manager: Any, kernel_name: str) -> bool:
+    """Whether ``manager`` would start ``kernel_name`` somewhere other than this machine.
+
+    True for jupyter_server's gateway managers (``--gateway-url``) and for kernelspecs with a
+    non-local kernel provisioner. A local manager would start the sandbox over TCP (jupyter's
+    default), which cannot cross a closed network namespace; ``SandboxKernel`` then starts the
+    kernel itself over ipc instead.
+    """
+    if "gateway" in type(manager).__name__.lower():
+        return True
+    ksm = getattr(manager, "kernel_spec_manager", None)
+    if ksm is None:
+        return False
+    try:
+        spec = ksm.get_kernel_spec(kernel_name)
+    except Exception:
+        return False
+    prov = (spec.metadata or {}).get("kernel_provisioner", {}).get("provisioner_name", "")
+    return bool(prov) and prov != "local-provisioner"
 
 
 def write_kernelspec(dest: Path) -> Path:

@@ -130,7 +130,13 @@ def outputs_text(outputs: list[Any]) -> str:
 
 
 def _format_cells(result: dict[str, Any], with_outputs: bool) -> str:
-    lines = [f"Notebook {result.get('path', '(open notebook)')}:"]
+    head = f"Notebook {result.get('path', '(open notebook)')}"
+    facts = []
+    if isinstance(result.get("n_cells"), int):
+        facts.append(f"{result['n_cells']} cells")
+    if isinstance(result.get("active_index"), int) and result["active_index"] >= 0:
+        facts.append(f"the user's cursor is in cell {result['active_index']}")
+    lines = [f"{head} ({'; '.join(facts)}):" if facts else f"{head}:"]
     for cell in result.get("cells") or []:
         if not isinstance(cell, dict):
             continue

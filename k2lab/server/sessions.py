@@ -59,6 +59,8 @@ class Session:
         self._built: BuiltAgent | None = None
         self._decisions: SessionDecisions | None = None
         self._task: asyncio.Task[None] | None = None
+        #: a stop that came before the agent existed (its sandbox was still starting)
+        self._stop_pending = False
         # what the log says about tool calls, to answer 404 / 409 without guessing
         self._proposed: set[str] = set()
         self._settled: set[str] = set()
@@ -163,18 +165,19 @@ class Session:
         if self.running:
             raise SessionError(409, "a run is in progress in this session; stop it or wait")
         run_id = uuid.uuid4().hex[:12]
+        self._stop_pending = False
         self._task = asyncio.ensure_future(self._run(text, run_id))
         return run_id
 
     async def _run(self, prompt: str, run_id: str) -> None:
         try:
             built = await self.ensure_agent()
-        except asyncio.CancelledError:
-            self._failed_start(prompt, run_id, None, stopped=True)
-            return
         except Exception as e:
             log.exception("k2lab: could not start the agent of session %s", self.id)
             self._failed_start(prompt, run_id, e)
+            return
+        if self._stop_pending:  # stopped while the sandbox started: end before the model is asked
+            self._failed_start(prompt, run_id, None, stopped=True)
             return
         assert self._decisions is not None
         self._decisions.new_run()
@@ -215,8 +218,11 @@ class Session:
             return False
         if self._built is not None and self._built.agent.running:
             self._built.agent.stop()  # the agent ends the run with run.end "stopped"
-        elif self._task is not None:
-            self._task.cancel()  # still starting the sandbox
+        else:
+            # Still starting the sandbox. Cancelling a kernel start half-way can orphan the kernel
+            # process, so the start finishes (the sandbox is kept for the next message) and the
+            # run ends right after it, before the model is asked anything.
+            self._stop_pending = True
         return True
 
     async def wait(self) -> None:

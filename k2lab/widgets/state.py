@@ -15,11 +15,35 @@ feeds the saved renderings (``k2lab.trace.notebook``), so the live view and the 
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
+_EDIT_NOTE = re.compile(r"^\[The user edited the arguments before running: .*?\]\n", re.S)
 #: Statuses a card goes through, in order (``problem`` and ``rejected`` end early).
 CARD_STATUSES = ("pending", "approved", "edited", "rejected", "problem", "done", "error", "not_run")
+
+
+class Text:
+    """Streamed text: appends are O(1) (a list of parts), joined only when read."""
+
+    __slots__ = ("_parts", "length")
+
+    def __init__(self, value: str = "") -> None:
+        self._parts = [value] if value else []
+        self.length = len(value)
+
+    def append(self, piece: str) -> None:
+        self._parts.append(piece)
+        self.length += len(piece)
+
+    def __str__(self) -> str:
+        if len(self._parts) > 1:
+            self._parts = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
+
+    def since(self, offset: int) -> str:
+        return str(self)[offset:] if offset < self.length else ""
 
 
 def code_of(name: str, arguments: str) -> str:
@@ -107,8 +131,8 @@ class TraceState:
         if st is None:
             st = self.steps[n] = {
                 "step": n,
-                "reasoning": "",
-                "content": "",
+                "reasoning": Text(),
+                "content": Text(),
                 "tokens": 0,  # exact once the usage arrives, else counted deltas (~1 token each)
                 "tokens_exact": False,
                 "started": None,
@@ -125,13 +149,13 @@ class TraceState:
 
     def _on_reasoning_delta(self, ev: dict[str, Any]) -> None:
         st = self._step(ev["step"])
-        st["reasoning"] += ev["text"]
+        st["reasoning"].append(ev["text"])
         if not st["tokens_exact"]:
             st["tokens"] += 1
 
     def _on_content_delta(self, ev: dict[str, Any]) -> None:
         st = self._step(ev["step"])
-        st["content"] += ev["text"]
+        st["content"].append(ev["text"])
         if not st["tokens_exact"]:
             st["tokens"] += 1
 
@@ -147,8 +171,8 @@ class TraceState:
     def _on_step_end(self, ev: dict[str, Any]) -> None:
         st = self._step(ev["step"])
         # the assembled message is the truth (a retried stream may have re-sent deltas)
-        st["reasoning"] = ev.get("reasoning", st["reasoning"])
-        st["content"] = ev.get("content", st["content"])
+        st["reasoning"] = Text(ev.get("reasoning", str(st["reasoning"])))
+        st["content"] = Text(ev.get("content", str(st["content"])))
         st["duration"] = ev.get("duration") or (
             ev.get("ts", 0) - st["started"] if st["started"] else None
         )
@@ -201,7 +225,8 @@ class TraceState:
             return
         card.update(
             ok=ev["ok"],
-            output=ev["output"],
+            # the loop tells the model about an edit in the output; people see the edit itself
+            output=_EDIT_NOTE.sub("", ev["output"], count=1),
             display=ev.get("display") or [],
             duration=ev.get("duration"),
             truncated=ev.get("truncated", False),
@@ -259,17 +284,25 @@ class TraceState:
     def ended(self) -> bool:
         return bool(self.head["status"] == "ended")
 
+    def step_view(self, n: int) -> dict[str, Any]:
+        """One step with its texts as strings."""
+        st = dict(self.steps[n])
+        st["reasoning"], st["content"] = str(st["reasoning"]), str(st["content"])
+        return st
+
     def pending_calls(self) -> list[str]:
         return [c for c in self.card_order if self.cards[c]["status"] == "pending"]
 
     def snapshot(self) -> dict[str, Any]:
         """The whole view (for a view that just opened, and for the saved renderings)."""
-        self._sent = {n: (len(s["reasoning"]), len(s["content"])) for n, s in self.steps.items()}
+        self._sent = {
+            n: (s["reasoning"].length, s["content"].length) for n, s in self.steps.items()
+        }
         self._dirty_head, self._dirty_steps, self._dirty_cards = False, set(), set()
         return {
             "kind": "snapshot",
             "head": dict(self.head),
-            "steps": [dict(self.steps[n]) for n in sorted(self.steps)],
+            "steps": [self.step_view(n) for n in sorted(self.steps)],
             "cards": [dict(self.cards[c]) for c in self.card_order],
         }
 
@@ -288,12 +321,12 @@ class TraceState:
             item = {k: v for k, v in st.items() if k not in ("reasoning", "content")}
             item.update(
                 reasoning_from=r0,
-                reasoning_add=st["reasoning"][r0:],
+                reasoning_add=st["reasoning"].since(r0),
                 content_from=c0,
-                content_add=st["content"][c0:],
+                content_add=st["content"].since(c0),
             )
             steps.append(item)
-            self._sent[n] = (len(st["reasoning"]), len(st["content"]))
+            self._sent[n] = (st["reasoning"].length, st["content"].length)
         patch = {
             "kind": "patch",
             "head": dict(self.head) if self._dirty_head else None,

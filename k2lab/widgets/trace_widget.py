@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -66,9 +66,16 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
         self.state = TraceState()
         self.interval = interval
         self.sent_patches = 0  # measured by tests and benchmarks
+        self.errors: list[str] = []  # what clicks failed with (also shown in the view)
         self._flush_handle: asyncio.TimerHandle | None = None
         self._last_flush = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: the kernel's main loop, where the run and its decisions live
+        self._loop: asyncio.AbstractEventLoop | None
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
         self.on_msg(self._on_custom)
 
     def __repr__(self) -> str:
@@ -76,9 +83,6 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
 
     # -- events in, coalesced patches out --------------------------------------------------------
     def feed(self, event: dict[str, Any]) -> None:
-        if event.get("type") not in ("reasoning.delta", "content.delta"):
-            with open("/tmp/k2dbg.log", "a") as f:  # DEBUG
-                f.write(f"event {event.get('type')} {str(event.get('output') or '')[:200]!r}\n")
         self.state.apply(event)
         if event.get("type") == "run.start":
             self.run_id = event.get("run_id", "")
@@ -121,7 +125,7 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
             head["prompt"] = head.get("prompt", "")
         for st in msg["steps"]:
             full = self.state.steps[st["step"]]
-            st["content_html"] = markdown_html(full["content"]) if full["done"] else ""
+            st["content_html"] = markdown_html(str(full["content"])) if full["done"] else ""
         for card in msg["cards"]:
             card["code_html"] = highlight_python(card["code"])
             if card.get("edited_code") is not None:
@@ -132,19 +136,28 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
 
     # -- buttons ---------------------------------------------------------------------------------
     def _on_custom(self, _widget: Any, content: Any, _buffers: Any) -> None:
-        with open("/tmp/k2dbg.log", "a") as f:  # DEBUG
-            f.write(repr(content)[:300] + "\n")
         if not isinstance(content, dict):
             return
+        # JupyterLab 4.6 sends comm messages over kernel subshells: this handler may run in a
+        # subshell's thread and loop. The run lives on the main loop, so act there.
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                here = asyncio.get_running_loop()
+            except RuntimeError:
+                here = None
+            if here is not loop:
+                loop.call_soon_threadsafe(self._act, content)
+                return
+        self._act(content)
+
+    def _act(self, content: dict[str, Any]) -> None:
         action = content.get("action")
         try:
             self.handle_action(str(action), content)
-            with open("/tmp/k2dbg.log", "a") as f:  # DEBUG
-                f.write("handled ok\n")
         except Exception as e:  # any failure is shown next to the button, never raised
-            with open("/tmp/k2dbg.log", "a") as f:  # DEBUG
-                f.write(f"handled err {e!r}\n")
-            self.send({"kind": "error", "message": f"{action}: {e}"})
+            self.errors.append(f"{action}: {e}")
+            self.send({"kind": "error", "message": self.errors[-1]})
 
     def handle_action(self, action: str, content: dict[str, Any]) -> None:
         """One button press (also the entry point tests use to click without a browser)."""
@@ -192,7 +205,3 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
             result["new_output_html"] = display_html({"data": {"text/plain": result["new_output"]}})
         self.state.set_replay(call_id, result)
         self._schedule(True)
-
-
-def when_done(task: asyncio.Future[Any], fn: Callable[[], None]) -> None:
-    task.add_done_callback(lambda _t: fn())

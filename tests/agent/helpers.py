@@ -75,13 +75,16 @@ async def run_all(
 ) -> list[Event]:
     """Run to the end; ``on_event`` may be a coroutine function (to resolve decisions, stop...)."""
     events: list[Event] = []
-    async with asyncio.timeout(20):
+
+    async def consume() -> None:
         async for ev in agent.run(prompt):
             events.append(ev)
             if on_event is not None:
                 r = on_event(ev)
                 if asyncio.iscoroutine(r):
                     await r
+
+    await asyncio.wait_for(consume(), 20)  # a hung run fails the test instead of the suite
     check_run_shape(events)
     return events
 

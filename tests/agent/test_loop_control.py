@@ -81,7 +81,9 @@ async def test_stop_while_waiting_for_a_decision(fake_model: FakeModel):
 
     events = await run_all(agent, "go", on_event)
     assert events[-1].stop_reason == "stopped"
-    assert [e.type for e in events[-3:]] == ["step.end", "tool.proposed", "run.end"]
+    # the proposed card is closed by a tool.result; the never-proposed second call is not shown
+    assert [e.type for e in events[-4:]] == ["step.end", "tool.proposed", "tool.result", "run.end"]
+    assert events[-2].output == STOPPED_BEFORE_RUN
     assert tool.calls == [] and decisions.pending == []
 
     fake_model.script([Turn(content="fine")])

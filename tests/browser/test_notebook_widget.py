@@ -19,6 +19,8 @@ from tests.browser.conftest import ROOT
 pytestmark = pytest.mark.browser
 
 EDITED_MARK = "edited in the browser"
+#: the saved trace as JupyterLab shows it: the labextension's renderer, else the HTML fallback
+SAVED_TRACE = ".k2lab-trace-output, .jp-RenderedHTMLCommon .k2lab-trace"
 
 
 def _write_notebook(root: Any, name: str) -> None:
@@ -87,10 +89,12 @@ def test_edit_run_save_reload(jupyterlab: Any, page: Any, screenshot: Any) -> No
     shot_live = screenshot("notebook-widget-live", live)
     live.locator(".k2lab-approve-all").click()
 
-    # at the end the live view becomes the saved trace (same look, no kernel needed)
-    saved = page.locator(".jp-OutputArea-output").filter(has_text="Answer")
-    saved.first.wait_for(timeout=60_000)
-    assert page.locator(".k2lab-live").count() == 0
+    # at the end the live view becomes the saved trace: the labextension's renderer of the trace
+    # mimetype (or, without it, the text/html fallback)
+    live.wait_for(state="detached", timeout=60_000)
+    saved = page.locator(SAVED_TRACE).filter(has_text=EDITED_MARK)
+    saved.first.wait_for(timeout=30_000)
+    assert "3.14" in saved.first.inner_text()  # the answer is there
     shot_saved = screenshot("notebook-widget-saved", saved.first)
 
     # save, then reload the page: the trace is still rendered from the notebook file
@@ -108,9 +112,9 @@ def test_edit_run_save_reload(jupyterlab: Any, page: Any, screenshot: Any) -> No
 
     page.reload()
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-    again = page.locator(".jp-OutputArea-output").filter(has_text="Answer")
+    again = page.locator(SAVED_TRACE).filter(has_text=EDITED_MARK)
     again.first.wait_for(timeout=60_000)
-    assert EDITED_MARK in again.first.inner_text()
+    assert "3.14" in again.first.inner_text()
     shot_reload = screenshot("notebook-widget-reloaded", again.first)
 
     for shot in (shot_edit, shot_live, shot_saved, shot_reload):

@@ -63,7 +63,7 @@ def widen_panel(page: Any, pixels: int = 260) -> None:
 def new_notebook(cells: list[Any]) -> Any:
     nb = nbformat.v4.new_notebook()
     nb.cells = cells
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
     return nb
 
 
@@ -97,15 +97,22 @@ def test_panel_demo_run_edit_approve_reject_and_reload(
     # first call: edit the code (fewer points), then Edit & run
     first = panel.locator(".k2lab-call").nth(0)
     first.locator(".k2lab-call-state").filter(has_text="waiting for you").wait_for()
+    # the reasoning behind the waiting call stays open next to it
+    step1 = panel.locator(".k2lab-step").nth(0)
+    assert step1.locator("details.k2lab-reasoning").get_attribute("open") is not None
+    assert "Monte Carlo" in step1.locator(".k2lab-reasoning-text").inner_text()
+    assert panel.locator("button.k2lab-approve-all").is_visible()
     editor = first.locator("textarea.k2lab-editor")
     code = editor.input_value()
     assert "n = 1000000" in code
     assert first.locator("button.k2lab-run-edited").is_disabled()
     editor.fill(code.replace("n = 1000000", "n = 20000"))
     assert first.locator("button.k2lab-approve").is_disabled()  # approving would drop the edit
-    screenshot("panel-edit", panel)
+    copy_to_docs(screenshot("panel-edit", panel), "panel.png")
     first.locator("button.k2lab-run-edited").click()
     first.locator(".k2lab-result .k2lab-stdout").filter(has_text="n=20000").wait_for()
+    # the engine's note to the model about the edit is not repeated under the edited code
+    assert "edited the arguments" not in first.locator(".k2lab-stdout").inner_text()
     assert first.get_attribute("data-state") == "edit"
     assert "n = 20000" in first.locator(".k2lab-code").first.inner_text()
 
@@ -130,8 +137,7 @@ def test_panel_demo_run_edit_approve_reject_and_reload(
     assert panel.locator("button.k2lab-stop").is_disabled()
     # replay is offered for the call that ran
     assert first.locator("button.k2lab-replay-btn").count() == 1
-    shot = screenshot("panel", panel)
-    copy_to_docs(shot, "panel.png")
+    copy_to_docs(screenshot("panel-done", panel), "panel-done.png")
 
     sessions = jupyterlab.api("k2lab/api/sessions")["sessions"]
     assert len(sessions) == 1 and not sessions[0]["running"]
@@ -150,6 +156,19 @@ def test_panel_demo_run_edit_approve_reject_and_reload(
     assert "the estimate is enough" in panel.locator(".k2lab-call").nth(1).inner_text()
     assert "Not verified" in panel.locator(".k2lab-answer").inner_text()
     assert panel.locator(".k2lab-editor").count() == 0  # decided calls offer no controls
+
+    # a second session: Stop while a call waits; the trace so far is kept
+    panel.locator("button.k2lab-new-session").click()
+    assert panel.locator(".k2lab-call").count() == 0
+    panel.locator(".k2lab-prompt-input").fill(DEMO_PROMPTS["estimate_pi"])
+    panel.locator(".k2lab-prompt-input").press("Control+Enter")
+    waiting = panel.locator(".k2lab-call").nth(0)
+    waiting.locator(".k2lab-call-state").filter(has_text="waiting for you").wait_for()
+    panel.locator("button.k2lab-stop").click()
+    panel.locator(".k2lab-run-end").filter(has_text="stopped").wait_for()
+    assert waiting.get_attribute("data-state") != "pending"
+    assert waiting.locator("textarea").count() == 0
+    assert len(jupyterlab.api("k2lab/api/sessions")["sessions"]) == 2
 
 
 def _png(width: int = 8, height: int = 8) -> str:

@@ -186,3 +186,18 @@ async def test_runtime_reuses_one_demo_server_and_labels_it(
         assert real.model_label != DEMO_MODEL_LABEL
     finally:
         await real.aclose()
+
+
+def test_an_edited_call_is_recognised_and_its_output_used(demo: DemoServer) -> None:
+    prompt = DEMO_PROMPTS["estimate_pi"]
+    first = _assemble(_sse(demo, _user(prompt)))
+    edited_args = json.dumps({"code": "# step: sample\nprint([1])\n"})
+    output = (
+        f"[The user edited the arguments before running: {edited_args}]\n"
+        "[1]\ninside=3 n=4 pi_hat=3.000000\n"
+    )
+    second = _assemble(_sse(demo, _after_call(prompt, first, output)))
+    assert (
+        "edited my code" in second["reasoning"]
+        and "pi_hat = 4 * 3 / 4 = 3.000000" in (second["reasoning"])
+    )

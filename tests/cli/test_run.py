@@ -123,7 +123,7 @@ def test_bad_options_are_usage_errors(run_cli: RunCli) -> None:
     assert r.returncode == 2 and "cannot write the trace" in r.stderr
 
 
-def test_ask_over_a_pipe_yes_no_edit(
+def test_ask_over_a_pipe_yes_no_edit_all(
     fake_model: FakeModel, run_cli: RunCli, tmp_path: Path
 ) -> None:
     fake_model.script(
@@ -131,14 +131,16 @@ def test_ask_over_a_pipe_yes_no_edit(
             Turn(tool_calls=[py("print('first')")]),
             Turn(tool_calls=[py("print('second')")]),
             Turn(tool_calls=[py("print('third')")]),
+            Turn(tool_calls=[py("print('fourth')")]),
+            Turn(tool_calls=[py("print('fifth')")]),  # approved by the earlier "a"
             Turn(content="done"),
         ]
     )
     trace = tmp_path / "t.jsonl"
-    answers = "y\nn\nnot this one\ne\nprint('edited')\nprint('twice')\n.\n"
+    answers = "y\nn\nnot this one\ne\nprint('edited')\nprint('twice')\n.\na\n"
     r = run_cli(
         "run", "--base-url", fake_model.base_url, "--approve", "ask", *FAST,
-        "--trace", str(trace), "three calls", input=answers,
+        "--trace", str(trace), "five calls", input=answers,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert r.stdout == "done\n"
@@ -146,26 +148,20 @@ def test_ask_over_a_pipe_yes_no_edit(
     second = tool_messages(fake_model.requests[2])[1]
     assert "rejected" in second and "Feedback from the user: not this one" in second
     third = tool_messages(fake_model.requests[3])[2]
-    assert third.endswith("edited\ntwice") and "third" not in third.split("\n")[-1]
+    assert third.endswith("edited\ntwice") and "third" not in third
+    assert tool_messages(fake_model.requests[5])[3:] == ["fourth", "fifth"]
     _, events = read_trace(trace)
     decisions = [(e.decision, e.by) for e in events if e.type == "tool.decision"]
-    assert decisions == [("approve", "user"), ("reject", "user"), ("edit", "user")]
-    # the question is asked on stderr, after the code it is about
+    assert decisions == [
+        ("approve", "user"),
+        ("reject", "user"),
+        ("edit", "user"),
+        ("approve", "user"),
+        ("approve", "policy"),
+    ]
+    # each question is asked on stderr after the code it is about; none after "a"
     assert r.stderr.index("print('first')") < r.stderr.index("Run it?")
-
-
-def test_ask_approve_all(fake_model: FakeModel, run_cli: RunCli) -> None:
-    fake_model.script(
-        [
-            Turn(tool_calls=[py("print(1)")]),
-            Turn(tool_calls=[py("print(2)")]),
-            Turn(content="both ran"),
-        ]
-    )
-    r = run_cli("run", "--base-url", fake_model.base_url, *FAST, "two", input="a\n")
-    assert r.returncode == 0, r.stderr
-    assert tool_messages(fake_model.requests[2]) == ["1", "2"]
-    assert r.stderr.count("Run it?") == 1
+    assert r.stderr.count("Run it?") == 4
 
 
 def test_ask_without_answers_fails_clearly(fake_model: FakeModel, run_cli: RunCli) -> None:

@@ -46,3 +46,13 @@ def test_presets() -> None:
 def test_bad_policy_is_rejected() -> None:
     with pytest.raises(ValueError, match="approval policy"):
         resolve_settings({"approve": "maybe"}, environ={})
+
+
+def test_moonshot_key_is_not_sent_to_another_provider() -> None:
+    env = {"MOONSHOT_API_KEY": "moon", "OPENROUTER_API_KEY": "or"}
+    assert resolve_settings({"preset": "openrouter"}, environ=env).api_key == "or"
+    only_moon = resolve_settings({"preset": "openrouter"}, environ={"MOONSHOT_API_KEY": "moon"})
+    assert only_moon.api_key == ""
+    local = resolve_settings({"base_url": "http://gpu:8000/v1"}, environ={"MOONSHOT_API_KEY": "m"})
+    assert local.api_key == ""
+    assert resolve_settings(environ={"MOONSHOT_API_KEY": "m"}).api_key == "m"

@@ -209,14 +209,20 @@ async def test_auth_error_is_not_retried_and_hints_at_the_key_variable(fake_mode
     assert len(fake_model.requests) == 1
 
 
-async def test_context_overflow_kind(fake_model: FakeModel):
-    err = (
-        "Invalid request: Your request exceeded model token limit: 262144 (context length exceeded)"
-    )
-    fake_model.script([Turn(status=400, error=err)])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Invalid request: Your request exceeded model token limit: 262144",  # Moonshot
+        "This model's maximum context length is 262144 tokens. However, you requested 300000.",
+        "The input (300000 tokens) is longer than the model's context length (262144 tokens).",
+    ],
+)
+async def test_context_overflow_kind(fake_model: FakeModel, message: str):
+    fake_model.script([Turn(status=400, error=message)])
     with pytest.raises(ProviderError) as info:
         await collect(make_provider(fake_model), conversation())
     assert info.value.kind == "context_overflow" and info.value.status == 400
+    assert message[:40] in str(info.value)
     assert len(fake_model.requests) == 1
 
 
@@ -285,3 +291,11 @@ async def test_a_stalled_stream_times_out_and_is_retried(fake_model: FakeModel):
     retry = next(e for e in events if isinstance(e, Retry))
     assert "timed out" in retry.reason or "Timeout" in retry.reason
     assert events[-1].content == "fast"
+
+
+async def test_a_drop_after_the_finish_reason_keeps_the_whole_message(fake_model: FakeModel):
+    # events: role, "ok", finish+usage, [DONE]: the socket drops before [DONE]
+    fake_model.script([Turn(content="ok", drop_after=3)])
+    events = await collect(make_provider(fake_model), conversation())
+    assert [e.type for e in events] == ["content.delta", "usage", "step.end"]
+    assert len(fake_model.requests) == 1

@@ -268,3 +268,19 @@ def test_sse_decoder_byte_by_byte_with_multibyte_characters_and_comments():
     for i in range(len(body)):
         got += one_byte.feed(body[i : i + 1])
     assert got + one_byte.finish() == expected
+
+
+def test_a_moonshot_final_chunk_as_recorded_by_kimi_cli():
+    # verbatim from K2_PROTOCOL.md (kimi-cli's test fixtures)
+    last = (
+        '{"id":"chatcmpl-6970b5d02fa474c1767e8767","object":"chat.completion.chunk",'
+        '"created":1768994256,"model":"kimi-k2-turbo-preview","choices":[{"index":0,"delta":{},'
+        '"finish_reason":"stop","usage":{"prompt_tokens":8,"completion_tokens":11,'
+        '"total_tokens":19,"cached_tokens":8}}],"system_fingerprint":"fpv0_10a6da87"}'
+    )
+    s = StreamState(step=1)
+    s.feed(chunk({"content": "Hi"}))
+    (usage,) = s.feed_data(last)
+    assert isinstance(usage, Usage)
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) == (8, 11, 8)
+    assert s.completed and s.finish().finish_reason == "stop"

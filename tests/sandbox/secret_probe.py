@@ -1,8 +1,9 @@
 """Run as a subprocess by test_secrets.py: an engine process that holds secrets starts a sandbox
 and reports every route by which sandbox code could find them.
 
-argv: LEVEL. The secret (``$K2LAB_API_KEY``, never in argv) is in this process's real environment (from exec, so also in
-``/proc/<pid>/environ``), in files under $HOME and in the project directory (the cwd).
+argv: LEVEL. The secret (``$K2LAB_API_KEY``, never in argv) is in this process's real
+environment (from exec, so also in ``/proc/<pid>/environ``), in files under $HOME and in
+the project directory (the cwd).
 """
 
 from __future__ import annotations

@@ -55,7 +55,9 @@ async def test_context_from_the_notebook_reaches_the_model(api, fake_model):
     assert "work/a.ipynb" in user["content"]
 
 
-async def test_a_tool_call_waits_for_approval_then_runs_in_the_sandbox(api, fake_model):
+async def test_a_tool_call_waits_for_approval_then_runs_in_the_sandbox(
+    api, fake_model, jp_serverapp
+):
     fake_model.script(
         [
             Turn(reasoning="Compute it.", tool_calls=[Call(PY, {"code": "print(6 * 7)"})]),
@@ -81,6 +83,10 @@ async def test_a_tool_call_waits_for_approval_then_runs_in_the_sandbox(api, fake
     assert code == 409 and "already decided" in data["message"]
     result = (await sock.until_event("tool.result"))["event"]
     assert result["ok"] is True and "42" in result["output"]
+    # the sandbox is a kernel of the server's own kernel manager (a gateway would run it remotely)
+    km = jp_serverapp.kernel_manager
+    names = [km.get_kernel(k).kernel_name for k in km.list_kernel_ids()]
+    assert names == ["k2lab-sandbox"]
     end = (await sock.until_event("run.end"))["event"]
     assert end["stop_reason"] == "completed" and end["answer"] == "It is 42."
     decision = next(e for _, e in sock.events if e["type"] == "tool.decision")
@@ -218,7 +224,7 @@ async def test_provider_failure_is_an_event_and_the_session_goes_on(api, fake_mo
     assert evs[-1]["answer"] == "recovered"
 
 
-async def test_stop_while_the_sandbox_starts_ends_the_run(api, fake_model):
+async def test_stop_while_the_sandbox_starts_ends_the_run(api, fake_model, jp_serverapp):
     fake_model.script([Turn(content="never asked")])
     sid = await api.new_session()
     await api.post("sessions", sid, "messages", body={"text": "hi"})
@@ -228,3 +234,8 @@ async def test_stop_while_the_sandbox_starts_ends_the_run(api, fake_model):
     assert fake_model.requests == []
     code, meta = await api.get("sessions", sid)
     assert meta["running"] is False
+    # the kernel start was not cut half-way (that orphans it): it is known and kept for later
+    (ext,) = jp_serverapp.extension_manager.extension_apps["k2lab"]
+    b = ext.sessions.get(sid)._built
+    print("DEBUG", b, b and b.sandbox, b and b.sandbox._handle.kernel_id, jp_serverapp.kernel_manager.list_kernel_ids())
+    assert len(jp_serverapp.kernel_manager.list_kernel_ids()) == 1

@@ -52,6 +52,8 @@ async def test_bad_after_is_rejected_and_bad_client_messages_get_an_error(api, j
 
 NOTEBOOK = {
     "path": "analysis.ipynb",
+    "n_cells": 2,
+    "active_index": 1,
     "cells": [
         {"index": 0, "id": "a", "cell_type": "markdown", "source": "# Sales", "outputs": []},
         {"index": 1, "id": "b", "cell_type": "code", "source": "total = 3 + 4\ntotal",
@@ -94,6 +96,7 @@ async def test_notebook_tools_round_trip_through_the_panel(api, fake_model):
     results = [e for _, e in panel.events if e["type"] == "tool.result"]
     assert all(r["ok"] for r in results)
     read = results[0]["output"]
+    assert "analysis.ipynb (2 cells; the user's cursor is in cell 1)" in read
     assert "--- cell 1 (code) [1]" in read and "total = 3 + 4" in read and "\n7" in read
     assert "index 2" in results[1]["output"]
     assert "14" in results[2]["output"] and results[2]["display"][0]["data"]["text/plain"] == "14"

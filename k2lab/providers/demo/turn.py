@@ -22,7 +22,8 @@ Status = Literal["ok", "error", "rejected", "invalid", "stopped", "missing"]
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _TAG = re.compile(r"^#\s*step:\s*(.+?)\s*$", re.MULTILINE)
 _EXC = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit))\b:?\s*(.*)$", re.M)
-_EDITED = re.compile(r"^\[The user edited the arguments before running: (.*)\]\n?", re.S)
+# the arguments are JSON on one line (newlines escaped), so the first "]\n" ends the marker
+_EDITED = re.compile(r"^\[The user edited the arguments before running: (.*?)\]\n", re.S)
 _FEEDBACK = "Feedback from the user: "
 
 

@@ -221,9 +221,15 @@ function render({ model, el }) {
 
     const bar = h("div", "k2lab-actions");
     const codeNow = () => (u.text !== null ? u.text : c.code);
+    // after a decision is sent, the card waits for the run's answer: no double clicks
+    const sent = (action, extra) => {
+      bar.querySelectorAll("button").forEach((b) => (b.disabled = true));
+      send(action, { call_id: c.call_id, ...extra });
+      u.mode = null;
+    };
     if (c.status === "pending") {
       if (u.mode === "edit") {
-        bar.appendChild(btn("Run edited", "k2lab-run-edited", () => { send("edit", { call_id: c.call_id, code: codeNow() }); u.mode = null; }));
+        bar.appendChild(btn("Run edited", "k2lab-run-edited", () => sent("edit", { code: codeNow() })));
         bar.appendChild(btn("Cancel", "k2lab-cancel", () => { u.mode = null; u.text = null; renderCard(c); }));
       } else if (u.mode === "reject") {
         const fb = h("input", "k2lab-feedback-input");
@@ -232,13 +238,13 @@ function render({ model, el }) {
         fb.addEventListener("input", () => (u.feedback = fb.value));
         fb.addEventListener("keydown", (ev) => {
           ev.stopPropagation();
-          if (ev.key === "Enter") { send("reject", { call_id: c.call_id, feedback: fb.value }); u.mode = null; }
+          if (ev.key === "Enter") sent("reject", { feedback: fb.value });
         });
         fresh.appendChild(fb);
-        bar.appendChild(btn("Send rejection", "k2lab-send-reject", () => { send("reject", { call_id: c.call_id, feedback: u.feedback }); u.mode = null; }));
+        bar.appendChild(btn("Send rejection", "k2lab-send-reject", () => sent("reject", { feedback: u.feedback })));
         bar.appendChild(btn("Cancel", "k2lab-cancel", () => { u.mode = null; renderCard(c); }));
       } else {
-        bar.appendChild(btn("Approve", "k2lab-approve", () => send("approve", { call_id: c.call_id })));
+        bar.appendChild(btn("Approve", "k2lab-approve", () => sent("approve", {})));
         bar.appendChild(btn("Edit & run", "k2lab-edit", () => { u.mode = "edit"; u.text = c.code; renderCard(c); }));
         bar.appendChild(btn("Reject", "k2lab-reject", () => { u.mode = "reject"; renderCard(c); }));
       }

@@ -37,6 +37,7 @@ export class K2Panel extends Widget {
   private prompt: HTMLTextAreaElement;
   private sendButton: HTMLButtonElement;
   private stopButton: HTMLButtonElement;
+  private approveAllButton: HTMLButtonElement;
   private notice: HTMLElement;
   private contextPicker: ContextPicker;
   private bridge: NotebookBridge;
@@ -123,6 +124,12 @@ export class K2Panel extends Widget {
       () => void this.stop(),
       'Stop the run (the trace is kept)'
     );
+    this.approveAllButton = button(
+      'Approve all',
+      'k2lab-approve-all',
+      () => void this.approveAll(),
+      'Approve the waiting call(s) and every further call of this run'
+    );
     this.notice = h('div', { class: 'k2lab-panel-notice', role: 'status' });
     this.node.append(
       this.header.node,
@@ -136,6 +143,7 @@ export class K2Panel extends Widget {
           'div',
           { class: 'k2lab-composer-row' },
           this.notice,
+          this.approveAllButton,
           this.stopButton,
           this.sendButton
         )
@@ -273,6 +281,8 @@ export class K2Panel extends Widget {
       connection: this.connectionText
     });
     this.stopButton.disabled = !this.running;
+    this.approveAllButton.hidden =
+      !this.running || this.view.pendingCount() === 0;
     this.sendButton.disabled = this.running;
     this.empty.hidden = !!this.view.state;
   }
@@ -344,6 +354,14 @@ export class K2Panel extends Widget {
       );
     } finally {
       this.updateControls();
+    }
+  }
+
+  private async approveAll(): Promise<void> {
+    try {
+      await postJSON(this.route('approve-all'), {});
+    } catch (e) {
+      this.say(`Could not approve: ${(e as Error).message}`, true);
     }
   }
 

@@ -45,6 +45,7 @@ export class ToolCard {
   private actionsEl: HTMLElement | null = null;
   private message: HTMLElement;
   private decided = false;
+  private editedArgs: string | null = null;
 
   constructor(
     readonly proposal: IToolProposed,
@@ -99,6 +100,7 @@ export class ToolCard {
     const who = ev.by === 'policy' ? ' (policy)' : '';
     this.setState(ev.decision, DECISION_LABEL[ev.decision] + who);
     if (ev.decision === 'edit' && ev.arguments) {
+      this.editedArgs = ev.arguments;
       this.body.append(
         this.codeBlock(editableArgs(ev.arguments).text),
         h(
@@ -138,7 +140,9 @@ export class ToolCard {
         ev.duration ? ` · ${ev.duration.toFixed(2)} s` : '',
         ev.truncated ? ' · truncated for the model' : ''
       ),
-      ev.output ? h('pre', { class: 'k2lab-stdout' }, ev.output) : null
+      ev.output
+        ? h('pre', { class: 'k2lab-stdout' }, this.shownOutput(ev.output))
+        : null
     );
     for (const bundle of ev.display || []) {
       const el = renderDisplay(bundle, this.sanitize);
@@ -153,6 +157,17 @@ export class ToolCard {
     if (this.actions && this.node.dataset.state !== 'reject') {
       this.addReplay(this.actions);
     }
+  }
+
+  /**
+   * The output without the note the engine prepends for the model after an edit ("[The user
+   * edited the arguments before running: {...}]"): the card already shows the edited code.
+   */
+  private shownOutput(output: string): string {
+    const note = this.editedArgs
+      ? `[The user edited the arguments before running: ${this.editedArgs}]\n`
+      : '';
+    return note && output.startsWith(note) ? output.slice(note.length) : output;
   }
 
   /** The run ended while this call waited: it can no longer be decided. */

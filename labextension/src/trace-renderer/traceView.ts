@@ -73,6 +73,15 @@ export class TraceView {
     this.lastStep = null;
   }
 
+  /** Calls waiting for a person's decision. */
+  pendingCount(): number {
+    let n = 0;
+    for (const card of this.cards.values()) {
+      n += card.node.dataset.state === 'pending' ? 1 : 0;
+    }
+    return n;
+  }
+
   card(callId: string): ToolCard | undefined {
     return this.cards.get(callId);
   }
@@ -192,6 +201,9 @@ export class TraceView {
     if (s) {
       return s;
     }
+    // live: the newest step's reasoning stays open (it explains the call waiting for approval);
+    // older steps fold so a long run stays readable
+    this.foldReasoning();
     const reasoningText = document.createTextNode('');
     const reasoningSize = h('span', { class: 'k2lab-reasoning-size' });
     const reasoning = h(
@@ -226,6 +238,12 @@ export class TraceView {
     return s;
   }
 
+  private foldReasoning(): void {
+    for (const s of this.steps.values()) {
+      s.reasoning.open = false;
+    }
+  }
+
   private stepEnd(ev: IEventBase): void {
     const s = this.step(ev.step);
     // the step's whole message is authoritative (a reconnect may have missed deltas)
@@ -239,7 +257,6 @@ export class TraceView {
     if (!s.reasoningText.length) {
       s.reasoning.hidden = true;
     }
-    s.reasoning.open = false;
     s.contentText = typeof ev.content === 'string' ? ev.content : s.contentText;
     this.markdown(s.content, s.contentText);
   }
@@ -281,6 +298,7 @@ export class TraceView {
     for (const card of this.cards.values()) {
       card.setInactive();
     }
+    this.foldReasoning();
     const last = this.lastStep;
     if (ev.answer && ev.answer.trim() !== (last?.contentText ?? '').trim()) {
       const answer = h('div', { class: 'k2lab-answer' });

@@ -1,0 +1,69 @@
+"""Starting sandboxes through a caller's kernel manager (the Jupyter server's, a gateway's)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.multikernelmanager import AsyncMultiKernelManager
+
+from k2lab.sandbox.isolation import bwrap_status
+from k2lab.sandbox.kernel import SandboxKernel
+from k2lab.sandbox.managers import kernel_spec_dict, runs_kernels_elsewhere
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class GatewayMultiKernelManager(AsyncMultiKernelManager):
+    """A real multi-kernel manager standing in for jupyter_server's GatewayMappingKernelManager
+    (same API; recognised as remote by its name, as the real one is). Kernels run locally."""
+
+
+def test_shipped_kernelspec_matches_the_code() -> None:
+    shipped = json.loads((ROOT / "kernel" / "kernel.json").read_text())
+    assert shipped == kernel_spec_dict()
+    spec = KernelSpecManager().get_kernel_spec("k2lab-sandbox")  # installed by the install hook
+    assert spec.argv == shipped["argv"] and spec.interrupt_mode == "message"
+
+
+def test_local_managers_are_not_remote() -> None:
+    assert not runs_kernels_elsewhere(AsyncMultiKernelManager(), "k2lab-sandbox")
+    assert runs_kernels_elsewhere(GatewayMultiKernelManager(), "k2lab-sandbox")
+
+
+async def test_local_server_manager_still_gets_ipc_isolation() -> None:
+    # a local server's manager would start the sandbox over TCP: SandboxKernel starts it itself
+    mkm = AsyncMultiKernelManager()
+    async with SandboxKernel(isolation="auto", kernel_manager=mkm) as sk:
+        assert mkm.list_kernel_ids() == []
+        assert sk.isolation in ("bwrap", "process")
+        if bwrap_status()[0]:
+            assert sk.isolation == "bwrap" and not sk.network
+        assert (await sk.execute("print(2 + 2)", timeout=10)).text.strip() == "4"
+
+
+async def test_remote_manager_starts_the_kernelspec() -> None:
+    mkm = GatewayMultiKernelManager()
+    async with SandboxKernel(isolation="auto", kernel_manager=mkm) as sk:
+        assert sk.isolation == "remote"
+        assert "remote" in sk.isolation_note
+        assert len(mkm.list_kernel_ids()) == 1
+        r = await sk.execute("import os\nprint(os.environ['K2LAB_ISOLATION'])", timeout=10)
+        assert r.ok and r.text.strip() in ("bwrap", "process")  # the launcher ran
+        assert "K2LAB_API_KEY" not in (await sk.execute("dict(os.environ)", timeout=10)).text
+        r = await sk.execute("import os\nos._exit(1)", timeout=10)
+        assert r.restarted and "died" in r.text, r.text
+        assert (await sk.execute("print('again')", timeout=10)).ok
+        r = await sk.execute("import time\ntime.sleep(30)", timeout=2)
+        assert r.timed_out and "Timed out after 2 s" in r.text, r.text
+    assert mkm.list_kernel_ids() == []
+
+
+@pytest.mark.parametrize("bad", ["sandboxy", ""])
+async def test_unknown_level_is_a_clear_error(bad: str) -> None:
+    from k2lab.sandbox.kernel import SandboxError
+
+    with pytest.raises(SandboxError, match="unknown isolation level"):
+        await SandboxKernel(isolation=bad).start()
