@@ -96,6 +96,7 @@ class K2Magics(Magics):
             from k2lab.widgets import commands
 
             sub, arg = words[0], (words[1] if len(words) > 1 else "")
+            opts, arg = self._sub_options(opts, arg)
             return getattr(commands, sub)(self.session, opts, arg, cell)
         prompt = cell if cell is not None and cell.strip() else rest
         if not prompt.strip():
@@ -125,6 +126,20 @@ class K2Magics(Magics):
                 pos += v.end()
         args = parse_argstring(self.k2, " ".join(shlex.quote(t) for t in tokens))
         return args, line[pos:].strip()
+
+    def _sub_options(self, opts: Any, arg: str) -> tuple[Any, str]:
+        """Subcommands take options anywhere (``export RUN --out F``); the rest are arguments."""
+        try:
+            argv = shlex.split(arg)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        for flag in (a.split("=", 1)[0] for a in argv if a.startswith("-")):
+            self._action(flag)  # unknown options are errors here too
+        more, rest = self.k2.parser.parse_known_args(argv)  # type: ignore[attr-defined]
+        for name, value in vars(more).items():
+            if value not in (None, False):
+                setattr(opts, name, value)
+        return opts, " ".join(rest)
 
     def _action(self, flag: str) -> Any:
         parser = self.k2.parser  # type: ignore[attr-defined]

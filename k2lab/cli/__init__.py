@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
 from k2lab.cli.term import EXIT_USAGE, CliFailure, fail
@@ -90,6 +91,12 @@ def _demo_names() -> list[str]:
 def _sandbox_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tool-timeout", type=float, metavar="S", help="seconds per tool call")
     p.add_argument(
+        "--workspace",
+        metavar="DIR",
+        help="the sandbox's working directory; under bwrap the only place it can write "
+        "(default: a fresh temporary directory, removed afterwards)",
+    )
+    p.add_argument(
         "--isolation",
         choices=("auto", "bwrap", "process"),
         help="sandbox isolation (default auto: bwrap where available)",
@@ -105,6 +112,15 @@ def _settings(args: argparse.Namespace) -> Any:
         return resolve_settings(overrides)
     except ValueError as e:
         raise CliFailure(str(e), EXIT_USAGE) from e
+
+
+def _dir(path: str | None) -> Path | None:
+    if path is None:
+        return None
+    p = Path(path).expanduser().resolve()
+    if p.exists() and not p.is_dir():
+        raise CliFailure(f"--workspace {path} is not a directory", EXIT_USAGE)
+    return p
 
 
 def _read_prompt(prompt: str) -> str:
@@ -141,14 +157,24 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
             raise CliFailure("--max-steps must be at least 1", EXIT_USAGE)
         settings = _settings(args)
         prompt = _read_prompt(args.prompt)
-        opts = RunOptions(json=args.json, trace=args.trace, verbose=args.verbose)
+        opts = RunOptions(
+            json=args.json, trace=args.trace, verbose=args.verbose, workspace=_dir(args.workspace)
+        )
         code, answer = asyncio.run(execute_run(settings, prompt, opts))
         return report(code, answer, opts)
     if args.command == "replay":
         from k2lab.cli.replay import replay_command
 
         settings = _settings(args)
-        return asyncio.run(replay_command(args.file, settings, call=args.call, as_json=args.json))
+        return asyncio.run(
+            replay_command(
+                args.file,
+                settings,
+                call=args.call,
+                as_json=args.json,
+                workspace=_dir(args.workspace),
+            )
+        )
     if args.command == "demo":
         from k2lab.cli.demo import lab_available, run_cli_demos, start_lab
         from k2lab.providers.demo import DEMO_PROMPTS
@@ -164,7 +190,9 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
                 f"unknown demo {args.name!r}; choose all, {', '.join(DEMO_PROMPTS)}", EXIT_USAGE
             )
         settings = _settings(args)
-        return asyncio.run(run_cli_demos(settings, names, trace=args.trace))
+        return asyncio.run(
+            run_cli_demos(settings, names, trace=args.trace, workspace=_dir(args.workspace))
+        )
     raise CliFailure(f"unknown command {args.command!r}", EXIT_USAGE)
 
 

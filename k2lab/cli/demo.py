@@ -55,7 +55,9 @@ def start_lab(extra: list[str]) -> int:
     os.execv(cmd[0], cmd)  # replaces this process: Ctrl-C and exit codes are jupyter's own
 
 
-async def run_cli_demos(settings: Settings, names: list[str], *, trace: str | None) -> int:
+async def run_cli_demos(
+    settings: Settings, names: list[str], *, trace: str | None, workspace: Path | None = None
+) -> int:
     # the demo costs nothing: always the offline model, approvals automatic
     settings = replace(settings, api_key="", base_url="", approve="auto")
     err(f"k2lab demo: the {DEMO_MODEL_LABEL} plays {len(names)} scripted demo(s); no key needed.")
@@ -64,7 +66,9 @@ async def run_cli_demos(settings: Settings, names: list[str], *, trace: str | No
         err(f"\n=== demo {i + 1}/{len(names)}: {prompt}")
         path = trace if trace is None or len(names) == 1 else f"{trace}.{name}.jsonl"
         code, answer = await execute_run(
-            settings, prompt, RunOptions(trace=path, verbose=True, announce_demo=False)
+            settings,
+            prompt,
+            RunOptions(trace=path, verbose=True, announce_demo=False, workspace=workspace),
         )
         out(f"\n## {prompt}\n\n{answer}\n")
         if code != EXIT_OK:

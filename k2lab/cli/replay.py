@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+from pathlib import Path
 
 from k2lab.cli.progress import clip, indent
 from k2lab.cli.term import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliFailure, err, out
@@ -29,7 +30,14 @@ def _skip_reason(decision: str | None, executed: bool, name: str) -> str:
     return f"not a python call ({name})"
 
 
-async def replay_command(path: str, settings: Settings, *, call: str | None, as_json: bool) -> int:
+async def replay_command(
+    path: str,
+    settings: Settings,
+    *,
+    call: str | None,
+    as_json: bool,
+    workspace: Path | None = None,
+) -> int:
     try:
         trace = load_trace(path)
     except TraceError as e:
@@ -40,7 +48,7 @@ async def replay_command(path: str, settings: Settings, *, call: str | None, as_
     if call is not None and not any(c.call_id == call for c in calls):
         raise CliFailure(f"no tool call {call!r} in {path}", EXIT_USAGE)
     try:
-        sandbox = await open_sandbox(settings)
+        sandbox = await open_sandbox(settings, workspace=workspace)
     except Exception as e:
         raise CliFailure(f"the sandbox did not start: {e}") from e
     try:

@@ -16,6 +16,7 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from k2lab.agent.decisions import DecisionSource, decision_source
 from k2lab.agent.loop import Agent
@@ -59,6 +60,8 @@ class RunOptions:
     verbose: bool = False
     #: the demo command answers with its own header; run prints the bare answer
     announce_demo: bool = True
+    #: the sandbox's workspace (None: a fresh temporary directory)
+    workspace: Path | None = None
 
 
 async def execute_run(settings: Settings, prompt: str, opts: RunOptions) -> tuple[int, str]:
@@ -70,13 +73,15 @@ async def execute_run(settings: Settings, prompt: str, opts: RunOptions) -> tupl
     if settings.uses_demo_model and opts.announce_demo:
         err(DEMO_NOTE)
     # the kernel boots in its own process while this one imports and builds the HTTP client
-    booting = asyncio.ensure_future(open_sandbox(settings))
+    booting = asyncio.ensure_future(open_sandbox(settings, workspace=opts.workspace))
     try:
         provider = await asyncio.to_thread(open_provider, settings)
     except BaseException:
         booting.cancel()
         with contextlib.suppress(BaseException):
             await (await booting).shutdown()  # it may have finished booting just before
+        if writer is not None:
+            writer.close()
         raise
     try:
         try:

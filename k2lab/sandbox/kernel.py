@@ -121,6 +121,9 @@ class SandboxKernel(TransferMixin):
         self._log: IO[bytes] | None = None
         self._lock = asyncio.Lock()
         self._restarts = 0
+        #: msg_id of the call in progress, and of a cancelled call that may still be running
+        self._running: str | None = None
+        self._abandoned: str | None = None
 
     # -- description --------------------------------------------------------------------------
     @property
@@ -148,6 +151,8 @@ class SandboxKernel(TransferMixin):
             try:
                 level, self.isolation_reason = resolve_level(self.requested_isolation)
             except (ValueError, RuntimeError) as e:
+                if self._own_workspace:
+                    shutil.rmtree(self.workspace, ignore_errors=True)
                 raise SandboxError(str(e)) from e
             self._handle = LocalHandle(self.kernel_name, self.workspace / ".k2lab")
             self._cgroup = f"k2lab-{uuid.uuid4().hex[:12]}"
@@ -304,6 +309,8 @@ class SandboxKernel(TransferMixin):
             try:
                 result = await self._run(code, timeout, t0)
             except asyncio.CancelledError:
+                # the next call first makes sure this one has stopped (see ``_settle``)
+                self._abandoned, self._running = self._running, None
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(asyncio.shield(self._interrupt()), 2.0)
                 raise
@@ -388,12 +395,30 @@ class SandboxKernel(TransferMixin):
             for _ in range(1000):
                 await self._kc.get_shell_msg(timeout=0)
 
+    async def _settle(self) -> str:
+        """Wait for a cancelled call to finish (it was interrupted); restart if it does not."""
+        abandoned, self._abandoned = self._abandoned, None
+        if abandoned is None:
+            return ""
+        scratch = OutputCollector(100, 100)
+        deadline = time.monotonic() + self.limits.interrupt_grace
+        if await self._collect(abandoned, scratch, deadline) == "idle":
+            return ""
+        await self.restart()
+        return (
+            "[A cancelled earlier call did not stop when interrupted, so the kernel was "
+            "restarted before this call; all variables were lost.]"
+        )
+
     async def _run(self, code: str, timeout: float, t0: float) -> ExecutionResult:
         out = OutputCollector(self.limits.model_chars, self.limits.display_bytes)
+        settled = await self._settle()
         await self._drain_shell()
         procs_before = self._process_count()
         msg_id = self._kc.execute(code, store_history=True, allow_stdin=False, stop_on_error=False)
+        self._running = msg_id
         status = await self._collect(msg_id, out, t0 + timeout)
+        self._running = None
         note = ""
         restarted = timed_out = False
         if status in ("timeout", "quota"):
@@ -439,6 +464,9 @@ class SandboxKernel(TransferMixin):
         text = out.model_text()
         if note:
             text = (text.rstrip("\n") + "\n" + note) if text.strip() else note
+        if settled:
+            text = f"{settled}\n{text}"
+            restarted = True
         return ExecutionResult(
             ok=out.error is None and not note,
             text=text,

@@ -63,7 +63,7 @@ class Session:
         self._stop_pending = False
         # what the log says about tool calls, to answer 404 / 409 without guessing
         self._proposed: set[str] = set()
-        self._settled: set[str] = set()
+        self._decided: set[str] = set()
         for ev in events:
             self._track(ev)
 
@@ -111,8 +111,8 @@ class Session:
         kind, cid = ev.get("type"), ev.get("call_id")
         if kind == "tool.proposed" and isinstance(cid, str):
             self._proposed.add(cid)
-        elif kind in ("tool.decision", "tool.result") and isinstance(cid, str):
-            self._settled.add(cid)
+        elif kind == "tool.decision" and isinstance(cid, str):
+            self._decided.add(cid)
 
     def append(self, ev: dict[str, Any]) -> int:
         index = len(self.events)
@@ -193,7 +193,10 @@ class Session:
         self, prompt: str, run_id: str, err: Exception | None, *, stopped: bool = False
     ) -> None:
         """A run that never reached the model still shows up in the log, with the reason."""
-        s = self.settings()
+        try:
+            s = self.settings()
+        except ValueError:  # the settings themselves are what failed: describe the run anyway
+            s = Settings()
         msg = f"could not start the agent: {type(err).__name__}: {err}" if err else None
         self.append(
             RunStart(
@@ -233,11 +236,13 @@ class Session:
     def decide(self, call_id: str, decision: Decision) -> None:
         if call_id not in self._proposed:
             raise SessionError(404, f"no tool call {call_id!r} in this session")
-        if call_id in self._settled:
+        if call_id in self._decided:
             raise SessionError(409, f"tool call {call_id!r} was already decided")
         if call_id not in self.pending_calls():
             raise SessionError(
-                409, f"tool call {call_id!r} is not waiting for a decision (its run ended)"
+                409,
+                f"tool call {call_id!r} is not waiting for a decision "
+                "(it was never offered, or its run ended)",
             )
         assert self._decisions is not None
         try:

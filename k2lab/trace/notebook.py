@@ -68,9 +68,9 @@ def _scrub(value: Any, secrets: list[str]) -> Any:
 
 def scrub_event(ev: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
     """An event dict with every secret replaced (and the base URL cleaned)."""
+    if "base_url" in ev:  # before scrubbing: "[redacted]" in a host is not a URL any more
+        ev = {**ev, "base_url": clean_url(str(ev["base_url"]))}
     out: dict[str, Any] = _scrub(ev, [s for s in secrets if len(s) >= 4])
-    if "base_url" in out:
-        out["base_url"] = clean_url(str(out["base_url"]))
     return out
 
 

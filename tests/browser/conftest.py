@@ -70,15 +70,20 @@ class JupyterLab:
         query = f"token={self.token}" + ("&reset" if reset else "")
         return f"{self.url}{where}?{query}"
 
-    def api(self, path: str) -> Any:
-        """GET a JSON API route of the server (``path`` relative to the base URL)."""
+    def api(self, path: str, method: str = "GET", body: Any = None) -> Any:
+        """Call a JSON API route of the server (``path`` relative to the base URL)."""
         import json
 
+        data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(
-            f"{self.url}{path}", headers={"Authorization": f"token {self.token}"}
+            f"{self.url}{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read())
+            raw = resp.read()
+        return json.loads(raw) if raw else None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -166,7 +166,9 @@ def test_panel_demo_run_edit_approve_reject_and_reload(
     waiting.locator(".k2lab-call-state").filter(has_text="waiting for you").wait_for()
     panel.locator("button.k2lab-stop").click()
     panel.locator(".k2lab-run-end").filter(has_text="stopped").wait_for()
-    assert waiting.get_attribute("data-state") != "pending"
+    assert waiting.get_attribute("data-state") == "expired"
+    assert waiting.locator(".k2lab-call-state").inner_text().startswith("not run")
+    assert waiting.locator("button.k2lab-replay-btn").count() == 0
     assert waiting.locator("textarea").count() == 0
     assert len(jupyterlab.api("k2lab/api/sessions")["sessions"]) == 2
 
@@ -287,3 +289,66 @@ def test_context_chip_shows_what_is_attached_and_its_bound(jupyterlab: Any, page
     assert "context.ipynb (2 cells)" in chip.inner_text()
     chip.locator(".k2lab-chip-remove").click()
     assert chip.is_hidden()
+
+
+def test_notebook_tools_read_insert_and_run_cells_in_the_open_notebook(
+    jupyterlab: Any, page: Any, screenshot: Any
+) -> None:
+    """A (fake) model reads the open notebook, inserts a cell and runs it; the panel does it."""
+    from tests.fixtures.fake_server import Call, FakeModel, Turn
+
+    model = FakeModel()
+    model.script(
+        [
+            Turn(reasoning="First I read the notebook.", tool_calls=[Call("notebook_read", {})]),
+            Turn(
+                reasoning="I'll add a cell that multiplies.",
+                tool_calls=[Call("notebook_insert_cell", {"index": -1, "source": "print(6 * 7)"})],
+            ),
+            Turn(reasoning="Now run it.", tool_calls=[Call("notebook_run_cell", {"index": 1})]),
+            Turn(content="The new cell printed **42**."),
+        ]
+    )
+    settings_url = "lab/api/settings/k2lab:plugin"
+    raw = {"preset": "custom", "baseUrl": model.base_url, "model": "fake-k2", "approve": "ask"}
+    jupyterlab.api(settings_url, "PUT", {"raw": json.dumps(raw)})
+    try:
+        nbformat.write(
+            new_notebook([nbformat.v4.new_code_cell("x = 1")]),
+            Path(jupyterlab.root_dir) / "tools.ipynb",
+        )
+        open_lab(page, jupyterlab, "tools.ipynb")
+        page.locator(".jp-Notebook .jp-Cell").first.wait_for()
+        page.get_by_text("| Idle").wait_for(timeout=60_000)  # the notebook's kernel is up
+        panel = open_panel(page)
+        panel.locator("button.k2lab-new-session").click()
+        panel.locator(".k2lab-prompt-input").fill("Add a cell that prints 6 * 7 and run it.")
+        panel.locator("button.k2lab-send").click()
+        # approve every call as it comes, until the run ends
+        end = panel.locator(".k2lab-run-end")
+        for _ in range(300):
+            if end.count():
+                break
+            waiting = panel.locator(".k2lab-call[data-state=pending] button.k2lab-approve")
+            if waiting.count():
+                waiting.first.click()
+            page.wait_for_timeout(100)
+        end.wait_for()
+        assert end.inner_text().startswith("completed"), end.inner_text()
+        cards = panel.locator(".k2lab-call")
+        assert cards.count() == 3
+        # the model read the notebook through the panel, and got its cell
+        tool_msgs = [m for m in model.requests[1]["messages"] if m["role"] == "tool"]
+        assert "x = 1" in tool_msgs[-1]["content"]
+        # the inserted cell is in the notebook, ran in the notebook's kernel, and its output shows
+        cells = page.locator(".jp-Notebook .jp-Cell")
+        assert cells.count() == 2
+        assert "print(6 * 7)" in cells.nth(1).locator(".jp-InputArea").inner_text()
+        cells.nth(1).locator(".jp-OutputArea").get_by_text("42").wait_for()
+        assert "42" in cards.nth(2).locator(".k2lab-stdout").inner_text()
+        assert panel.locator(".k2lab-answer strong").inner_text() == "42"
+        assert "fake-k2" in panel.locator(".k2lab-model").last.inner_text()
+        screenshot("panel-notebook-tools", page)
+    finally:
+        jupyterlab.api(settings_url, "PUT", {"raw": "{}"})
+        model.close()

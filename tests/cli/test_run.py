@@ -203,3 +203,33 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_trace(fake_model: FakeModel, tmp_pat
     assert stderr.strip().splitlines()[-1].startswith("k2lab: error: the run was stopped")
     _, events = read_trace(trace)
     assert events[-1].type == "run.end" and events[-1].stop_reason == "stopped"
+
+
+def test_workspace_is_where_the_code_works(
+    fake_model: FakeModel, run_cli: RunCli, tmp_path: Path
+) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "data.csv").write_text("a,b\n1,2\n")
+    code = "import os\nprint(open('data.csv').read().split()[1])\nopen('out.txt', 'w').write('hi')"
+    fake_model.script([Turn(tool_calls=[py(code)]), Turn(content="read it")])
+    r = run_cli(
+        "run", "--base-url", fake_model.base_url, "--approve", "auto",
+        "--workspace", str(ws), "read my data",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert tool_messages(fake_model.requests[1]) == ["1,2\n2"]
+    assert (ws / "out.txt").read_text() == "hi"
+    assert (ws / "data.csv").exists()  # a workspace the user gave is kept
+
+
+def test_edit_opens_the_editor(fake_model: FakeModel, run_cli: RunCli) -> None:
+    from tests.cli.conftest import clean_env
+
+    fake_model.script([Turn(tool_calls=[py("print('draft')")]), Turn(content="ok")])
+    # any command that edits the file in place works as $EDITOR
+    env = clean_env(EDITOR="sed -i s/draft/final/")
+    r = run_cli("run", "--base-url", fake_model.base_url, *FAST, "x", input="e\n", env=env)
+    assert r.returncode == 0, r.stderr
+    (result,) = tool_messages(fake_model.requests[1])
+    assert result.endswith("\nfinal") and "print('final')" in result

@@ -93,6 +93,14 @@ def test_approve_edit_and_reject_with_feedback(kernel: Kernel, fake_model: FakeM
     assert {"text/html", "text/markdown", "text/plain"} <= set(final)
     assert FAKE_KEY not in json.dumps(final)
 
+    # Replay, from the view: the first call again in the sandbox, same output
+    kernel.click(i, {"action": "replay", "call_id": "functions.python:0"})
+    replay = kernel.wait_for(
+        "(_k2s().runs[-1].widget.state.cards['functions.python:0']['replay'] or {}).get('code')"
+        " and _k2s().runs[-1].widget.state.cards['functions.python:0']['replay']"
+    )
+    assert replay["changed"] is False and replay["new_output"].strip() == "1"
+
 
 def test_stop_keeps_trace_and_next_run_works(kernel: Kernel, fake_model: FakeModel) -> None:
     fake_model.script(
@@ -217,3 +225,62 @@ def test_in_kernel_uses_live_variables_and_hides_the_key(
     assert FAKE_KEY not in json.dumps(kernel.events(i)) and "[redacted]" in outputs[1]
     assert FAKE_KEY not in json.dumps(fake_model.requests)
     assert "Sandbox off" in kernel.value(f"_k2s().runs[{i}].final['text/html']")
+
+
+def test_export_replay_resume_and_fork_magics(
+    kernel: Kernel, fake_model: FakeModel, tmp_path: Any
+) -> None:
+    import nbformat
+
+    fake_model.script(
+        [
+            Turn(reasoning="Set y.", tool_calls=[Call("python", code("y = 5\nprint(y)"))]),
+            Turn(content="y is 5."),
+            Turn(content="Resumed: y was 5."),  # the --resume run
+            Turn(content="In the branch y is 6."),  # the %%k2 fork run
+        ]
+    )
+    i = ask(kernel, fake_model, "set y", "--approve auto")
+    kernel.wait_ended(i)
+    run_id = kernel.value(f"_k2s().runs[{i}].run_id")
+
+    # export: the calls that ran become the cells of a new notebook
+    out = tmp_path / "export.ipynb"
+    res = kernel.run(f"%k2 export {run_id} --out {out}")
+    assert res["error"] is None and "1 code cells" in res["stdout"]
+    exported = nbformat.read(out, as_version=4)
+    assert [c.source for c in exported.cells if c.cell_type == "code"] == ["y = 5\nprint(y)"]
+
+    # replay: the run's calls again, in a fresh sandbox; the table says nothing changed
+    kernel.run(f"%k2 replay {run_id}")
+    kernel.run("import k2lab\nawait k2lab.wait()")
+    table = kernel.value("_k2s().outputs[-1][1]['text/plain']")
+    assert f"replayed run {run_id}: 1 calls, 0 changed" in table
+
+    # --resume: a saved notebook's conversation continues (here a file holding the saved trace)
+    saved = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("%%k2\nset y")
+    final = kernel.value(f"_k2s().runs[{i}].final")
+    cell.outputs = [nbformat.v4.new_output("display_data", data=final)]
+    saved.cells = [cell]
+    path = tmp_path / "saved.ipynb"
+    nbformat.write(saved, path)
+    res = kernel.run(
+        f"%k2 --new --resume --file {path} --base-url {fake_model.base_url} and y was?"
+    )
+    assert res["error"] is None
+    end = kernel.wait_ended(i + 1)
+    assert end["answer"] == "Resumed: y was 5."
+    roles = [(m["role"], m.get("content")) for m in fake_model.requests[2]["messages"][1:]]
+    assert roles[0] == ("user", "set y") and roles[-1] == ("user", "and y was?")
+    assert ("tool", "5\n") in roles or any(r == "tool" and "5" in c for r, c in roles)
+    assert kernel.events(i + 1)[0]["parent_run_id"] == run_id
+
+    # %%k2 fork RUN CALL: the cell body is the code the branch runs instead
+    res = kernel.run(f"%%k2 fork {run_id} functions.python:0\ny = 6\nprint(y)\n")
+    assert res["error"] is None
+    end = kernel.wait_ended(i + 2)
+    assert end["answer"] == "In the branch y is 6."
+    branch = fake_model.requests[3]["messages"]
+    assert branch[1] == {"role": "user", "content": "set y"}
+    assert "6" in branch[-1]["content"] and branch[-1]["role"] == "tool"

@@ -133,3 +133,18 @@ async def test_cancel_interrupts(shared: SandboxKernel) -> None:
     t0 = time.monotonic()
     r = await shared.execute("print('after cancel')", timeout=10)
     assert r.ok and "after cancel" in r.text and time.monotonic() - t0 < 3
+
+
+async def test_cancel_of_an_uninterruptible_call(shared: SandboxKernel) -> None:
+    import asyncio
+
+    code = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"
+    task = asyncio.ensure_future(shared.execute(code, timeout=60))
+    await asyncio.sleep(0.5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    t0 = time.monotonic()
+    r = await shared.execute("print('after')", timeout=10)
+    assert time.monotonic() - t0 < shared.limits.interrupt_grace + MARGIN
+    assert r.ok and r.restarted and "cancelled earlier call" in r.text and "after" in r.text

@@ -83,10 +83,9 @@ async def test_a_tool_call_waits_for_approval_then_runs_in_the_sandbox(
     assert code == 409 and "already decided" in data["message"]
     result = (await sock.until_event("tool.result"))["event"]
     assert result["ok"] is True and "42" in result["output"]
-    # the sandbox is a kernel of the server's own kernel manager (a gateway would run it remotely)
-    km = jp_serverapp.kernel_manager
-    names = [km.get_kernel(k).kernel_name for k in km.list_kernel_ids()]
-    assert names == ["k2lab-sandbox"]
+    # the server hands its own kernel manager to the sandbox (a gateway one runs it remotely)
+    (ext,) = jp_serverapp.extension_manager.extension_apps["k2lab"]
+    assert ext.factory.kernel_manager is jp_serverapp.kernel_manager
     end = (await sock.until_event("run.end"))["event"]
     assert end["stop_reason"] == "completed" and end["answer"] == "It is 42."
     decision = next(e for _, e in sock.events if e["type"] == "tool.decision")
@@ -234,8 +233,20 @@ async def test_stop_while_the_sandbox_starts_ends_the_run(api, fake_model, jp_se
     assert fake_model.requests == []
     code, meta = await api.get("sessions", sid)
     assert meta["running"] is False
-    # the kernel start was not cut half-way (that orphans it): it is known and kept for later
+    # the kernel start was not cut half-way (that can orphan it): it finished and is kept
     (ext,) = jp_serverapp.extension_manager.extension_apps["k2lab"]
-    b = ext.sessions.get(sid)._built
-    print("DEBUG", b, b and b.sandbox, b and b.sandbox._handle.kernel_id, jp_serverapp.kernel_manager.list_kernel_ids())
-    assert len(jp_serverapp.kernel_manager.list_kernel_ids()) == 1
+    built = await ext.sessions.get(sid).ensure_agent()
+    assert built.sandbox is not None and built.sandbox.started
+
+
+@pytest.mark.parametrize("k2_config", [{"isolation": "chroot-please"}])
+async def test_a_sandbox_that_cannot_start_is_an_error_in_the_log(api, fake_model):
+    sid = await api.new_session()
+    for attempt in (1, 2):  # every message says why; nothing hangs
+        code, _ = await api.post("sessions", sid, "messages", body={"text": "hi"})
+        assert code == 202
+        evs = await api.wait_for(sid, lambda e, n=attempt: types(e).count("run.end") == n)
+        assert types(evs)[-3:] == ["run.start", "error", "run.end"]
+        assert "chroot-please" in evs[-2]["message"] and evs[-2]["fatal"] is True
+        assert evs[-1]["stop_reason"] == "error"
+    assert fake_model.requests == []

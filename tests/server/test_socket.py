@@ -172,3 +172,22 @@ async def test_deleting_a_session_closes_its_sockets(api):
     assert (await api.call("DELETE", "sessions", sid))[0] == 204
     with pytest.raises(ConnectionError):
         await sock.next(timeout=5)
+
+
+async def test_a_pending_approval_survives_a_page_reload(api, fake_model):
+    fake_model.script([Turn(tool_calls=[Call("python", {"code": "print(3)"})]), Turn(content="3")])
+    sid = await api.new_session()
+    page = await api.socket(sid)
+    await api.post("sessions", sid, "messages", body={"text": "go"})
+    cid = (await page.until_event("tool.proposed"))["event"]["call_id"]
+    page.close()  # reload: the old page is gone ...
+    await asyncio.sleep(0.3)  # ... for a while; nothing may auto-reject meanwhile
+    reloaded = await api.socket(sid)
+    code, meta = await api.get("sessions", sid)
+    assert meta["running"] is True and meta["pending"] == [cid]
+    msg = await reloaded.until_event("tool.proposed")  # the card is rebuilt from the backlog
+    assert msg["event"]["call_id"] == cid
+    assert (await api.post("sessions", sid, "decisions",
+                           body={"call_id": cid, "decision": "approve"}))[0] == 200  # fmt: skip
+    end = (await reloaded.until_event("run.end"))["event"]
+    assert end["stop_reason"] == "completed"

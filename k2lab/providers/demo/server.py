@@ -13,6 +13,7 @@ default from ``K2LAB_DEMO_DELAY``, else 0.03) so the demo reads like a live mode
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -27,6 +28,8 @@ from k2lab.providers.demo.scripts import DEMO_MODEL_LABEL, reply_for
 from k2lab.providers.demo.turn import Reply
 
 __all__ = ["DEMO_MODEL_LABEL", "DemoServer", "start_demo_server"]
+
+log = logging.getLogger("k2lab.demo")
 
 DEMO_MODEL_ID = "k2lab-demo"
 DEFAULT_DELAY = 0.03
@@ -214,8 +217,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(chunk({}, finish_reason=finish, usage=self._usage(reply, prompt_tokens)))
             self._send(b"data: [DONE]\n\n")
             self._send(b"")  # the last chunk of the chunked encoding
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client stopped reading (a stopped run): fine
+        except OSError:  # broken pipe, reset: the client stopped reading (a stopped run): fine
+            self.close_connection = True
 
     def _send(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -225,6 +228,10 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     delay: float | None = None
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # the default prints a traceback on stderr, which belongs to the CLI's one-line errors
+        log.debug("demo model: error serving %s", client_address, exc_info=True)
 
 
 class DemoServer:

@@ -100,7 +100,9 @@ export class PanelHeader {
     const parts: (HTMLElement | null)[] = [
       h(
         'span',
-        { class: `k2lab-status-model${s.demo ? ' k2lab-demo' : ''}` },
+        {
+          class: `k2lab-status-model${(run ? /demo/i.test(run.modelLabel) : s.demo) ? ' k2lab-demo' : ''}`
+        },
         run?.modelLabel || s.modelLabel
       ),
       h(

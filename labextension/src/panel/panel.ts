@@ -186,8 +186,8 @@ export class K2Panel extends Widget {
     const demo = !!this.info.settings?.uses_demo_model;
     this.header.setKeyHelp(
       demo
-        ? 'Using the offline demo model · how to use Kimi K2 Thinking'
-        : 'No API key is set · how to set one',
+        ? 'No API key: the offline demo model answers · how to use Kimi K2 Thinking'
+        : 'No API key is set on the server · how to set one',
       this.info.settings?.api_key_set
         ? null
         : this.info.key_help || FALLBACK_KEY_HELP
@@ -253,6 +253,7 @@ export class K2Panel extends Widget {
     this.view.add(ev);
     if (ev.type === 'run.start' || ev.type === 'run.end') {
       void this.refreshSessions();
+      this.say('', false);
     }
     if (ev.type !== 'reasoning.delta' && ev.type !== 'content.delta') {
       this.updateControls(); // deltas change nothing in the status line

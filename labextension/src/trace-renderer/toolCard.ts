@@ -126,17 +126,23 @@ export class ToolCard {
   }
 
   setResult(ev: IToolResult): void {
+    if (this.node.dataset.state === 'pending') {
+      // a result with no decision: the call never ran (the run was stopped while it waited)
+      this.removeActions();
+      this.body.replaceChildren(this.codeBlock(this.args.text));
+      this.setState('expired', 'not run');
+    }
     this.decided = true;
     this.removeActions();
-    const rejected = this.node.dataset.state === 'reject';
-    const look = ev.ok ? 'k2lab-ok' : rejected ? 'k2lab-told' : 'k2lab-failed';
+    const ran = ['approve', 'edit'].includes(this.node.dataset.state || '');
+    const look = ev.ok ? 'k2lab-ok' : ran ? 'k2lab-failed' : 'k2lab-told';
     const result = h(
       'div',
       { class: `k2lab-result ${look}` },
       h(
         'div',
         { class: 'k2lab-result-head' },
-        ev.ok ? 'result' : rejected ? 'the model was told' : 'error',
+        ev.ok ? 'result' : ran ? 'error' : 'the model was told',
         ev.duration ? ` · ${ev.duration.toFixed(2)} s` : '',
         ev.truncated ? ' · truncated for the model' : ''
       ),
@@ -151,11 +157,12 @@ export class ToolCard {
       }
     }
     this.body.append(result);
-    if (this.node.dataset.state !== 'reject') {
+    if (ran) {
       this.look(ev.ok ? 'done' : 'error');
-    }
-    if (this.actions && this.node.dataset.state !== 'reject') {
-      this.addReplay(this.actions);
+      // replay re-runs sandbox code; notebook tools act on the user's notebook and are not replayed
+      if (this.actions && this.proposal.name === 'python') {
+        this.addReplay(this.actions);
+      }
     }
   }
 
@@ -174,7 +181,8 @@ export class ToolCard {
   setInactive(): void {
     if (!this.decided) {
       this.removeActions();
-      this.setState('expired', 'not decided (run ended)');
+      this.body.replaceChildren(this.codeBlock(this.args.text));
+      this.setState('expired', 'not run (run ended)');
     }
   }
 
