@@ -38,11 +38,30 @@ def cgroup_path(name: str) -> Path | None:
     return None if base is None or not name else base / name
 
 
+def prune(prefix: str = "k2lab-", min_age: float = 120.0) -> None:
+    """Remove empty sandbox cgroups left by engines that died (rmdir fails on busy ones)."""
+    base = _base()
+    if base is None:
+        return
+    now = time.time()
+    try:
+        entries = [p for p in base.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return
+    for p in entries:
+        try:
+            if now - p.stat().st_mtime > min_age:
+                p.rmdir()
+        except OSError:
+            pass
+
+
 def join(name: str, max_pids: int) -> bool:
     """Create cgroup ``name`` with ``pids.max`` and move this process into it. Best effort."""
     path = cgroup_path(name)
     if path is None:
         return False
+    prune()
     try:
         path.mkdir(exist_ok=True)
         if max_pids > 0:

@@ -135,8 +135,12 @@ def test_panel_demo_run_edit_approve_reject_and_reload(
     assert answer.locator("strong").count() >= 1  # Markdown rendered, not shown raw
     assert panel.locator("button.k2lab-send").is_enabled()
     assert panel.locator("button.k2lab-stop").is_disabled()
-    # replay is offered for the call that ran
-    assert first.locator("button.k2lab-replay-btn").count() == 1
+    # replay: the edited code runs again in the sandbox (seeded, so the same output)
+    assert second.locator("button.k2lab-replay-btn").count() == 0  # it never ran
+    first.locator("button.k2lab-replay-btn").click()
+    replayed = first.locator(".k2lab-replay-result")
+    replayed.filter(has_text="Replay: same output").wait_for()
+    assert "n=20000" in replayed.inner_text()
     copy_to_docs(screenshot("panel-done", panel), "panel-done.png")
 
     sessions = jupyterlab.api("k2lab/api/sessions")["sessions"]
@@ -346,6 +350,7 @@ def test_notebook_tools_read_insert_and_run_cells_in_the_open_notebook(
         assert "print(6 * 7)" in cells.nth(1).locator(".jp-InputArea").inner_text()
         cells.nth(1).locator(".jp-OutputArea").get_by_text("42").wait_for()
         assert "42" in cards.nth(2).locator(".k2lab-stdout").inner_text()
+        assert panel.locator("button.k2lab-replay-btn").count() == 0  # only python calls replay
         assert panel.locator(".k2lab-answer strong").inner_text() == "42"
         assert "fake-k2" in panel.locator(".k2lab-model").last.inner_text()
         screenshot("panel-notebook-tools", page)

@@ -103,3 +103,26 @@ async def test_cpu_limit_kills_and_restarts(level: str) -> None:
         assert r.restarted and not r.ok
         assert "SIGXCPU" in r.text or "SIGKILL" in r.text, r.text
         assert (await sk.execute("print('fresh budget')", timeout=10)).ok
+
+
+async def test_bwrap_with_network_allowed(loopback_server: int) -> None:
+    from tests.sandbox.conftest import skip_unavailable
+
+    skip_unavailable("bwrap")
+    async with SandboxKernel(isolation="bwrap", network=True, limits=small_limits()) as sk:
+        assert sk.isolation == "bwrap" and "network ON" in sk.isolation_note
+        code = (
+            "import socket\n"
+            f"s = socket.create_connection(('127.0.0.1', {loopback_server}), timeout=5)\n"
+            "print(s.recv(100))"
+        )
+        r = await sk.execute(code, timeout=15)
+        assert r.ok and "hello from the host" in r.text, r.text
+        r = await sk.execute("import os\nos.listdir('/root')", timeout=10)
+        assert ".config" not in r.text  # the files stay hidden with the network on
+
+
+async def test_input_is_an_error_not_a_hang(shared: SandboxKernel) -> None:
+    t0 = time.monotonic()
+    r = await shared.execute("input('your name? ')", timeout=10)
+    assert not r.ok and "StdinNotImplementedError" in r.text and time.monotonic() - t0 < 5
