@@ -10,9 +10,7 @@ from __future__ import annotations
 import os
 import resource
 import shutil
-import subprocess
 import sys
-import sysconfig
 from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
@@ -87,6 +85,8 @@ class SandboxConfig:
 
 def _python_roots() -> list[str]:
     """Directories the interpreter and its packages live in (bound read-only under bwrap)."""
+    import sysconfig  # here, not at the top: the launcher imports this module on every start
+
     roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     roots.add(str(Path(os.path.realpath(sys.executable)).parent.parent))
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
@@ -161,12 +161,13 @@ def bwrap_argv(
             argv += ["--ro-bind", d, d]
     for p in _ETC + (_ETC_NET if cfg.network else ()):
         argv += ["--ro-bind-try", p, p]
-    for root in _python_roots():
-        argv += ["--ro-bind", root, root]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     size = str(cfg.limits.tmp_size) if cfg.limits.tmp_size else None
     for tmp in ("/tmp", "/var/tmp", "/run"):
         argv += (["--size", size] if size else []) + ["--tmpfs", tmp]
+    # after the tmpfs mounts: a venv that lives under /tmp (a CI checkout) must stay visible
+    for root in _python_roots():
+        argv += ["--ro-bind", root, root]
     # the workspace at the same path as outside, so paths (and ipc sockets) match
     argv += ["--bind", ws, ws, "--chdir", ws]
     for path, fd in (data_fds or {}).items():
@@ -183,6 +184,8 @@ def passwd_files(home: str) -> dict[str, str]:
 @lru_cache(maxsize=1)
 def bwrap_status() -> tuple[bool, str]:
     """Whether bubblewrap actually works here (tried, not guessed), and why not."""
+    import subprocess
+
     bwrap = shutil.which("bwrap")
     if not bwrap:
         return False, "bubblewrap (bwrap) is not installed"

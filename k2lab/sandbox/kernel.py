@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import queue
 import shutil
-import signal
 import tempfile
 import time
 import uuid
@@ -23,6 +21,7 @@ from typing import IO, Any
 
 from k2lab.sandbox import cgroup
 from k2lab.sandbox.base import ExecutionResult, Limits
+from k2lab.sandbox.faults import describe_exit, dir_size
 from k2lab.sandbox.isolation import (
     ISOLATION_NOTES,
     SandboxConfig,
@@ -49,46 +48,11 @@ class SandboxError(RuntimeError):
     """The sandbox could not start (the only sandbox failure that is raised, not returned)."""
 
 
-def describe_exit(code: int | None) -> str:
-    if code is None:
-        return "exit status unknown"
-    sig = -code if code < 0 else code - 128 if code > 128 else 0
-    if sig:
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"signal {sig}"
-        hints = {
-            "SIGSEGV": "a segmentation fault",
-            "SIGKILL": "killed",
-            "SIGXCPU": "CPU time limit reached",
-            "SIGABRT": "aborted",
-            "SIGBUS": "a bus error",
-        }
-        return f"{name}, {hints[name]}" if name in hints else name
-    return f"exit code {code}"
-
-
-def _dir_size(path: Path, stop_at: int) -> int:
-    """Bytes under ``path`` (not following links); stops counting once past ``stop_at``."""
-    total = 0
-    stack = [str(path)]
-    while stack:
-        try:
-            with os.scandir(stack.pop()) as it:
-                for e in it:
-                    try:
-                        if e.is_dir(follow_symlinks=False):
-                            stack.append(e.path)
-                        elif e.is_file(follow_symlinks=False):
-                            total += e.stat(follow_symlinks=False).st_blocks * 512
-                    except OSError:
-                        continue
-                    if total > stop_at:
-                        return total
-        except OSError:
-            continue
-    return total
+def _being_cancelled() -> bool:
+    """Whether the current task itself was cancelled (not just a future it awaited)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    return True if task is None or cancelling is None else bool(cancelling())
 
 
 class SandboxKernel(TransferMixin):
@@ -123,6 +87,7 @@ class SandboxKernel(TransferMixin):
         self._restarts = 0
         #: msg_id of the call in progress, and of a cancelled call that may still be running
         self._running: str | None = None
+        self._closed = False
         self._abandoned: str | None = None
 
     # -- description --------------------------------------------------------------------------
@@ -144,6 +109,7 @@ class SandboxKernel(TransferMixin):
     async def start(self) -> None:
         if self._kc is not None:
             return
+        self._closed = False
         if self._provided is not None and runs_kernels_elsewhere(self._provided, self.kernel_name):
             self._handle = ProvidedHandle(self._provided, self.kernel_name)
             level = self.requested_isolation
@@ -257,6 +223,8 @@ class SandboxKernel(TransferMixin):
 
     async def restart(self) -> None:
         """A fresh kernel: all variables are lost; workspace files stay."""
+        if self._closed:
+            raise SandboxError("the sandbox was shut down")
         if self._handle is None or self._kc is None:
             await self.start()
             return
@@ -272,6 +240,8 @@ class SandboxKernel(TransferMixin):
     reset = restart
 
     async def shutdown(self) -> None:
+        """Stop the kernel (a running call ends with an error result); no restart after this."""
+        self._closed = True
         await self._teardown()
         if self._own_workspace:
             shutil.rmtree(self.workspace, ignore_errors=True)
@@ -285,6 +255,8 @@ class SandboxKernel(TransferMixin):
 
     # -- running code -------------------------------------------------------------------------
     async def execute(self, code: str, *, timeout: float) -> ExecutionResult:
+        if self._closed:
+            return ExecutionResult(ok=False, text="[The sandbox was shut down.]")
         async with self._lock:
             t0 = time.monotonic()
             notes: list[str] = []
@@ -309,12 +281,21 @@ class SandboxKernel(TransferMixin):
             try:
                 result = await self._run(code, timeout, t0)
             except asyncio.CancelledError:
+                if self._closed and not _being_cancelled():
+                    # shutdown closed the sockets under us (their futures were cancelled)
+                    return ExecutionResult(
+                        ok=False, text="[The sandbox was shut down during this call.]"
+                    )
                 # the next call first makes sure this one has stopped (see ``_settle``)
                 self._abandoned, self._running = self._running, None
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(asyncio.shield(self._interrupt()), 2.0)
                 raise
             except Exception as e:  # a client error: the kernel is in an unknown state
+                if self._closed:
+                    return ExecutionResult(
+                        ok=False, text="[The sandbox was shut down during this call.]"
+                    )
                 with contextlib.suppress(Exception):
                     await self.restart()
                 result = ExecutionResult(
@@ -352,7 +333,7 @@ class SandboxKernel(TransferMixin):
                     return "died"
                 if quota and now >= next_quota and not self._handle_remote():
                     next_quota = now + _QUOTA_EVERY
-                    if _dir_size(self.workspace, quota) > quota:
+                    if dir_size(self.workspace, quota) > quota:
                         return "quota"
             try:
                 msg = await kc.get_iopub_msg(timeout=min(deadline - now, _POLL))

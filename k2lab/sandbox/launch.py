@@ -23,6 +23,9 @@ from k2lab.sandbox.isolation import (
     resolve_level,
 )
 
+#: No sqlite history (nobody reads it, and its writer thread spends address space and disk).
+_KERNEL_OPTS = ["--HistoryManager.enabled=False"]
+
 
 def _die(msg: str) -> None:
     print(f"k2lab sandbox launcher: {msg}", file=sys.stderr, flush=True)  # noqa: T201
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         fds = {inner_conn: _data_fd(json.dumps(conn))}
         for path, content in passwd_files(ws).items():
             fds[path] = _data_fd(content)
-        cmd = [python, "-m", "ipykernel_launcher", "-f", inner_conn]
+        cmd = [python, "-m", "ipykernel_launcher", "-f", inner_conn, *_KERNEL_OPTS]
         full = bwrap_argv(cfg, cmd, data_fds=fds)
         # --clearenv then --setenv: the kernel's environment is exactly ``env``
         tail = full.index("--clearenv") + 1
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
             env["K2LAB_ISOLATION_REASON"] = why
         os.chdir(ws)
         apply_rlimits(cfg.limits, in_cgroup=in_cgroup)
-        cmd = [python, "-m", "ipykernel_launcher", "-f", conn_file]
+        cmd = [python, "-m", "ipykernel_launcher", "-f", conn_file, *_KERNEL_OPTS]
         os.execve(python, cmd, env)
 
 

@@ -118,7 +118,10 @@ def display_html(item: dict[str, Any]) -> str:
 def _call_html(card: dict[str, Any]) -> str:
     st = card["status"]
     by = f" by {card['by']}" if card.get("by") else ""
-    meta = [f"<code>{esc(card['name'])}</code>", f"{esc(STATUS_TEXT.get(st, st))}{esc(by)}"]
+    label = STATUS_TEXT.get(st, st)
+    if card.get("decision") == "edit" and st in ("done", "error"):
+        label += " (edited)"
+    meta = [f"<code>{esc(card['name'])}</code>", f"{esc(label)}{esc(by)}"]
     if card.get("duration") is not None:
         meta.append(esc(fmt_seconds(card["duration"])))
     out = [

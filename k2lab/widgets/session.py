@@ -22,6 +22,7 @@ import os
 import uuid
 from typing import Any
 
+from IPython.core.error import UsageError
 from IPython.display import DisplayHandle, display
 
 from k2lab.agent.decisions import (
@@ -236,6 +237,12 @@ class NotebookSession:
         parent_run_id: str | None = None,
         show: bool = True,
     ) -> RunRecord:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise UsageError(
+                "%k2 runs on a Jupyter kernel's event loop; in a terminal use `k2lab run PROMPT`"
+            ) from None
         if new:
             self.reset()
         if conversation is not None:

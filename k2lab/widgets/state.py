@@ -231,7 +231,9 @@ class TraceState:
             duration=ev.get("duration"),
             truncated=ev.get("truncated", False),
         )
-        if card["status"] not in ("rejected", "problem"):
+        if card["status"] == "pending":  # answered without a decision: a stop closed it
+            card["status"] = "not_run"
+        elif card["status"] not in ("rejected", "problem"):
             card["status"] = "done" if ev["ok"] else "error"
         self._dirty_cards.add(card["call_id"])
 

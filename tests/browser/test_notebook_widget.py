@@ -29,7 +29,7 @@ def _write_notebook(root: Any, name: str) -> None:
         nbformat.v4.new_code_cell("%load_ext k2lab"),
         nbformat.v4.new_code_cell("%%k2\n" + DEMO_PROMPTS["estimate_pi"]),
     ]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
     nbformat.write(nb, root / name)
 
 
@@ -87,6 +87,7 @@ def test_edit_run_save_reload(jupyterlab: Any, page: Any, screenshot: Any) -> No
     # the next call waits; approve the rest of the run
     live.locator(".k2lab-call.k2lab-status-pending").first.wait_for(timeout=60_000)
     shot_live = screenshot("notebook-widget-live", live)
+    shot_page = screenshot("notebook-widget-page")
     live.locator(".k2lab-approve-all").click()
 
     # at the end the live view becomes the saved trace: the labextension's renderer of the trace
@@ -99,9 +100,7 @@ def test_edit_run_save_reload(jupyterlab: Any, page: Any, screenshot: Any) -> No
 
     # save, then reload the page: the trace is still rendered from the notebook file
     page.keyboard.press("Control+s")
-    page.wait_for_function(
-        "() => !document.querySelector('.jp-mod-dirty')", timeout=20_000
-    )
+    page.wait_for_function("() => !document.querySelector('.jp-mod-dirty')", timeout=20_000)
     nb = nbformat.read(jupyterlab.root_dir / name, as_version=4)
     runs = runs_from_notebook(nb)
     assert len(runs) == 1
@@ -121,4 +120,39 @@ def test_edit_run_save_reload(jupyterlab: Any, page: Any, screenshot: Any) -> No
         assert shot.stat().st_size > 5_000
     docs = ROOT / "docs" / "img"
     docs.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot_live, docs / "notebook-widget.png")
+    shutil.copyfile(shot_page, docs / "notebook-widget.png")
+
+
+def test_run_all_on_the_demo_notebook(jupyterlab: Any, page: Any, screenshot: Any) -> None:
+    """Run All: the follow-up queues behind the first run, and the buttons keep working while the
+    `await k2lab.wait()` cell blocks (JupyterLab sends widget messages over a kernel subshell)."""
+    shutil.copyfile(ROOT / "examples" / "demo.ipynb", jupyterlab.root_dir / "demo.ipynb")
+    _open(page, jupyterlab, "demo.ipynb")
+    page.locator(".jp-Cell").first.click()
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+    lives = page.locator(".k2lab-live")
+    lives.nth(1).wait_for(timeout=60_000)  # both %k2 cells ran and returned at once
+    assert "queued" in lives.nth(1).locator(".k2lab-head").inner_text() or (
+        lives.nth(1).locator(".k2lab-reasoning").count() == 0
+    )
+    for _ in range(2):  # the first run, then the follow-up once it starts
+        first = page.locator(".k2lab-live").first
+        first.locator(".k2lab-call.k2lab-status-pending").first.wait_for(timeout=60_000)
+        run_id = first.get_attribute("data-k2lab-run-id")
+        first.locator(".k2lab-approve-all").click()
+        page.locator(f'.k2lab-live[data-k2lab-run-id="{run_id}"]').wait_for(
+            state="detached", timeout=60_000
+        )
+
+    # the wait cell returned, then `%k2 runs` listed both runs as completed
+    last = page.locator(".jp-Cell").last.locator(".jp-OutputArea-output")
+    listing = last.filter(has_text="completed").first
+    listing.wait_for(timeout=60_000)
+    # text_content: the notebook hides off-screen cells (content-visibility), inner_text is ""
+    assert (listing.text_content() or "").count("completed") == 2
+    traces = page.locator(SAVED_TRACE)
+    assert traces.count() == 2
+    assert traces.nth(1).locator("img").count() >= 1  # the follow-up's plot
+    screenshot("notebook-demo-run-all")

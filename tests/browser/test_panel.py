@@ -17,6 +17,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from playwright.sync_api import expect
 
 from k2lab import events as ev
 from k2lab.providers.demo.scripts import DEMO_PROMPTS
@@ -70,9 +71,12 @@ def new_notebook(cells: list[Any]) -> Any:
 def test_panel_demo_run_edit_approve_reject_and_reload(
     jupyterlab: Any, page: Any, screenshot: Any
 ) -> None:
+    before = {s["id"] for s in jupyterlab.api("k2lab/api/sessions")["sessions"]}
     open_lab(page, jupyterlab)
     panel = open_panel(page)
     widen_panel(page)
+    if before:  # the panel reopens the latest session; this test wants a fresh one
+        panel.locator("button.k2lab-new-session").click()
     # no key on the server: the demo model is named as such and the panel says how to set a key
     status = panel.locator(".k2lab-status-model")
     status.filter(has_text="offline demo model").wait_for()
@@ -130,9 +134,10 @@ def test_panel_demo_run_edit_approve_reject_and_reload(
     end.wait_for()
     assert end.inner_text().startswith("completed")
     answer = panel.locator(".k2lab-answer")
-    assert "Not verified" in answer.inner_text()
-    assert "the estimate is enough" in answer.inner_text()
-    assert answer.locator("strong").count() >= 1  # Markdown rendered, not shown raw
+    # (the Markdown renders asynchronously: expect() waits for it)
+    expect(answer).to_contain_text("Not verified")
+    expect(answer).to_contain_text("the estimate is enough")
+    expect(answer.locator("strong").first).to_be_visible()  # Markdown rendered, not shown raw
     assert panel.locator("button.k2lab-send").is_enabled()
     assert panel.locator("button.k2lab-stop").is_disabled()
     # replay: the edited code runs again in the sandbox (seeded, so the same output)
@@ -143,7 +148,9 @@ def test_panel_demo_run_edit_approve_reject_and_reload(
     assert "n=20000" in replayed.inner_text()
     copy_to_docs(screenshot("panel-done", panel), "panel-done.png")
 
-    sessions = jupyterlab.api("k2lab/api/sessions")["sessions"]
+    sessions = [
+        s for s in jupyterlab.api("k2lab/api/sessions")["sessions"] if s["id"] not in before
+    ]
     assert len(sessions) == 1 and not sessions[0]["running"]
     sid = sessions[0]["id"]
 
@@ -158,7 +165,7 @@ def test_panel_demo_run_edit_approve_reject_and_reload(
     assert panel.locator(".k2lab-call").nth(0).get_attribute("data-state") == "edit"
     assert "n=20000" in panel.locator(".k2lab-call").nth(0).locator(".k2lab-stdout").inner_text()
     assert "the estimate is enough" in panel.locator(".k2lab-call").nth(1).inner_text()
-    assert "Not verified" in panel.locator(".k2lab-answer").inner_text()
+    expect(panel.locator(".k2lab-answer")).to_contain_text("Not verified")
     assert panel.locator(".k2lab-editor").count() == 0  # decided calls offer no controls
 
     # a second session: Stop while a call waits; the trace so far is kept
@@ -168,13 +175,22 @@ def test_panel_demo_run_edit_approve_reject_and_reload(
     panel.locator(".k2lab-prompt-input").press("Control+Enter")
     waiting = panel.locator(".k2lab-call").nth(0)
     waiting.locator(".k2lab-call-state").filter(has_text="waiting for you").wait_for()
+    # a reload while the call waits: the pending approval lives on the server and comes back
+    page.reload()
+    page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
+    if not page.locator(PANEL).is_visible():
+        panel = open_panel(page)
+    waiting = panel.locator(".k2lab-call").nth(0)
+    waiting.locator(".k2lab-call-state").filter(has_text="waiting for you").wait_for()
+    assert waiting.locator("textarea.k2lab-editor").is_visible()
+    assert panel.locator(".k2lab-status-run").inner_text() == "running"
     panel.locator("button.k2lab-stop").click()
     panel.locator(".k2lab-run-end").filter(has_text="stopped").wait_for()
     assert waiting.get_attribute("data-state") == "expired"
     assert waiting.locator(".k2lab-call-state").inner_text().startswith("not run")
     assert waiting.locator("button.k2lab-replay-btn").count() == 0
     assert waiting.locator("textarea").count() == 0
-    assert len(jupyterlab.api("k2lab/api/sessions")["sessions"]) == 2
+    assert len(jupyterlab.api("k2lab/api/sessions")["sessions"]) == len(before) + 2
 
 
 def _png(width: int = 8, height: int = 8) -> str:

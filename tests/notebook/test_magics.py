@@ -111,3 +111,8 @@ def test_subcommands_without_runs(ip: Any) -> None:
         ip.run_line_magic("k2", "export --file /nonexistent.ipynb")
     with pytest.raises(UsageError, match="usage: %%k2 fork"):
         ip.run_cell_magic("k2", "fork onlyone", "print(1)")
+
+
+def test_a_run_needs_a_kernel_loop(ip: Any) -> None:
+    with pytest.raises(UsageError, match="k2lab run"):
+        ip.run_line_magic("k2", "hello")

@@ -92,6 +92,17 @@ def test_stop_marks_undecided_calls_not_run() -> None:
     assert st.cards["c1"]["status"] == "not_run" and st.head["stop_reason"] == "stopped"
 
 
+def test_a_stop_that_answers_the_open_call_marks_it_not_run() -> None:
+    evs = run_events(stop=True)
+    end = evs.pop()
+    evs.append(
+        ToolResult(call_id="c1", name="python", ok=False, output="[not run: stopped]").to_dict()
+    )
+    evs.append(end)
+    st = state_from_events(evs)
+    assert st.cards["c1"]["status"] == "not_run"
+
+
 def test_pending_calls() -> None:
     st = TraceState()
     for ev in run_events()[:7]:

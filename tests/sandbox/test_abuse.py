@@ -13,7 +13,7 @@ from tests.sandbox.conftest import MARGIN
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-TIMEOUT = 3.0
+TIMEOUT = 2.0
 
 
 async def run_fault(sk: SandboxKernel, code: str, timeout: float = TIMEOUT):  # type: ignore[no-untyped-def]

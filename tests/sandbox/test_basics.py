@@ -102,3 +102,20 @@ async def test_python_tool(shared: SandboxKernel) -> None:
     assert out.ok and out.output == "(no output)"
     out = await tool.call(PythonParams(code="import time\nwhile True: time.sleep(0.01)"))
     assert not out.ok and "Timed out after 5 s" in out.output
+
+
+async def test_shutdown_during_a_call(level: str) -> None:
+    import asyncio
+    import time
+
+    sk = SandboxKernel(isolation=level)
+    await sk.start()
+    task = asyncio.ensure_future(sk.execute("import time\ntime.sleep(30)", timeout=60))
+    await asyncio.sleep(0.5)
+    t0 = time.monotonic()
+    await sk.shutdown()
+    r = await asyncio.wait_for(task, 10)
+    assert not r.ok and "shut down" in r.text and time.monotonic() - t0 < 10
+    assert not sk.workspace.exists()
+    r = await sk.execute("print(1)", timeout=5)
+    assert not r.ok and "shut down" in r.text  # no kernel comes back by itself

@@ -67,3 +67,34 @@ async def test_unknown_level_is_a_clear_error(bad: str) -> None:
 
     with pytest.raises(SandboxError, match="unknown isolation level"):
         await SandboxKernel(isolation=bad).start()
+
+
+def test_auto_falls_back_to_process_with_a_warning(tmp_path: Path) -> None:
+    """Where bwrap is missing (PATH without it, as on Binder), "auto" runs at the process level
+    and says so; an explicit "bwrap" is refused with the reason."""
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio\n"
+        "from k2lab.sandbox.kernel import SandboxKernel, SandboxError\n"
+        "async def main():\n"
+        "    async with SandboxKernel(isolation='auto') as sk:\n"
+        "        print('LEVEL', sk.isolation)\n"
+        "        print('NOTE', sk.isolation_note)\n"
+        "        print('RUN', (await sk.execute('print(3 * 3)', timeout=10)).text.strip())\n"
+        "    try:\n"
+        "        await SandboxKernel(isolation='bwrap').start()\n"
+        "    except SandboxError as e:\n"
+        "        print('REFUSED', e)\n"
+        "asyncio.run(main())\n"
+    )
+    env = {"PATH": str(tmp_path), "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    p = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=90
+    )
+    out = dict(line.split(" ", 1) for line in p.stdout.splitlines() if " " in line)
+    assert out.get("LEVEL") == "process", p.stdout + p.stderr
+    assert "can read your files" in out["NOTE"] and "not installed" in out["NOTE"]
+    assert out["RUN"] == "9"
+    assert "bwrap' was requested but is unavailable" in out["REFUSED"]

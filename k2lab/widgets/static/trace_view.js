@@ -104,7 +104,8 @@ function render({ model, el }) {
       );
     }
     const running = hd.status !== "ended";
-    const spin = running ? (st.order.some((c) => st.cards.get(c).status === "pending") ? "waiting for you" : "running") : "";
+    const waiting = st.order.some((c) => st.cards.get(c).status === "pending");
+    const spin = hd.status === "waiting" ? "queued behind the previous run" : running ? (waiting ? "waiting for you" : "running") : "";
     if (spin) title.appendChild(h("span", "k2lab-badge k2lab-running", spin));
     headEl.appendChild(title);
     headEl.appendChild(h("div", "k2lab-status", hd.status_text || ""));
@@ -186,7 +187,9 @@ function render({ model, el }) {
     const head = h("div", "k2lab-call-head");
     head.appendChild(h("span", null, "Tool call "));
     head.appendChild(h("code", null, c.name));
-    head.appendChild(h("span", "k2lab-badge", STATUS_TEXT[c.status] || c.status));
+    const label = STATUS_TEXT[c.status] || c.status;
+    const edited = c.decision === "edit" && (c.status === "done" || c.status === "error");
+    head.appendChild(h("span", "k2lab-badge", edited ? label + " (edited)" : label));
     if (c.by) head.appendChild(h("span", "k2lab-by", `by ${c.by}`));
     if (c.duration != null) head.appendChild(h("span", "k2lab-by", fmtSeconds(c.duration)));
     fresh.appendChild(head);

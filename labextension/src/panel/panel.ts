@@ -48,6 +48,7 @@ export class K2Panel extends Widget {
   private connectionText = '';
   private loaded = false;
   private scrollPending = false;
+  private followStream = true;
 
   constructor(private options: IK2PanelOptions) {
     super();
@@ -95,6 +96,10 @@ export class K2Panel extends Widget {
       this.empty,
       this.view.node
     );
+    this.stream.addEventListener('scroll', () => {
+      const s = this.stream;
+      this.followStream = s.scrollHeight - s.scrollTop - s.clientHeight < 60;
+    });
     this.prompt = h('textarea', {
       class: 'k2lab-prompt-input',
       rows: '3',
@@ -245,11 +250,6 @@ export class K2Panel extends Widget {
   }
 
   private onEvent(ev: IEventBase): void {
-    const atBottom =
-      this.stream.scrollHeight -
-        this.stream.scrollTop -
-        this.stream.clientHeight <
-      60;
     this.view.add(ev);
     if (ev.type === 'run.start' || ev.type === 'run.end') {
       void this.refreshSessions();
@@ -258,7 +258,8 @@ export class K2Panel extends Widget {
     if (ev.type !== 'reasoning.delta' && ev.type !== 'content.delta') {
       this.updateControls(); // deltas change nothing in the status line
     }
-    if (atBottom && !this.scrollPending) {
+    // follow the stream while the user is at the bottom; at most one layout read per frame
+    if (this.followStream && !this.scrollPending) {
       this.scrollPending = true;
       requestAnimationFrame(() => {
         this.scrollPending = false;
