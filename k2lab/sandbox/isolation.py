@@ -127,7 +127,11 @@ _GROUP = f"sandbox:x:{SANDBOX_UID}:\n"
 
 
 def bwrap_argv(
-    cfg: SandboxConfig, command: list[str], *, data_fds: dict[str, int] | None = None
+    cfg: SandboxConfig,
+    command: list[str],
+    *,
+    data_fds: dict[str, int] | None = None,
+    extra_rw: tuple[str, ...] = (),
 ) -> list[str]:
     """The bwrap command that runs ``command`` isolated.
 
@@ -170,6 +174,8 @@ def bwrap_argv(
         argv += ["--ro-bind", root, root]
     # the workspace at the same path as outside, so paths (and ipc sockets) match
     argv += ["--bind", ws, ws, "--chdir", ws]
+    for d in extra_rw:  # e.g. a short directory for the ipc sockets (see SandboxKernel)
+        argv += ["--bind", d, d]
     for path, fd in (data_fds or {}).items():
         argv += ["--ro-bind-data", str(fd), path]
     argv += ["--clearenv"]

@@ -23,6 +23,7 @@ from k2lab.sandbox import cgroup
 from k2lab.sandbox.base import ExecutionResult, Limits
 from k2lab.sandbox.faults import describe_exit, dir_size
 from k2lab.sandbox.isolation import (
+    ENV_PREFIX,
     ISOLATION_NOTES,
     SandboxConfig,
     resolve_level,
@@ -40,6 +41,7 @@ from k2lab.sandbox.transfer import TransferMixin
 
 #: How often a running call checks that the kernel is alive and the workspace within its quota.
 _POLL = 0.2
+_POLL_REMOTE = 2.0
 _QUOTA_EVERY = 0.5
 _START_TIMEOUT = 30.0
 
@@ -85,9 +87,11 @@ class SandboxKernel(TransferMixin):
         self._log: IO[bytes] | None = None
         self._lock = asyncio.Lock()
         self._restarts = 0
+        self._generation = 0
         #: msg_id of the call in progress, and of a cancelled call that may still be running
         self._running: str | None = None
         self._closed = False
+        self._short_dir: Path | None = None
         self._abandoned: str | None = None
 
     # -- description --------------------------------------------------------------------------
@@ -110,6 +114,9 @@ class SandboxKernel(TransferMixin):
         if self._kc is not None:
             return
         self._closed = False
+        if self._handle is not None:  # a kernel whose last restart failed half-way
+            await self.restart()
+            return
         if self._provided is not None and runs_kernels_elsewhere(self._provided, self.kernel_name):
             self._handle = ProvidedHandle(self._provided, self.kernel_name)
             level = self.requested_isolation
@@ -120,8 +127,8 @@ class SandboxKernel(TransferMixin):
                 if self._own_workspace:
                     shutil.rmtree(self.workspace, ignore_errors=True)
                 raise SandboxError(str(e)) from e
-            self._handle = LocalHandle(self.kernel_name, self.workspace / ".k2lab")
-            self._cgroup = f"k2lab-{uuid.uuid4().hex[:12]}"
+            self._handle = LocalHandle(self.kernel_name, self._connection_dir())
+            self._cgroup = f"k2lab-{uuid.uuid4().hex[:12]}-0"
         self.workspace.mkdir(parents=True, exist_ok=True)
         cfg = SandboxConfig(
             level=level,
@@ -155,6 +162,16 @@ class SandboxKernel(TransferMixin):
             # the launcher had to share the network (a TCP kernel manager): say so
             self.network = True
             self.isolation_reason = self.isolation_reason or "network shared: TCP transport"
+
+    def _connection_dir(self) -> Path:
+        """Where the connection file and ipc sockets go: the workspace's ``.k2lab``, unless its
+        path is too long for a unix socket (~107 bytes); then a short private temp dir."""
+        d = self.workspace / ".k2lab"
+        if len(str(d / "kernel-ipc-9999")) <= 100:
+            return d
+        if self._short_dir is None:
+            self._short_dir = Path(tempfile.mkdtemp(prefix="k2c-"))
+        return self._short_dir
 
     async def _connect(self) -> None:
         assert self._handle is not None
@@ -215,25 +232,38 @@ class SandboxKernel(TransferMixin):
         if self._handle is not None:
             with contextlib.suppress(Exception):
                 await self._handle.shutdown()
+            self._handle = None
         if self._cgroup:
             cgroup.kill_all(self._cgroup, remove=True)
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._short_dir is not None:
+            shutil.rmtree(self._short_dir, ignore_errors=True)
+            self._short_dir = None
 
     async def restart(self) -> None:
         """A fresh kernel: all variables are lost; workspace files stay."""
         if self._closed:
             raise SandboxError("the sandbox was shut down")
-        if self._handle is None or self._kc is None:
+        if self._handle is None:
             await self.start()
             return
-        with contextlib.suppress(Exception):
-            self._kc.stop_channels()
-        self._kc = None
-        name = self._cgroup
-        # leftovers of a fork storm that left the process group die before the new kernel starts
-        await self._handle.restart(between=(lambda: cgroup.kill_all(name)) if name else None)
+        if self._kc is not None:
+            with contextlib.suppress(Exception):
+                self._kc.stop_channels()
+            self._kc = None
+        old = self._cgroup
+
+        def between() -> dict[str, str]:
+            # leftovers of a fork storm die before the new kernel starts; the new kernel gets a
+            # fresh cgroup, since killed orphans count against a pids limit until init reaps them
+            cgroup.kill_all(old, remove=True)
+            self._generation += 1
+            self._cgroup = f"{old.rsplit('-', 1)[0]}-{self._generation}"
+            return {ENV_PREFIX + "CGROUP": self._cgroup}
+
+        await self._handle.restart(between=between if old else None)
         await self._connect()
         self._restarts += 1
 
@@ -262,9 +292,9 @@ class SandboxKernel(TransferMixin):
             notes: list[str] = []
             restarted = False
             try:
-                if self._kc is None:
+                if self._handle is None:
                     await self.start()
-                elif not await self._alive():
+                elif self._kc is None or not await self._alive():
                     code_ = describe_exit(self._exit_code())
                     await self.restart()
                     restarted = True
@@ -296,12 +326,14 @@ class SandboxKernel(TransferMixin):
                     return ExecutionResult(
                         ok=False, text="[The sandbox was shut down during this call.]"
                     )
-                with contextlib.suppress(Exception):
+                try:
                     await self.restart()
+                    after = "The kernel was restarted; all variables were lost."
+                except Exception as e2:
+                    after = f"Restarting the kernel failed too ({e2}); the next call retries."
                 result = ExecutionResult(
                     ok=False,
-                    text=f"[Sandbox error: {e}. The kernel was restarted; all variables were "
-                    "lost.]",
+                    text=f"[Sandbox error: {e}. {after}]",
                     restarted=True,
                 )
             if notes:
@@ -320,7 +352,9 @@ class SandboxKernel(TransferMixin):
     async def _collect(self, msg_id: str, out: OutputCollector, deadline: float) -> str:
         """Feed iopub messages of ``msg_id`` to ``out`` until idle ("idle") or a fault."""
         kc = self._kc
-        next_check = time.monotonic() + _POLL
+        # a remote kernel's liveness is a REST call to the gateway: ask less often
+        every = _POLL_REMOTE if self._handle_remote() else _POLL
+        next_check = time.monotonic() + every
         next_quota = time.monotonic() + _QUOTA_EVERY
         quota = self.limits.workspace_size
         while True:
@@ -328,7 +362,7 @@ class SandboxKernel(TransferMixin):
             if now >= deadline:
                 return "timeout"
             if now >= next_check:
-                next_check = now + _POLL
+                next_check = now + every
                 if not await self._alive():
                     return "died"
                 if quota and now >= next_quota and not self._handle_remote():

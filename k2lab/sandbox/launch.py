@@ -41,6 +41,20 @@ def _data_fd(content: str) -> int:
     return r
 
 
+def _die_with_parent() -> None:
+    """Like bwrap's --die-with-parent: a kernel must not outlive the engine that owns it."""
+    parent = os.getppid()
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the prctl
+        sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] != "-f":
@@ -80,7 +94,12 @@ def main(argv: list[str] | None = None) -> None:
         for path, content in passwd_files(ws).items():
             fds[path] = _data_fd(content)
         cmd = [python, "-m", "ipykernel_launcher", "-f", inner_conn, *_KERNEL_OPTS]
-        full = bwrap_argv(cfg, cmd, data_fds=fds)
+        extra: tuple[str, ...] = ()
+        if conn.get("transport") == "ipc":
+            ipc_dir = os.path.dirname(os.path.abspath(conn["ip"]))
+            if not (ipc_dir + "/").startswith(ws.rstrip("/") + "/"):
+                extra = (ipc_dir,)
+        full = bwrap_argv(cfg, cmd, data_fds=fds, extra_rw=extra)
         # --clearenv then --setenv: the kernel's environment is exactly ``env``
         tail = full.index("--clearenv") + 1
         sets: list[str] = []
@@ -96,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         if why:
             env["K2LAB_ISOLATION_REASON"] = why
         os.chdir(ws)
+        _die_with_parent()
         apply_rlimits(cfg.limits, in_cgroup=in_cgroup)
         cmd = [python, "-m", "ipykernel_launcher", "-f", conn_file, *_KERNEL_OPTS]
         os.execve(python, cmd, env)

@@ -78,16 +78,20 @@ class LocalHandle:
     async def interrupt(self) -> None:
         await self.km.interrupt_kernel()
 
-    async def restart(self, between: Callable[[], object] | None = None) -> None:
-        """Kill the kernel, run ``between`` (e.g. kill its leftovers), start it again."""
+    async def restart(self, between: Callable[[], dict[str, str]] | None = None) -> None:
+        """Kill the kernel, run ``between`` (kill its leftovers; returns changes to the launch
+        environment), start it again."""
         km = self.km
         try:
             await km.shutdown_kernel(now=True, restart=True)
         except Exception:
             pass  # a dead kernel may fail to shut down cleanly; it is started again below
+        args: dict[str, Any] = dict(km._launch_args or {})
         if between is not None:
-            between()
-        await km.start_kernel(**(km._launch_args or {}))
+            env: dict[str, str] = dict(args.get("env") or {})
+            env.update(between())
+            args["env"] = env
+        await km.start_kernel(**args)
 
     async def shutdown(self) -> None:
         if self.km.has_kernel:
@@ -134,7 +138,7 @@ class ProvidedHandle:
         else:
             await _maybe(self.km.interrupt_kernel())
 
-    async def restart(self, between: Callable[[], object] | None = None) -> None:
+    async def restart(self, between: Callable[[], dict[str, str]] | None = None) -> None:
         if self.multi:
             await _maybe(self.manager.restart_kernel(self.kernel_id, now=True))
         else:

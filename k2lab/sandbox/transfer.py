@@ -8,6 +8,7 @@ DataFrames/Series (JSON "table" schema), decoded here without executing anything
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -74,12 +75,18 @@ class TransferMixin:
 
     limits: Limits
     _kc: Any
+    _lock: asyncio.Lock
 
     async def start(self) -> None:  # provided by SandboxKernel
         raise NotImplementedError
 
     async def _silent(self, code: str, timeout: float, cap: int) -> str:
         """Run bookkeeping code without touching history or ``_``; returns its stdout."""
+        # one reader of iopub at a time: a concurrent execute would eat this call's messages
+        async with self._lock:
+            return await self._silent_locked(code, timeout, cap)
+
+    async def _silent_locked(self, code: str, timeout: float, cap: int) -> str:
         if self._kc is None:
             await self.start()
         msg_id = self._kc.execute(code, silent=True, store_history=False, allow_stdin=False)

@@ -26,6 +26,12 @@ from k2lab.server.sessions import Session, SessionError, SessionManager
 DEMO_LABEL = "offline demo model (scripted)"
 
 
+def _demo_prompts() -> dict[str, str]:
+    from k2lab.providers.demo.scripts import DEMO_PROMPTS  # lazy: only the demo needs it
+
+    return DEMO_PROMPTS
+
+
 def key_help(s: Settings) -> str:
     if s.uses_demo_model:
         return (
@@ -103,6 +109,8 @@ class K2LabApp(ExtensionApp):
             "isolation": self.factory.last_isolation or s.isolation,
             "isolation_note": self.factory.last_isolation_note,
             "key_help": key_help(s),
+            # the panel offers these as one-click suggestions while the demo model answers
+            "demo_prompts": list(_demo_prompts().values()) if s.uses_demo_model else [],
         }
 
     async def replay(self, session: Session, call_id: str) -> dict[str, Any]:

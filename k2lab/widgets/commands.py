@@ -142,6 +142,11 @@ def config(session: Any, opts: Any, arg: str, cell: str | None) -> None:
     display({"text/plain": text, "text/html": table}, raw=True)
 
 
+def stop(session: Any, opts: Any, arg: str, cell: str | None) -> None:
+    n = session.stop_all()
+    print(f"stopped {n} run(s)" if n else "no run is going")  # noqa: T201
+
+
 def runs(session: Any, opts: Any, arg: str, cell: str | None) -> None:
     lines = []
     for r in session.runs:

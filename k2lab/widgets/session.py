@@ -140,6 +140,14 @@ class RunRecord:
             raise DecisionError(f"this run's approval policy is {self.decisions.policy!r}")
         pending.approve_all()
 
+    def stop_previous(self) -> None:
+        """Stop every earlier run still going (e.g. one whose view was cleared by re-running
+        its cell), so this queued run can start."""
+        for r in self.session.runs:
+            if r is self:
+                break
+            r.stop()
+
     def stop(self) -> None:
         if self.agent is not None and self.agent.running:
             self.agent.stop()
@@ -330,6 +338,13 @@ class NotebookSession:
             if rec.events:
                 rec.final = trace_bundle(rec.run_id, rec.events)
                 rec.publish_final()
+
+    def stop_all(self) -> int:
+        """``%k2 stop``: stop every run of the session; returns how many were going."""
+        going = [r for r in self.runs if r.task is not None and not r.task.done()]
+        for r in going:
+            r.stop()
+        return len(going)
 
     async def wait(self) -> None:
         """Wait for every run of the session; then re-publish their saved traces from here."""

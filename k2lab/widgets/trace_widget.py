@@ -40,6 +40,8 @@ class RunControls(Protocol):
 
     def stop(self) -> None: ...
 
+    def stop_previous(self) -> None: ...
+
     def replay(self, call_id: str) -> Awaitable[dict[str, Any]]: ...
 
     def fork(self, call_id: str, code: str | None) -> str: ...
@@ -177,6 +179,8 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
             self._schedule(True)
         elif action == "stop":
             self.controls.stop()
+        elif action == "stop_previous":
+            self.controls.stop_previous()
         elif action == "replay":
             self._spawn(self._replay(str(call_id)))
         elif action == "fork":

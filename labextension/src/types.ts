@@ -97,6 +97,8 @@ export interface IServerInfo {
   model_label: string;
   isolation: string;
   key_help: string;
+  /** Prompts the offline demo model scripts (empty with a real model). */
+  demo_prompts?: string[];
 }
 
 export interface IReplayResult {

@@ -19,6 +19,7 @@ from tests.browser.conftest import ROOT
 pytestmark = pytest.mark.browser
 
 EDITED_MARK = "edited in the browser"
+FORK_MARK = "forked in the browser"
 #: the saved trace as JupyterLab shows it: the labextension's renderer, else the HTML fallback
 SAVED_TRACE = ".k2lab-trace-output, .jp-RenderedHTMLCommon .k2lab-trace"
 
@@ -40,11 +41,13 @@ def _open(page: Any, lab: Any, name: str) -> None:
     page.wait_for_selector("text=| Idle", timeout=60_000)
 
 
+def live_view(page: Any, run_id: str | None) -> Any:
+    return page.locator(f'.k2lab-live[data-k2lab-run-id="{run_id}"]')
+
+
 def test_edit_run_save_reload(jupyterlab: Any, page: Any, screenshot: Any) -> None:
     name = "widget.ipynb"
     _write_notebook(jupyterlab.root_dir, name)
-    console: list[str] = []
-    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
     _open(page, jupyterlab, name)
 
     # run both cells
@@ -75,48 +78,64 @@ def test_edit_run_save_reload(jupyterlab: Any, page: Any, screenshot: Any) -> No
 
     # the result of the edited code shows on the card, recorded as an edit
     done = live.locator(".k2lab-call.k2lab-status-done").first
-    try:
-        done.wait_for(timeout=20_000)
-    except Exception:
-        print("\n".join(console[-40:]))
-        print("NOTE", live.locator(".k2lab-note").inner_text())
-        raise
+    done.wait_for(timeout=60_000)
     assert EDITED_MARK in done.locator(".k2lab-result").inner_text()
     assert "edited by the user" in done.inner_text()
 
-    # the next call waits; approve the rest of the run
+    # the next call waits: instead, fork from the first call with other code
     live.locator(".k2lab-call.k2lab-status-pending").first.wait_for(timeout=60_000)
     shot_live = screenshot("notebook-widget-live", live)
     shot_page = screenshot("notebook-widget-page")
-    live.locator(".k2lab-approve-all").click()
+    parent_id = live.get_attribute("data-k2lab-run-id")
+    done.locator(".k2lab-fork").click()
+    fork_editor = done.locator(".k2lab-editor")
+    fork_editor.fill(fork_editor.input_value() + f'\nprint("{FORK_MARK}")')
+    done.locator(".k2lab-fork-run").click()
 
-    # at the end the live view becomes the saved trace: the labextension's renderer of the trace
-    # mimetype (or, without it, the text/html fallback)
-    live.wait_for(state="detached", timeout=60_000)
+    # the parent stops and becomes its saved trace (the labextension's renderer of the trace
+    # mimetype, or the text/html fallback); the branch runs live below it, in the same cell
+    live_view(page, parent_id).wait_for(state="detached", timeout=60_000)
     saved = page.locator(SAVED_TRACE).filter(has_text=EDITED_MARK)
     saved.first.wait_for(timeout=30_000)
-    assert "3.14" in saved.first.inner_text()  # the answer is there
-    shot_saved = screenshot("notebook-widget-saved", saved.first)
+    assert "3.14" in saved.first.inner_text()  # the edited call's output is there
+    branch = page.locator(".k2lab-live")
+    branch.locator(".k2lab-call.k2lab-status-pending").first.wait_for(timeout=60_000)
+    assert FORK_MARK in branch.locator(".k2lab-call").first.inner_text()
+    assert "branch of" in branch.locator(".k2lab-head").inner_text()
+    shot_branch = screenshot("notebook-widget-branch")
+    branch_id = branch.get_attribute("data-k2lab-run-id")
+    branch.locator(".k2lab-approve-all").click()
+    live_view(page, branch_id).wait_for(state="detached", timeout=60_000)
+    forked = page.locator(SAVED_TRACE).filter(has_text=FORK_MARK)
+    forked.first.wait_for(timeout=30_000)
+    shot_saved = screenshot("notebook-widget-saved")
 
-    # save, then reload the page: the trace is still rendered from the notebook file
+    # save, then reload the page: both traces are still rendered from the notebook file
     page.keyboard.press("Control+s")
     page.wait_for_function("() => !document.querySelector('.jp-mod-dirty')", timeout=20_000)
     nb = nbformat.read(jupyterlab.root_dir / name, as_version=4)
     runs = runs_from_notebook(nb)
-    assert len(runs) == 1
-    decisions = [e for e in runs[0].events if e["type"] == "tool.decision"]
+    assert len(runs) == 2
+    parent, child = runs
+    assert parent.events[-1]["stop_reason"] == "stopped"
+    decisions = [e for e in parent.events if e["type"] == "tool.decision"]
     assert decisions[0]["decision"] == "edit" and EDITED_MARK in decisions[0]["arguments"]
-    outputs = nb.cells[1].outputs
-    assert any(MIMETYPE in o.get("data", {}) for o in outputs)
+    assert child.events[0]["parent_run_id"] == parent.run_id
+    assert child.events[0]["forked_from_call"] == "functions.python:0"
+    assert child.events[-1]["stop_reason"] == "completed"
+    fork_decision = next(e for e in child.events if e["type"] == "tool.decision")
+    assert fork_decision["decision"] == "edit" and FORK_MARK in fork_decision["arguments"]
+    assert all(MIMETYPE in o.get("data", {}) for o in nb.cells[1].outputs)
 
     page.reload()
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-    again = page.locator(SAVED_TRACE).filter(has_text=EDITED_MARK)
-    again.first.wait_for(timeout=60_000)
-    assert "3.14" in again.first.inner_text()
-    shot_reload = screenshot("notebook-widget-reloaded", again.first)
+    again = page.locator(SAVED_TRACE)
+    again.filter(has_text=FORK_MARK).first.wait_for(timeout=60_000)
+    assert again.count() == 2
+    assert EDITED_MARK in again.first.inner_text()
+    shot_reload = screenshot("notebook-widget-reloaded")
 
-    for shot in (shot_edit, shot_live, shot_saved, shot_reload):
+    for shot in (shot_edit, shot_live, shot_branch, shot_saved, shot_reload):
         assert shot.stat().st_size > 5_000
     docs = ROOT / "docs" / "img"
     docs.mkdir(parents=True, exist_ok=True)
@@ -142,9 +161,7 @@ def test_run_all_on_the_demo_notebook(jupyterlab: Any, page: Any, screenshot: An
         first.locator(".k2lab-call.k2lab-status-pending").first.wait_for(timeout=60_000)
         run_id = first.get_attribute("data-k2lab-run-id")
         first.locator(".k2lab-approve-all").click()
-        page.locator(f'.k2lab-live[data-k2lab-run-id="{run_id}"]').wait_for(
-            state="detached", timeout=60_000
-        )
+        live_view(page, run_id).wait_for(state="detached", timeout=60_000)
 
     # the wait cell returned, then `%k2 runs` listed both runs as completed
     last = page.locator(".jp-Cell").last.locator(".jp-OutputArea-output")

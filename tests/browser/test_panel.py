@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import struct
 import zlib
@@ -84,7 +85,11 @@ def test_panel_demo_run_edit_approve_reject_and_reload(
     assert "K2LAB_API_KEY" in help_text and "c.K2Lab.api_key" in help_text
     assert panel.locator("input[type=password]").count() == 0  # never an input for the key
 
-    panel.locator(".k2lab-prompt-input").fill(DEMO_PROMPTS["estimate_pi"])
+    # the demo's prompts are offered as suggestions; one click fills the prompt box
+    suggestions = panel.locator("button.k2lab-demo-prompt")
+    assert suggestions.count() == len(DEMO_PROMPTS)
+    suggestions.filter(has_text=DEMO_PROMPTS["estimate_pi"]).click()
+    assert panel.locator(".k2lab-prompt-input").input_value() == DEMO_PROMPTS["estimate_pi"]
     panel.locator("button.k2lab-send").click()
 
     # reasoning streams in before the first tool call is proposed
@@ -373,3 +378,45 @@ def test_notebook_tools_read_insert_and_run_cells_in_the_open_notebook(
     finally:
         jupyterlab.api(settings_url, "PUT", {"raw": "{}"})
         model.close()
+
+
+def test_dropped_socket_reconnects_after_the_last_event(jupyterlab: Any, page: Any) -> None:
+    """The events socket drops mid-run: the panel reconnects with ?after=<last index> and goes on
+    without losing or repeating events."""
+    sockets: list[Any] = []
+    urls: list[str] = []
+
+    def proxy(ws: Any) -> None:  # pass everything through, but keep a handle to cut it
+        urls.append(ws.url)
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    page.route_web_socket(re.compile(r".*/k2lab/api/sessions/[^/]+/events.*"), proxy)
+    open_lab(page, jupyterlab)
+    panel = open_panel(page)
+    panel.locator("button.k2lab-new-session").click()
+    panel.locator(".k2lab-prompt-input").fill(DEMO_PROMPTS["estimate_pi"])
+    panel.locator("button.k2lab-send").click()
+    first = panel.locator(".k2lab-call").nth(0)
+    first.locator(".k2lab-call-state").filter(has_text="waiting for you").wait_for()
+    n_before = len(urls)
+    reasoning_before = panel.locator(".k2lab-reasoning-text").first.text_content()
+
+    sockets[-1].close()  # the connection drops
+    for _ in range(100):
+        if len(urls) > n_before:
+            break
+        page.wait_for_timeout(100)
+    assert len(urls) > n_before, "the panel did not reconnect"
+    after = int(re.search(r"after=(-?\d+)", urls[-1]).group(1))  # type: ignore[union-attr]
+    assert after > 0  # it asked only for what it had not seen
+
+    first.locator("button.k2lab-approve").click()  # the decision's events come over the new socket
+    first.locator(".k2lab-result .k2lab-stdout").filter(has_text="pi_hat=").wait_for()
+    assert panel.locator(".k2lab-call").count() in (1, 2)
+    # nothing appended twice (text_content: older steps' reasoning is folded)
+    assert panel.locator(".k2lab-reasoning-text").first.text_content() == reasoning_before
+    steps = [s.get_attribute("data-step") for s in panel.locator(".k2lab-step").all()]
+    assert len(steps) == len(set(steps))
+    panel.locator("button.k2lab-stop").click()
+    panel.locator(".k2lab-run-end").wait_for()

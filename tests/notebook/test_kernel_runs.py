@@ -284,3 +284,36 @@ def test_export_replay_resume_and_fork_magics(
     branch = fake_model.requests[3]["messages"]
     assert branch[1] == {"role": "user", "content": "set y"}
     assert "6" in branch[-1]["content"] and branch[-1]["role"] == "tool"
+
+
+def test_a_queued_run_can_stop_the_one_it_waits_for(kernel: Kernel, fake_model: FakeModel) -> None:
+    fake_model.script(
+        [Turn(tool_calls=[Call("python", code("print('A')"))]), Turn(content="B answered.")]
+    )
+    a = ask(kernel, fake_model, "run A")
+    kernel.wait_pending(a, "functions.python:0")
+    # the same cell run again (its view cleared): the new run queues behind the waiting one
+    res = kernel.run(f"%k2 --base-url {fake_model.base_url} run B")
+    assert res["error"] is None
+    b = a + 1
+    assert kernel.value(f"_k2s().runs[{b}].widget.state.head['status']") == "waiting"
+    kernel.click(b, {"action": "stop_previous"})
+    assert kernel.wait_ended(a)["stop_reason"] == "stopped"
+    assert kernel.wait_ended(b)["answer"] == "B answered."
+    res = kernel.run("%k2 stop")
+    assert "no run is going" in res["stdout"]
+
+
+def test_in_kernel_timeout_interrupts_the_call(kernel: Kernel, fake_model: FakeModel) -> None:
+    fake_model.script(
+        [
+            Turn(tool_calls=[Call("python", code("import time\ntime.sleep(30)"))]),
+            Turn(content="It took too long."),
+        ]
+    )
+    i = ask(kernel, fake_model, "sleep", "--in-kernel --approve auto --tool-timeout 1")
+    kernel.wait_ended(i, timeout=20)
+    result = next(e for e in kernel.events(i) if e["type"] == "tool.result")
+    assert not result["ok"] and "TimeoutError" in result["output"]
+    assert result["duration"] < 5
+    assert kernel.value("1 + 1") == 2  # the kernel is fine afterwards

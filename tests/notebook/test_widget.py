@@ -27,6 +27,9 @@ class Recorder:
     def stop(self) -> None:
         self.calls.append(("stop",))
 
+    def stop_previous(self) -> None:
+        self.calls.append(("stop_previous",))
+
     async def replay(self, call_id: str) -> dict[str, Any]:
         return {"call_id": call_id, "changed": True, "new_output": "<b>3</b>"}
 

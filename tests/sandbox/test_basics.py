@@ -119,3 +119,25 @@ async def test_shutdown_during_a_call(level: str) -> None:
     assert not sk.workspace.exists()
     r = await sk.execute("print(1)", timeout=5)
     assert not r.ok and "shut down" in r.text  # no kernel comes back by itself
+
+
+async def test_long_workspace_path(level: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # unix sockets allow ~107 bytes: a deep workspace gets its sockets in a short private dir
+    ws = tmp_path / ("deep-directory-name-" * 5) / "workspace"
+    async with SandboxKernel(isolation=level, workspace=ws) as sk:
+        assert len(str(ws)) > 100 and sk.isolation == level
+        r = await sk.execute("import os\nopen('f.txt', 'w').write('x')\nos.getcwd()", timeout=10)
+        assert r.ok and str(ws) in r.text, r.text
+    assert (ws / "f.txt").read_text() == "x"  # a workspace the caller chose is kept
+
+
+async def test_concurrent_calls_do_not_mix(shared: SandboxKernel) -> None:
+    import asyncio
+
+    r1, _, r2 = await asyncio.gather(
+        shared.execute("import time\ntime.sleep(0.3)\nprint('first')", timeout=10),
+        shared.put("moved", [1, 2]),
+        shared.execute("print('second', moved)", timeout=10),
+    )
+    assert r1.ok and r1.text.strip() == "first"
+    assert r2.ok and r2.text.strip() == "second [1, 2]"

@@ -114,6 +114,9 @@ function render({ model, el }) {
       if (hd.policy === "ask" && !hd.approve_all) {
         bar.appendChild(btn("Approve all", "k2lab-approve-all", () => send("approve_all"), "Approve this and every later call of this run"));
       }
+      if (hd.status === "waiting") {
+        bar.appendChild(btn("Stop the earlier run", "k2lab-stop-previous", () => send("stop_previous"), "Stop the run this one waits for (e.g. one whose cell was re-run)"));
+      }
       bar.appendChild(btn("Stop", "k2lab-stop", () => send("stop"), "Stop the whole run (the trace is kept)"));
       headEl.appendChild(bar);
     }

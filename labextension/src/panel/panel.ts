@@ -13,7 +13,7 @@ import { append, button, h } from '../dom';
 import { TraceView } from '../trace-renderer/traceView';
 import { IEventBase, IReplayResult, IServerInfo, ISessionMeta } from '../types';
 import { SessionConnection } from './connection';
-import { ContextPicker } from './context';
+import { Composer } from './composer';
 import { PanelHeader } from './header';
 import { NotebookBridge } from './notebookTools';
 import { IPanelSettings, sessionSettings } from './settings';
@@ -34,12 +34,7 @@ export class K2Panel extends Widget {
   private view: TraceView;
   private stream: HTMLElement;
   private empty: HTMLElement;
-  private prompt: HTMLTextAreaElement;
-  private sendButton: HTMLButtonElement;
-  private stopButton: HTMLButtonElement;
-  private approveAllButton: HTMLButtonElement;
-  private notice: HTMLElement;
-  private contextPicker: ContextPicker;
+  private composer: Composer;
   private bridge: NotebookBridge;
   private info: IServerInfo | null = null;
   private sessions: ISessionMeta[] = [];
@@ -100,60 +95,16 @@ export class K2Panel extends Widget {
       const s = this.stream;
       this.followStream = s.scrollHeight - s.scrollTop - s.clientHeight < 60;
     });
-    this.prompt = h('textarea', {
-      class: 'k2lab-prompt-input',
-      rows: '3',
-      placeholder: 'Ask the model… (Ctrl+Enter to send)',
-      'aria-label': 'prompt'
-    });
-    this.prompt.addEventListener('keydown', ev => {
-      if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) {
-        ev.preventDefault();
-        void this.send();
-      }
-    });
-    this.contextPicker = new ContextPicker(
+    this.composer = new Composer(
       options.tracker,
-      () => options.settings().contextMaxChars
+      () => options.settings().contextMaxChars,
+      {
+        send: () => void this.send(),
+        stop: () => void this.stop(),
+        approveAll: () => void this.approveAll()
+      }
     );
-    this.prompt.addEventListener('focus', () => this.contextPicker.refresh());
-    this.sendButton = button(
-      'Send',
-      'k2lab-send',
-      () => void this.send(),
-      'Send (Ctrl+Enter)'
-    );
-    this.stopButton = button(
-      'Stop',
-      'k2lab-stop',
-      () => void this.stop(),
-      'Stop the run (the trace is kept)'
-    );
-    this.approveAllButton = button(
-      'Approve all',
-      'k2lab-approve-all',
-      () => void this.approveAll(),
-      'Approve the waiting call(s) and every further call of this run'
-    );
-    this.notice = h('div', { class: 'k2lab-panel-notice', role: 'status' });
-    this.node.append(
-      this.header.node,
-      this.stream,
-      h(
-        'div',
-        { class: 'k2lab-composer' },
-        this.contextPicker.node,
-        this.prompt,
-        h(
-          'div',
-          { class: 'k2lab-composer-row' },
-          this.notice,
-          this.approveAllButton,
-          this.stopButton,
-          this.sendButton
-        )
-      )
-    );
+    this.node.append(this.header.node, this.stream, this.composer.node);
     this.updateControls();
   }
 
@@ -164,7 +115,7 @@ export class K2Panel extends Widget {
 
   /** Focus the prompt box (the open-panel command does this). */
   focusPrompt(): void {
-    this.prompt.focus();
+    this.composer.prompt.focus();
   }
 
   protected onAfterAttach(): void {
@@ -227,6 +178,7 @@ export class K2Panel extends Widget {
     this.connection?.dispose();
     this.connection = null;
     this.view.clear();
+    this.followStream = true;
     this.sessionId = id;
     this.connectionText = '';
     if (id) {
@@ -282,16 +234,12 @@ export class K2Panel extends Widget {
       run: this.view.state,
       connection: this.connectionText
     });
-    this.stopButton.disabled = !this.running;
-    this.approveAllButton.hidden =
-      !this.running || this.view.pendingCount() === 0;
-    this.sendButton.disabled = this.running;
+    this.composer.update(this.running, this.view.pendingCount());
     this.empty.hidden = !!this.view.state;
   }
 
   private renderEmpty(demo: boolean): void {
-    const prompts: string[] = (this.info as any)?.demo_prompts ?? [];
-    const list = Array.isArray(prompts) ? prompts : Object.values(prompts);
+    const list = this.info?.demo_prompts ?? [];
     this.empty.replaceChildren();
     append(
       this.empty,
@@ -308,8 +256,8 @@ export class K2Panel extends Widget {
             h('div', {}, 'Try a scripted demo:'),
             ...list.map(p =>
               button(String(p), 'k2lab-demo-prompt', () => {
-                this.prompt.value = String(p);
-                this.prompt.focus();
+                this.composer.prompt.value = String(p);
+                this.composer.prompt.focus();
               })
             )
           )
@@ -318,12 +266,12 @@ export class K2Panel extends Widget {
   }
 
   private async send(): Promise<void> {
-    const text = this.prompt.value.trim();
+    const text = this.composer.prompt.value.trim();
     if (!text || this.running) {
       return;
     }
-    const ctx = this.contextPicker.current();
-    this.sendButton.disabled = true;
+    const ctx = this.composer.context.current();
+    this.composer.update(false, 0, true);
     this.say('', false);
     try {
       if (!this.sessionId) {
@@ -345,7 +293,7 @@ export class K2Panel extends Widget {
         }
       }
       await postJSON(this.route('messages'), body);
-      this.prompt.value = '';
+      this.composer.prompt.value = '';
     } catch (e) {
       const busy = e instanceof APIError && e.status === 409;
       this.say(
@@ -405,7 +353,6 @@ export class K2Panel extends Widget {
   }
 
   private say(text: string, isError: boolean): void {
-    this.notice.textContent = text;
-    this.notice.classList.toggle('k2lab-error', isError);
+    this.composer.say(text, isError);
   }
 }

@@ -27,6 +27,19 @@ export function renderDisplay(
       return h('div', { class: 'k2lab-display' }, img);
     }
   }
+  if (data['image/svg+xml'] !== undefined) {
+    // as an <img>, an SVG cannot run scripts
+    const svg = text(data['image/svg+xml']);
+    return h(
+      'div',
+      { class: 'k2lab-display' },
+      h('img', {
+        class: 'k2lab-image',
+        alt: text(data['text/plain']) || 'image/svg+xml',
+        src: `data:image/svg+xml;charset=utf-8,${encodeURIComponent(svg)}`
+      })
+    );
+  }
   if (data['text/html'] !== undefined) {
     const div = h('div', { class: 'k2lab-display k2lab-display-html' });
     div.innerHTML = sanitize(text(data['text/html']));
