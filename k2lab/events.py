@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal, Union, get_args
 
 StopReason = Literal[
     "completed",  # the model answered without tool calls
@@ -216,24 +216,7 @@ def _type_name(cls: type[Any]) -> str:
     return str(next(f.default for f in dataclasses.fields(cls) if f.name == "type"))
 
 
-EVENT_TYPES: dict[str, type[Any]] = {
-    _type_name(cls): cls
-    for cls in (
-        RunStart,
-        StepStart,
-        ReasoningDelta,
-        ContentDelta,
-        StepEnd,
-        ToolProposed,
-        ToolDecision,
-        ToolResult,
-        Usage,
-        Retry,
-        Error,
-        Notice,
-        RunEnd,
-    )
-}
+EVENT_TYPES: dict[str, type[Any]] = {_type_name(cls): cls for cls in get_args(Event)}
 
 
 def event_from_dict(d: dict[str, Any]) -> Event:
