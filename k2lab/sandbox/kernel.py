@@ -19,6 +19,8 @@ import uuid
 from pathlib import Path
 from typing import IO, Any
 
+import zmq
+
 from k2lab.sandbox import cgroup
 from k2lab.sandbox.base import ExecutionResult, Limits
 from k2lab.sandbox.faults import describe_exit, dir_size
@@ -176,6 +178,10 @@ class SandboxKernel(TransferMixin):
     async def _connect(self) -> None:
         assert self._handle is not None
         kc = self._handle.client()
+        with contextlib.suppress(Exception):
+            # the kernel binds its sockets ~0.5 s after launch; retry connecting every 10 ms
+            # rather than ZMQ's default 100 ms, so the first reply is not held back
+            kc.context.setsockopt(zmq.RECONNECT_IVL, 10)
         kc.start_channels()
         self._kc = kc
         ready = asyncio.ensure_future(kc.wait_for_ready(timeout=_START_TIMEOUT))
@@ -373,6 +379,11 @@ class SandboxKernel(TransferMixin):
                 msg = await kc.get_iopub_msg(timeout=min(deadline - now, _POLL))
             except queue.Empty:
                 continue
+            if msg["msg_type"] == "status" and msg["content"].get("execution_state") in (
+                "starting",
+                "restarting",
+            ):
+                return "died"  # someone (a gateway) restarted the kernel under this call
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             if msg["msg_type"] == "status":

@@ -119,6 +119,14 @@ class ProvidedHandle:
             )
         else:
             await _maybe(self.manager.start_kernel(env=env))
+        # the manager's auto-restarter would replace a dead kernel behind our back (our call then
+        # waits for a reply that never comes); SandboxKernel restarts it itself and says so
+        km = self.km
+        stop = getattr(km, "stop_restarter", None)
+        if callable(stop):
+            stop()  # before autorestart=False: stop_restarter does nothing without autorestart
+        if hasattr(km, "autorestart"):
+            km.autorestart = False
 
     def client(self) -> Any:
         return self.km.client()

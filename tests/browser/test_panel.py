@@ -315,6 +315,22 @@ def test_context_chip_shows_what_is_attached_and_its_bound(jupyterlab: Any, page
     chip.locator(".k2lab-chip-remove").click()
     assert chip.is_hidden()
 
+    # send with the active cell attached: the model gets it (cut to the bound), the run shows it
+    # folded under the question
+    panel.locator(".k2lab-context-select").select_option("cell")
+    if panel.locator(".k2lab-run").count():
+        panel.locator("button.k2lab-new-session").click()
+    panel.locator(".k2lab-prompt-input").fill("What does this cell do?")
+    panel.locator("button.k2lab-send").click()
+    expect(panel.locator(".k2lab-panel-notice")).to_contain_text("Context cut to 20000 of 30007")
+    panel.locator(".k2lab-run-end").wait_for()
+    prompt = panel.locator(".k2lab-prompt")
+    assert prompt.locator("pre").first.inner_text() == "What does this cell do?"
+    folded = prompt.locator("details.k2lab-prompt-context")
+    assert "the current cell of context.ipynb" in folded.locator("summary").inner_text()
+    assert "20k chars" in folded.locator("summary").inner_text()
+    assert folded.get_attribute("open") is None
+
 
 def test_notebook_tools_read_insert_and_run_cells_in_the_open_notebook(
     jupyterlab: Any, page: Any, screenshot: Any
@@ -420,3 +436,10 @@ def test_dropped_socket_reconnects_after_the_last_event(jupyterlab: Any, page: A
     assert len(steps) == len(set(steps))
     panel.locator("button.k2lab-stop").click()
     panel.locator(".k2lab-run-end").wait_for()
+
+    # Delete (after a confirmation) removes the session on the server too
+    sid = panel.locator(".k2lab-session-select").input_value()
+    panel.locator("button.k2lab-delete-session").click()
+    page.locator(".jp-Dialog").get_by_role("button", name="Delete").click()
+    expect(panel.locator(".k2lab-session-select")).to_have_value("")
+    assert sid not in {s["id"] for s in jupyterlab.api("k2lab/api/sessions")["sessions"]}

@@ -85,6 +85,13 @@ export class Composer {
     this.approveAllButton.hidden = !running || pending === 0;
   }
 
+  /** Clear the notice if it still says something starting with `prefix`. */
+  clearNotice(prefix: string): void {
+    if (this.notice.textContent?.startsWith(prefix)) {
+      this.say('', false);
+    }
+  }
+
   say(text: string, isError: boolean): void {
     this.notice.textContent = text;
     this.notice.classList.toggle('k2lab-error', isError);

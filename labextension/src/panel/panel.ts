@@ -205,7 +205,9 @@ export class K2Panel extends Widget {
     this.view.add(ev);
     if (ev.type === 'run.start' || ev.type === 'run.end') {
       void this.refreshSessions();
-      this.say('', false);
+      if (ev.type === 'run.end') {
+        this.composer.clearNotice('Stopping');
+      }
     }
     if (ev.type !== 'reasoning.delta' && ev.type !== 'content.delta') {
       this.updateControls(); // deltas change nothing in the status line

@@ -52,6 +52,29 @@ interface IStepBlock {
   contentText: string;
 }
 
+/**
+ * The prompt of a run. Notebook context the panel attached (the server appends it as
+ * "Context (...):" and a fenced block) is folded under a summary, so a 20k-character notebook
+ * does not push the conversation off screen.
+ */
+function promptBlock(prompt: string): HTMLElement {
+  const m = /\n\nContext \(([^\n]*)\):\n```\n([\s\S]*)\n```$/.exec(prompt);
+  if (!m) {
+    return h('div', { class: 'k2lab-prompt' }, h('pre', {}, prompt));
+  }
+  return h(
+    'div',
+    { class: 'k2lab-prompt' },
+    h('pre', {}, prompt.slice(0, m.index)),
+    h(
+      'details',
+      { class: 'k2lab-prompt-context' },
+      h('summary', {}, `Context: ${m[1]} · ${compact(m[2].length)} chars`),
+      h('pre', {}, m[2])
+    )
+  );
+}
+
 export class TraceView {
   readonly node: HTMLElement;
   state: IRunState | null = null;
@@ -172,7 +195,7 @@ export class TraceView {
     this.runNode = h(
       'div',
       { class: 'k2lab-run', 'data-run-id': ev.run_id },
-      h('div', { class: 'k2lab-prompt' }, h('pre', {}, ev.prompt)),
+      promptBlock(ev.prompt),
       h(
         'div',
         { class: 'k2lab-head' },
