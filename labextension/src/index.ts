@@ -1,6 +1,7 @@
 /**
  * The k2lab JupyterLab extension: the side panel plugin (command `k2lab:open-panel`, right
- * sidebar, settings). The trace mimetype renderer is the separate mime extension in `mime.ts`.
+ * sidebar, settings), and `insertCell.ts` (the notebook widget's "Insert as cell"). The trace
+ * mimetype renderer is the separate mime extension in `mime.ts`.
  * Activation does not await the server, so JupyterLab starts as fast without it.
  */
 import {
@@ -14,6 +15,7 @@ import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
 import { k2Icon } from './icon';
+import { insertCellPlugin } from './insertCell';
 import { K2Panel } from './panel/panel';
 import { IPanelSettings, readSettings } from './panel/settings';
 
@@ -73,4 +75,4 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+export default [plugin, insertCellPlugin];

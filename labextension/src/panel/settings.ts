@@ -8,7 +8,8 @@ export interface IPanelSettings {
   model: string;
   preset: string;
   baseUrl: string;
-  approve: 'ask' | 'auto' | 'never';
+  /** '' = the server's setting (`c.K2Lab.approve` / $K2LAB_APPROVE, ask by default). */
+  approve: '' | 'ask' | 'auto' | 'never';
   maxSteps: number;
   maxTotalTokens: number;
   wallTime: number;
@@ -20,7 +21,7 @@ export const DEFAULT_SETTINGS: IPanelSettings = {
   model: '',
   preset: '',
   baseUrl: '',
-  approve: 'ask',
+  approve: '',
   maxSteps: 0,
   maxTotalTokens: 0,
   wallTime: 0,
@@ -39,7 +40,10 @@ export function readSettings(
 
 /** The `settings` of `POST sessions`: only what the user chose (empty/0 = server default). */
 export function sessionSettings(s: IPanelSettings): { [key: string]: unknown } {
-  const out: { [key: string]: unknown } = { approve: s.approve };
+  const out: { [key: string]: unknown } = {};
+  if (['ask', 'auto', 'never'].includes(s.approve)) {
+    out.approve = s.approve;
+  }
   if (s.model.trim()) {
     out.model = s.model.trim();
   }

@@ -24,6 +24,9 @@ export interface ICardActions {
   replay(callId: string): Promise<IReplayResult>;
 }
 
+/** Re-runs one call and compares outputs (the panel's session, or a notebook's kernel). */
+export type ReplayFn = (callId: string) => Promise<IReplayResult>;
+
 const DECISION_LABEL: { [k in DecisionKind]: string } = {
   approve: 'approved',
   edit: 'edited & run',
@@ -46,6 +49,9 @@ export class ToolCard {
   private message: HTMLElement;
   private decided = false;
   private editedArgs: string | null = null;
+  /** A python call that ran: replay makes sense for it. */
+  private replayable = false;
+  private replayRow: HTMLElement | null = null;
 
   constructor(
     readonly proposal: IToolProposed,
@@ -91,6 +97,10 @@ export class ToolCard {
 
   get callId(): string {
     return this.proposal.call_id;
+  }
+
+  get isReplayable(): boolean {
+    return this.replayable;
   }
 
   setDecision(ev: IToolDecision): void {
@@ -160,8 +170,10 @@ export class ToolCard {
     if (ran) {
       this.look(ev.ok ? 'done' : 'error');
       // replay re-runs sandbox code; notebook tools act on the user's notebook and are not replayed
-      if (this.actions && this.proposal.name === 'python') {
-        this.addReplay(this.actions);
+      this.replayable = this.proposal.name === 'python';
+      const actions = this.actions;
+      if (actions) {
+        this.offerReplay(id => actions.replay(id));
       }
     }
   }
@@ -296,8 +308,17 @@ export class ToolCard {
     }
   }
 
-  private addReplay(actions: ICardActions): void {
-    if (this.node.querySelector('.k2lab-replay')) {
+  /**
+   * Show (a function) or remove (null) the Replay button; only python calls that ran get one.
+   * The saved-trace renderer offers it while its notebook has a kernel.
+   */
+  offerReplay(replayFn: ReplayFn | null): void {
+    if (!replayFn) {
+      this.replayRow?.remove();
+      this.replayRow = null;
+      return;
+    }
+    if (!this.replayable || this.replayRow) {
       return;
     }
     const out = h('div', { class: 'k2lab-replay-result' });
@@ -308,7 +329,7 @@ export class ToolCard {
         replay.disabled = true;
         out.replaceChildren(h('span', {}, 'replaying in the sandbox…'));
         try {
-          const r = await actions.replay(this.callId);
+          const r = await replayFn(this.callId);
           out.replaceChildren(
             h(
               'div',
@@ -331,7 +352,8 @@ export class ToolCard {
       },
       'Run the same code again in the sandbox and compare the output'
     );
-    this.body.append(h('div', { class: 'k2lab-replay' }, replay, out));
+    this.replayRow = h('div', { class: 'k2lab-replay' }, replay, out);
+    this.body.append(this.replayRow);
   }
 
   private showMessage(text: string, isError: boolean): void {

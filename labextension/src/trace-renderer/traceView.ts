@@ -16,7 +16,7 @@ import {
   IToolResult
 } from '../types';
 import { Sanitize } from './display';
-import { ICardActions, ToolCard } from './toolCard';
+import { ICardActions, ReplayFn, ToolCard } from './toolCard';
 
 export interface ITraceViewOptions {
   sanitize: Sanitize;
@@ -101,6 +101,22 @@ export class TraceView {
     let n = 0;
     for (const card of this.cards.values()) {
       n += card.node.dataset.state === 'pending' ? 1 : 0;
+    }
+    return n;
+  }
+
+  /** Offer (or withdraw, with null) Replay on every python call that ran. */
+  setReplay(replayFn: ReplayFn | null): void {
+    for (const card of this.cards.values()) {
+      card.offerReplay(replayFn);
+    }
+  }
+
+  /** Python calls that ran (what Replay would be offered on). */
+  replayableCount(): number {
+    let n = 0;
+    for (const card of this.cards.values()) {
+      n += card.isReplayable ? 1 : 0;
     }
     return n;
   }
