@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import shutil
 import tempfile
@@ -21,7 +22,7 @@ from typing import IO, Any
 
 import zmq
 
-from k2lab.sandbox import cgroup
+from k2lab.sandbox import cgroup, leftovers
 from k2lab.sandbox.base import ExecutionResult, Limits
 from k2lab.sandbox.faults import describe_exit, dir_size
 from k2lab.sandbox.isolation import (
@@ -132,6 +133,9 @@ class SandboxKernel(TransferMixin):
             self._handle = LocalHandle(self.kernel_name, self._connection_dir())
             self._cgroup = f"k2lab-{uuid.uuid4().hex[:12]}-0"
         self.workspace.mkdir(parents=True, exist_ok=True)
+        if self._own_workspace:
+            leftovers.mark(self.workspace)
+            leftovers.sweep_once_in_background()
         cfg = SandboxConfig(
             level=level,
             network=self.network,
@@ -143,9 +147,12 @@ class SandboxKernel(TransferMixin):
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "ab")  # noqa: SIM115 - kept open for the kernel's life
         try:
-            await self._handle.start(scrubbed_launch_env(cfg), self._log)
-            await self._connect()
-            info = await self._probe()
+            env = scrubbed_launch_env(cfg)
+            if not self._handle.remote:
+                # the launcher dies at once if this process is gone by the time it runs
+                env[ENV_PREFIX + "PARENT"] = str(os.getpid())
+            await self._handle.start(env, self._log)
+            info = await self._connect()
         except BaseException as e:
             await self._teardown()
             if isinstance(e, asyncio.CancelledError):
@@ -173,9 +180,11 @@ class SandboxKernel(TransferMixin):
             return d
         if self._short_dir is None:
             self._short_dir = Path(tempfile.mkdtemp(prefix="k2c-"))
+            leftovers.mark(self._short_dir)
         return self._short_dir
 
-    async def _connect(self) -> None:
+    async def _connect(self) -> dict[str, str]:
+        """Connect a client and wait until the kernel answers; returns what ``_handshake`` read."""
         assert self._handle is not None
         kc = self._handle.client()
         with contextlib.suppress(Exception):
@@ -184,40 +193,69 @@ class SandboxKernel(TransferMixin):
             kc.context.setsockopt(zmq.RECONNECT_IVL, 10)
         kc.start_channels()
         self._kc = kc
-        ready = asyncio.ensure_future(kc.wait_for_ready(timeout=_START_TIMEOUT))
+        ready = asyncio.ensure_future(self._handshake(kc))
         try:
             while not ready.done():
+                # returns as soon as the handshake is done: this poll only notices a dead kernel
                 await asyncio.wait({ready}, timeout=_POLL)
                 if not ready.done() and not await self._handle.is_alive():
                     raise SandboxError(
                         f"the kernel exited while starting ({describe_exit(self._exit_code())})"
                     )
-            ready.result()
+            return ready.result()
         finally:
             if not ready.done():
                 ready.cancel()
                 with contextlib.suppress(BaseException):
                     await ready
 
-    async def _probe(self) -> dict[str, str]:
-        """Ask the kernel which level its launcher applied (the launcher may have fallen back)."""
+    async def _handshake(self, kc: Any) -> dict[str, str]:
+        """One request that both proves the kernel is ready and asks which level its launcher
+        applied (the launcher may have fallen back).
+
+        Replaces jupyter_client's ``wait_for_ready`` (a ``kernel_info`` round trip, then 0.2 s of
+        iopub silence to flush it: a fixed ~0.25 s on every start) plus a separate probe request.
+        The request is queued by ZMQ until the kernel binds its sockets. Ready means: the shell
+        reply came back AND iopub delivered a status of ours, so the subscription is live (outputs
+        of the first call cannot be lost) and everything the kernel published before it (its
+        "starting" status, which ``_collect`` would take for a restart) has been read.
+        """
         exprs = {
             "level": "__import__('os').environ.get('K2LAB_ISOLATION', '')",
             "reason": "__import__('os').environ.get('K2LAB_ISOLATION_REASON', '')",
             "network": "__import__('os').environ.get('K2LAB_NETWORK', '')",
         }
-        msg_id = self._kc.execute("", silent=True, store_history=False, user_expressions=exprs)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            reply = await self._kc.get_shell_msg(timeout=deadline - time.monotonic())
-            if reply["parent_header"].get("msg_id") != msg_id:
+        deadline = time.monotonic() + _START_TIMEOUT
+        probe = kc.execute("", silent=True, store_history=False, user_expressions=exprs)
+        pending = {probe}
+        info: dict[str, str] | None = None
+        while info is None:
+            try:
+                reply = await kc.get_shell_msg(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                raise SandboxError(f"no answer within {_START_TIMEOUT:g} s") from None
+            if reply["parent_header"].get("msg_id") != probe:
                 continue
-            out = {}
+            info = {}
             for key, val in reply["content"].get("user_expressions", {}).items():
                 text = val.get("data", {}).get("text/plain", "''")
-                out[key] = text.strip("'\"")
-            return out
-        raise SandboxError("the kernel did not answer its first request")
+                info[key] = text.strip("'\"")
+        # the reply is in, so the probe's idle status is already published: if the subscription
+        # was live by then, it arrives at once; if not, a kernel_info request publishes another
+        while time.monotonic() < deadline:
+            try:
+                msg = await kc.get_iopub_msg(timeout=0.25)
+            except queue.Empty:
+                pending.add(kc.kernel_info())
+                continue
+            if (
+                msg["msg_type"] == "status"
+                and msg["content"].get("execution_state") == "idle"
+                and msg["parent_header"].get("msg_id") in pending
+            ):
+                await self._drain_shell()  # kernel_info replies nobody reads
+                return info
+        raise SandboxError("the kernel's output channel did not connect")
 
     def _exit_code(self) -> int | None:
         return self._handle.exit_code() if self._handle is not None else None
@@ -394,21 +432,14 @@ class SandboxKernel(TransferMixin):
 
     def _process_count(self) -> int:
         """Processes in this sandbox's cgroup (0 where there is none)."""
-        path = cgroup.cgroup_path(self._cgroup)
-        if path is None:
-            return 0
-        try:
-            return len((path / "cgroup.procs").read_text().split())
-        except OSError:
-            return 0
+        return len(cgroup.read(self._cgroup, "cgroup.procs").split())
 
     def _at_process_limit(self) -> bool:
-        path = cgroup.cgroup_path(self._cgroup)
-        if path is None or self.limits.processes <= 0:
+        if self.limits.processes <= 0:
             return False
         try:
-            current = int((path / "pids.current").read_text())
-        except (OSError, ValueError):
+            current = int(cgroup.read(self._cgroup, "pids.current"))
+        except ValueError:  # no cgroup ("")
             return False
         return current >= self.limits.processes * 0.9
 

@@ -1,30 +1,44 @@
 """The sandbox kernel's launcher: ``python -m k2lab.sandbox.launch -f {connection_file}``.
 
-Runs as the kernel process that jupyter_client (or a Jupyter server) starts. It reads the
-``K2LAB_SANDBOX_*`` settings, joins a pids cgroup where possible, sets rlimits, and execs into
-ipykernel, wrapped in bubblewrap at the "bwrap" level. Nothing of the environment it was started
-with reaches the kernel: the kernel gets a freshly built one.
+Runs as the kernel process that jupyter_client (or a Jupyter server) starts. It ties its life to
+the engine's (``PR_SET_PDEATHSIG``), reads the ``K2LAB_SANDBOX_*`` settings, joins a pids cgroup
+where possible, sets rlimits, and execs into ipykernel, wrapped in bubblewrap at the "bwrap" level.
+Nothing of the environment it was started with reaches the kernel: the kernel gets a freshly
+built one.
+
+It runs on every kernel start, so it imports only the stdlib-lean ``confine`` and ``cgroup``
+(``k2lab.sandbox.isolation`` only in the rare case where the level is not decided yet).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import tempfile
 
-from k2lab.sandbox import cgroup
-from k2lab.sandbox.isolation import (
-    SandboxConfig,
-    apply_rlimits,
-    bwrap_argv,
-    kernel_env,
-    passwd_files,
-    resolve_level,
-)
+from k2lab.sandbox import cgroup, confine
 
 #: No sqlite history (nobody reads it, and its writer thread spends address space and disk).
 _KERNEL_OPTS = ["--HistoryManager.enabled=False"]
+
+#: What the kernel runs: ``python -m ipykernel_launcher`` minus debugpy. ipykernel imports debugpy
+#: at start whenever it is installed (~0.1 s of CPU, a fifth of the kernel's start) although the
+#: sandbox kernelspec declares no debugger; a ``None`` in ``sys.modules`` makes that import fail
+#: the way a missing debugpy does, and is removed at once so sandbox code can still import it.
+#: (Inline code, not a k2lab module: under bwrap the k2lab sources are not visible.)
+_BOOT = """\
+# k2lab sandbox kernel: ipykernel without debugpy (k2lab/sandbox/launch.py)
+import sys
+if sys.path and sys.path[0] == "":
+    del sys.path[0]
+sys.modules["debugpy"] = None
+import ipykernel.debugger
+del sys.modules["debugpy"]
+from ipykernel import kernelapp
+kernelapp.launch_new_instance()
+"""
+
+_PR_SET_PDEATHSIG = 1
+_SIGKILL = 9  # not ``signal.SIGKILL``: the signal module's import is not free
 
 
 def _die(msg: str) -> None:
@@ -41,84 +55,119 @@ def _data_fd(content: str) -> int:
     return r
 
 
-def _die_with_parent() -> None:
-    """Like bwrap's --die-with-parent: a kernel must not outlive the engine that owns it."""
-    parent = os.getppid()
+def die_with_parent(expected_parent: int) -> None:
+    """SIGKILL this process (and, kept across exec, the kernel or bwrap it becomes) when the
+    engine dies, even by SIGKILL.
+
+    ``expected_parent`` is the engine's pid (``K2LAB_SANDBOX_PARENT``; 0 when unknown, e.g. a
+    plain Jupyter server started the kernel). The engine may die while this interpreter is still
+    starting, before the prctl: then the parent is already someone else (init or a subreaper) and
+    nothing would ever kill the kernel, so it must not start at all. (Comparing with the parent
+    read at our own start instead would miss a death during that time, which under load is a
+    few hundred ms: the way process-level kernels were orphaned.)
+    Linux ties the signal to the *thread* that forked us: an engine must start kernels from a
+    thread that lives as long as they do (its event loop's), or they die with that thread.
+    """
     try:
         import ctypes
-        import signal
 
-        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the engine's shutdown is all there is
         return
-    if os.getppid() != parent:  # the parent died before the prctl
-        sys.exit(1)
+    if expected_parent and os.getppid() != expected_parent:
+        os._exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
+    env_in = os.environ
+    parent_raw = env_in.get(confine.ENV_PREFIX + "PARENT", "")
+    die_with_parent(int(parent_raw) if parent_raw.isdigit() else 0)
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] != "-f":
         _die("usage: python -m k2lab.sandbox.launch -f CONNECTION_FILE")
     conn_file = os.path.abspath(args[1])
-    cfg = SandboxConfig.from_env(os.environ)
-    if cfg.level in ("bwrap", "process"):
-        # the parent already chose (and checked) the level: no second bwrap probe per start
-        level, why = cfg.level, ""
-    else:
+    level = env_in.get(confine.ENV_PREFIX + "LEVEL", "") or "auto"
+    network = env_in.get(confine.ENV_PREFIX + "NETWORK", "0") == "1"
+    ws = env_in.get(confine.ENV_PREFIX + "WORKSPACE", "")
+    group = env_in.get(confine.ENV_PREFIX + "CGROUP", "")
+    limits = confine.limits_from_env(env_in)
+    why = ""
+    if level not in ("bwrap", "process"):
+        # started without k2lab's settings (e.g. a plain kernel picker): decide here. The parent
+        # normally has already chosen (and checked) the level: no second bwrap probe per start
+        from k2lab.sandbox.isolation import resolve_level
+
         try:
-            level, why = resolve_level(cfg.level)
+            level, why = resolve_level(level)
         except (ValueError, RuntimeError) as e:
             _die(str(e))
-    if not cfg.workspace:
-        # started by a server without k2lab's settings (e.g. a plain kernel picker): a private one
-        cfg.workspace = tempfile.mkdtemp(prefix="k2lab-ws-")
-    os.makedirs(cfg.workspace, exist_ok=True)
-    ws = cfg.workspace
-    try:
-        with open(conn_file) as f:
-            conn = json.load(f)
-    except (OSError, ValueError) as e:
-        _die(f"cannot read the connection file {conn_file}: {e}")
+    if not ws:
+        import tempfile
 
-    in_cgroup = bool(cfg.cgroup) and cgroup.join(cfg.cgroup, cfg.limits.processes)
+        ws = tempfile.mkdtemp(prefix="k2lab-ws-")  # a private one
+    os.makedirs(ws, exist_ok=True)
+    in_cgroup = bool(group) and cgroup.join(group, limits["processes"])
+
+    def rlimits() -> None:
+        confine.apply_rlimits(
+            memory=limits["memory"],
+            cpu_seconds=limits["cpu_seconds"],
+            file_size=limits["file_size"],
+            processes=limits["processes"],
+            in_cgroup=in_cgroup,
+        )
 
     python = sys.executable
     if level == "bwrap":
+        import json  # here: with the re module it pulls in, ~15 ms the process level need not pay
+
+        try:
+            with open(conn_file) as f:
+                conn = json.load(f)
+        except (OSError, ValueError) as e:
+            _die(f"cannot read the connection file {conn_file}: {e}")
         if conn.get("transport", "tcp") != "ipc":
             # TCP needs the host's loopback: share the network namespace rather than fail
-            cfg.network = True
+            network = True
         inner_conn = "/run/k2lab/connection.json"
-        tmp = "/tmp"
-        env = kernel_env(cfg, level, home=ws, tmp=tmp)
+        env = confine.kernel_env(level, network=network, home=ws, tmp="/tmp")
         fds = {inner_conn: _data_fd(json.dumps(conn))}
-        for path, content in passwd_files(ws).items():
+        for path, content in confine.passwd_files(ws).items():
             fds[path] = _data_fd(content)
-        cmd = [python, "-m", "ipykernel_launcher", "-f", inner_conn, *_KERNEL_OPTS]
+        cmd = [python, "-c", _BOOT, "-f", inner_conn, *_KERNEL_OPTS]
         extra: tuple[str, ...] = ()
         if conn.get("transport") == "ipc":
             ipc_dir = os.path.dirname(os.path.abspath(conn["ip"]))
             if not (ipc_dir + "/").startswith(ws.rstrip("/") + "/"):
                 extra = (ipc_dir,)
-        full = bwrap_argv(cfg, cmd, data_fds=fds, extra_rw=extra)
+        full = confine.bwrap_argv(
+            cmd,
+            workspace=ws,
+            network=network,
+            tmp_size=limits["tmp_size"],
+            data_fds=fds,
+            extra_rw=extra,
+        )
         # --clearenv then --setenv: the kernel's environment is exactly ``env``
         tail = full.index("--clearenv") + 1
         sets: list[str] = []
         for k, v in env.items():
             sets += ["--setenv", k, v]
         full[tail:tail] = sets
-        apply_rlimits(cfg.limits, in_cgroup=in_cgroup)
+        rlimits()
+        # bwrap keeps this pid and the death signal; its --die-with-parent passes it on to the
+        # sandbox's init, whose death ends the whole PID namespace
         os.execve(full[0], full, {"PATH": env["PATH"]})
     else:
         tmp = os.path.join(ws, ".k2lab", "tmp")
         os.makedirs(tmp, exist_ok=True)
-        env = kernel_env(cfg, level, home=ws, tmp=tmp)
+        env = confine.kernel_env(level, network=network, home=ws, tmp=tmp)
         if why:
             env["K2LAB_ISOLATION_REASON"] = why
         os.chdir(ws)
-        _die_with_parent()
-        apply_rlimits(cfg.limits, in_cgroup=in_cgroup)
-        cmd = [python, "-m", "ipykernel_launcher", "-f", conn_file, *_KERNEL_OPTS]
-        os.execve(python, cmd, env)
+        rlimits()
+        # the connection file is ipykernel's to read (and to complain about, into the log)
+        os.execve(python, [python, "-c", _BOOT, "-f", conn_file, *_KERNEL_OPTS], env)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ export const INSERT_CELL_EVENT = 'k2lab:insert-cell';
 interface IInsertDetail {
   code: string;
   callId?: string;
+  runId?: string;
 }
 
 /** Inserts the cell; false if the event did not come from a cell of an open notebook. */
@@ -39,9 +40,10 @@ export function insertBelow(tracker: INotebookTracker, ev: Event): boolean {
     return false;
   }
   const runId =
-    target instanceof Element
+    detail.runId ||
+    (target instanceof Element
       ? target.closest('[data-k2lab-run-id]')?.getAttribute('data-k2lab-run-id')
-      : null;
+      : null);
   // the same provenance `%k2 export` writes on the cells it makes
   const k2lab: { [key: string]: string } = {};
   if (runId) {

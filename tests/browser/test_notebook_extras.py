@@ -7,6 +7,8 @@
   a kernel; replay runs in a k2lab sandbox started by that kernel and says whether the output
   changed. One recorded output is altered on purpose, so "output changed" must show for it and
   "same output" for the untouched call; with the kernel shut down the buttons go away.
+- **Panel approval default**: with the setting unset, a new panel session carries no ``approve``
+  (the server's policy applies); chosen, it is sent.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from playwright.sync_api import expect
 
 from k2lab.providers.demo.scripts import DEMO_PROMPTS
 from k2lab.trace.notebook import trace_bundle
@@ -67,6 +70,14 @@ def test_insert_as_cell_from_the_widget(jupyterlab: Any, page: Any, screenshot: 
     assert "jp-mod-active" in (new.get_attribute("class") or "")
     assert "default_rng" in new.locator(".jp-InputArea-editor").inner_text()
     shot = screenshot("notebook-insert-as-cell")
+    # it went through the notebook's shared model: Undo (Z in command mode) takes it back, Redo
+    # (Shift+Z) puts it back
+    new.locator(".jp-InputPrompt").click()  # focus the notebook (command mode) at the new cell
+    page.keyboard.press("z")
+    expect(cells).to_have_count(cells_before)
+    page.keyboard.press("Shift+Z")
+    expect(cells).to_have_count(cells_before + 1)
+    assert "default_rng" in cells.nth(2).locator(".jp-InputArea-editor").inner_text()
 
     # stop the run, save: the file has the cell, with the call's provenance, in that place
     live.locator(".k2lab-stop").click()
@@ -155,3 +166,43 @@ def test_replay_in_the_saved_trace_renderer(
     assert trace.locator(".k2lab-replay-btn").count() == 0
     screenshot("saved-trace-no-kernel", trace)
     assert shot.stat().st_size > 5_000
+
+
+def _panel_session(page: Any, lab: Any, prompt: str) -> tuple[Any, dict[str, Any]]:
+    """Open the panel, start a new session with ``prompt``; the panel and the session's meta."""
+    from tests.browser.test_panel import open_lab, open_panel
+
+    before = {s["id"] for s in lab.api("k2lab/api/sessions")["sessions"]}
+    open_lab(page, lab)
+    panel = open_panel(page)
+    if before:
+        panel.locator("button.k2lab-new-session").click()
+    panel.locator(".k2lab-prompt-input").fill(prompt)
+    panel.locator("button.k2lab-send").click()
+    panel.locator(".k2lab-call").first.wait_for(timeout=30_000)
+    new = [s for s in lab.api("k2lab/api/sessions")["sessions"] if s["id"] not in before]
+    assert len(new) == 1
+    return panel, new[0]
+
+
+def test_panel_leaves_the_approval_policy_to_the_server(jupyterlab: Any, page: Any) -> None:
+    """Unset, the panel sends no ``approve``: the server's policy (here $K2LAB_APPROVE=ask)
+    decides. Chosen in the settings, it is sent with the new session."""
+    settings_url = "lab/api/settings/k2lab:plugin"
+    jupyterlab.api(settings_url, "PUT", {"raw": "{}"})
+    try:
+        panel, meta = _panel_session(page, jupyterlab, DEMO_PROMPTS["estimate_pi"])
+        assert meta["settings"] == {}  # nothing the user did not choose
+        # the server's default applied: the call waits for a person
+        panel.locator(".k2lab-call[data-state=pending] button.k2lab-approve").wait_for()
+        panel.locator("button.k2lab-stop").click()
+        panel.locator(".k2lab-run-end").wait_for(timeout=30_000)
+
+        jupyterlab.api(settings_url, "PUT", {"raw": json.dumps({"approve": "never"})})
+        panel, meta = _panel_session(page, jupyterlab, DEMO_PROMPTS["estimate_pi"])
+        assert meta["settings"] == {"approve": "never"}
+        panel.locator(".k2lab-call[data-state=reject]").first.wait_for(timeout=30_000)
+        assert panel.locator(".k2lab-call[data-state=pending]").count() == 0
+        panel.locator(".k2lab-run-end").wait_for(timeout=60_000)
+    finally:
+        jupyterlab.api(settings_url, "PUT", {"raw": "{}"})

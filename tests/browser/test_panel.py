@@ -286,7 +286,8 @@ def test_trace_renderer_shows_a_saved_run_in_a_notebook(
     assert "print(round(math.pi, 4))" in call.locator(".k2lab-code").inner_text()
     assert "3.1416" in call.locator(".k2lab-stdout").inner_text()
     assert call.locator("img.k2lab-image").count() == 1
-    assert call.locator("button").count() == 0  # read-only: no approve / replay here
+    # read-only: no approve / edit / reject (Replay comes with a kernel: test_notebook_extras.py)
+    assert call.locator("button:not(.k2lab-replay-btn)").count() == 0
     assert out.locator(".k2lab-answer strong").inner_text() == "3.1416"
     end = out.locator(".k2lab-run-end").inner_text()
     assert "completed" in end and "2 steps" in end and "1 tool call" in end and "2.5k in" in end

@@ -301,7 +301,7 @@ function render({ model, el }) {
   function insertCell(c) {
     const code = c.edited_code != null ? c.edited_code : c.code;
     // The k2lab labextension listens for this event and inserts the cell below; see README.
-    const ev = new CustomEvent("k2lab:insert-cell", { bubbles: true, cancelable: true, detail: { code, callId: c.call_id } });
+    const ev = new CustomEvent("k2lab:insert-cell", { bubbles: true, cancelable: true, detail: { code, callId: c.call_id, runId: root.dataset.k2labRunId || undefined } });
     el.dispatchEvent(ev);
     if (ev.defaultPrevented) { note("Inserted as a cell below.", "info"); return; }
     const done = () => note("Copied the code to the clipboard: paste it into a new cell (or use %k2 export).", "info");

@@ -10,9 +10,14 @@ import { IEventBase, IReplayResult } from '../types';
 /** Must match `k2lab.widgets.replay_api.MARK`. */
 const MARK = 'k2lab-replay-result:';
 
-/** Only the tool events matter for a replay: the prompt, reasoning and answers stay here. */
+/**
+ * Only the tool events matter for a replay (the prompt, reasoning and answers stay here), and of
+ * the results only the text the model read: images and HTML would only make the request big.
+ */
 export function toolEvents(events: IEventBase[]): IEventBase[] {
-  return events.filter(ev => ev.type.startsWith('tool.'));
+  return events
+    .filter(ev => ev.type.startsWith('tool.'))
+    .map(ev => (ev.type === 'tool.result' ? { ...ev, display: [] } : ev));
 }
 
 /** Python source that replays `callId`; the payload travels as a JSON string literal. */

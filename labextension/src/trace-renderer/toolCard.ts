@@ -1,6 +1,7 @@
 /**
  * One tool call as a card: the proposed arguments, the decision, the result, and (in the live
- * panel only) the controls Approve / Edit & run / Reject with feedback / Replay.
+ * panel only) the controls Approve / Edit & run / Reject with feedback. Replay is offered by the
+ * panel, and by the saved-trace renderer while its notebook has a kernel (`offerReplay`).
  */
 import {
   IReplayResult,
