@@ -2,11 +2,17 @@
 
 Round trip: ``print(1)`` through ``PythonTool`` on each isolation level, against a bare
 ``jupyter_client`` execute (send, read iopub until idle) on a plain ipykernel (the floor; the same
-ipc transport, and tcp as jupyter's default). Start: ``SandboxKernel.start()`` until it answers,
-against ``AsyncKernelManager.start_kernel`` + ``wait_for_ready`` on a plain ipykernel.
+ipc transport, and tcp as jupyter's default).
 
-Run: ``.venv/bin/python benchmarks/bench_sandbox.py [--n 200] [--starts 5]``; prints a
-markdown table.
+Start (cold: a new kernel process each time; there is no pre-started spare):
+``SandboxKernel.start()`` until the kernel has answered a request and its output channel is
+connected, against ``AsyncKernelManager.start_kernel`` + ``wait_for_ready`` on a plain ipykernel
+(note: ``wait_for_ready`` itself waits for 0.2 s of iopub silence after the kernel's answer, which
+the sandbox's own handshake does not). Start figures swing with the machine's load, which the
+output states: compare medians taken at similar load only.
+
+Run: ``.venv/bin/python benchmarks/bench_sandbox.py [--n 200] [--starts 9]``; prints a markdown
+table. ``--n 0`` measures start times only.
 """
 
 from __future__ import annotations
@@ -65,11 +71,19 @@ async def plain_kernel(transport: str) -> tuple[AsyncKernelManager, Any, float]:
 
 
 def ms(xs: list[float]) -> str:
+    if not xs:
+        return "-"
     xs = sorted(xs)
     return f"{statistics.median(xs) * 1000:.1f} ms (p90 {xs[int(len(xs) * 0.9)] * 1000:.1f})"
 
 
+def secs(xs: list[float]) -> str:
+    xs = sorted(xs)
+    return f"{statistics.median(xs):.2f} s ({xs[0]:.2f}-{xs[-1]:.2f})"
+
+
 async def main(n: int, starts: int) -> None:
+    load0 = os.getloadavg()[0]
     rows: list[tuple[str, str, str, str]] = []
     floor = 0.0
     for transport in ("ipc", "tcp"):
@@ -80,18 +94,18 @@ async def main(n: int, starts: int) -> None:
             if i < starts - 1:
                 kc.stop_channels()
                 await km.shutdown_kernel(now=True)
-        times = await timed(lambda kc=kc: bare_execute(kc, "print(1)"), n)
+        times = await timed(lambda kc=kc: bare_execute(kc, "print(1)"), n) if n else []
         kc.stop_channels()
         await km.shutdown_kernel(now=True)
-        med = statistics.median(times)
+        med = statistics.median(times) if times else 0.0
         if transport == "ipc":
-            floor = med
+            floor = med or 1.0
         rows.append(
             (
                 f"bare jupyter_client, plain ipykernel ({transport})",
                 ms(times),
-                f"{med / floor:.2f}x",
-                f"{statistics.median(start_times):.2f} s",
+                f"{med / floor:.2f}x" if times else "-",
+                secs(start_times),
             )
         )
     levels = ["bwrap", "process"] if bwrap_status()[0] else ["process"]
@@ -111,21 +125,22 @@ async def main(n: int, starts: int) -> None:
             out = await tool.call(params)
             assert out.ok and out.output.strip() == "1", out.output
 
-        times = await timed(call, n)
+        times = await timed(call, n) if n else []
         await sk.shutdown()
         rows.append(
             (
                 f"PythonTool, sandbox level {level}",
                 ms(times),
-                f"{statistics.median(times) / floor:.2f}x",
-                f"{statistics.median(start_times):.2f} s",
+                f"{statistics.median(times) / floor:.2f}x" if times else "-",
+                secs(start_times),
             )
         )
     print(
-        f"`print(1)` round trip, n={n} after warm-up; start: median of {starts}; "
-        f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}\n"
+        f"`print(1)` round trip, n={n} after warm-up; cold start: median (min-max) of {starts}; "
+        f"{os.cpu_count()} cores, 1-min load {load0:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end\n"
     )
-    print("| path | round trip, median | vs floor (ipc) | start |")
+    print("| path | round trip, median | vs floor (ipc) | cold start |")
     print("|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
@@ -134,6 +149,6 @@ async def main(n: int, starts: int) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--starts", type=int, default=5)
+    ap.add_argument("--starts", type=int, default=9)
     a = ap.parse_args()
     asyncio.run(main(a.n, a.starts))

@@ -24,12 +24,23 @@ _KERNEL_OPTS = ["--HistoryManager.enabled=False"]
 #: at start whenever it is installed (~0.1 s of CPU, a fifth of the kernel's start) although the
 #: sandbox kernelspec declares no debugger; a ``None`` in ``sys.modules`` makes that import fail
 #: the way a missing debugpy does, and is removed at once so sandbox code can still import it.
+#: It also watches the lifeline pipe (see ``managers.LocalHandle._lifeline``): EOF means the
+#: engine is gone, and the kernel exits (at the bwrap level, taking its PID namespace along).
 #: (Inline code, not a k2lab module: under bwrap the k2lab sources are not visible.)
 _BOOT = """\
 # k2lab sandbox kernel: ipykernel without debugpy (k2lab/sandbox/launch.py)
-import sys
+import os, sys, threading
 if sys.path and sys.path[0] == "":
     del sys.path[0]
+def _lifeline(fd):
+    try:
+        while os.read(fd, 64):
+            pass
+    finally:  # EOF: the engine that started this kernel is gone (or the fd was taken away)
+        os._exit(1)
+_fd = os.environ.pop("K2LAB_LIFELINE", "")
+if _fd.isdigit():
+    threading.Thread(target=_lifeline, args=(int(_fd),), name="k2lab-lifeline", daemon=True).start()
 sys.modules["debugpy"] = None
 import ipykernel.debugger
 del sys.modules["debugpy"]
@@ -117,6 +128,14 @@ def main(argv: list[str] | None = None) -> None:
             in_cgroup=in_cgroup,
         )
 
+    lifeline = env_in.get(confine.ENV_PREFIX + "LIFELINE", "")
+
+    def kernel_env(tmp: str) -> dict[str, str]:
+        env = confine.kernel_env(level, network=network, home=ws, tmp=tmp)
+        if lifeline.isdigit():
+            env["K2LAB_LIFELINE"] = lifeline  # inherited as is, through bwrap too
+        return env
+
     python = sys.executable
     if level == "bwrap":
         import json  # here: with the re module it pulls in, ~15 ms the process level need not pay
@@ -130,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
             # TCP needs the host's loopback: share the network namespace rather than fail
             network = True
         inner_conn = "/run/k2lab/connection.json"
-        env = confine.kernel_env(level, network=network, home=ws, tmp="/tmp")
+        env = kernel_env("/tmp")
         fds = {inner_conn: _data_fd(json.dumps(conn))}
         for path, content in confine.passwd_files(ws).items():
             fds[path] = _data_fd(content)
@@ -161,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         tmp = os.path.join(ws, ".k2lab", "tmp")
         os.makedirs(tmp, exist_ok=True)
-        env = confine.kernel_env(level, network=network, home=ws, tmp=tmp)
+        env = kernel_env(tmp)
         if why:
             env["K2LAB_ISOLATION_REASON"] = why
         os.chdir(ws)

@@ -60,7 +60,7 @@ def owner_alive(directory: Path) -> bool | None:
 def sweep(root: str | None = None, min_age: float = 10.0) -> list[str]:
     """Remove marked sandbox directories in ``root`` (the temp dir) whose owner is gone."""
     base = Path(root or tempfile.gettempdir())
-    removed = []
+    removed: list[str] = []
     try:
         entries = [p for p in base.iterdir() if p.name.startswith(PREFIXES)]
     except OSError:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKerne
 from jupyter_client.manager import AsyncKernelManager
 
 KERNEL_NAME = "k2lab-sandbox"
+#: The launcher's variable naming the fd of the kernel's lifeline pipe.
+LIFELINE_ENV = "K2LAB_SANDBOX_LIFELINE"
 
 
 def kernel_spec_dict() -> dict[str, Any]:
@@ -48,6 +51,8 @@ class LocalHandle:
     remote = False
 
     def __init__(self, kernel_name: str, connection_dir: Path) -> None:
+        #: write end of the kernel's lifeline pipe (see ``_lifeline``)
+        self._lifeline_w: int | None = None
         connection_dir.mkdir(parents=True, exist_ok=True)
         self.km = AsyncKernelManager(
             kernel_name=kernel_name,
@@ -62,8 +67,32 @@ class LocalHandle:
             # not installed (e.g. a source checkout without the install hook): same spec in memory
             self.km._kernel_spec = KernelSpec(resource_dir="", **kernel_spec_dict())
 
+    def _lifeline(self, env: dict[str, str]) -> int:
+        """A new pipe whose read end the kernel inherits and watches: when this process dies,
+        by SIGKILL too, the kernel reads EOF and exits. Returns the read end (close it once the
+        kernel is launched); the write end stays here and is inherited by nobody.
+
+        ``PR_SET_PDEATHSIG`` (set by the launcher) alone is not enough: bubblewrap clears it
+        when it changes credentials at the "bwrap" level, and it fires with the *thread* that
+        forked, not the process. A pipe crosses the PID namespace and ends with the process.
+        """
+        self._close_lifeline()
+        r, self._lifeline_w = os.pipe()
+        env[LIFELINE_ENV] = str(r)
+        return r
+
+    def _close_lifeline(self) -> None:
+        if self._lifeline_w is not None:
+            os.close(self._lifeline_w)
+            self._lifeline_w = None
+
     async def start(self, env: dict[str, str], log: Any) -> None:
-        await self.km.start_kernel(env=env, stdout=log, stderr=log)
+        env = dict(env)
+        r = self._lifeline(env)
+        try:
+            await self.km.start_kernel(env=env, stdout=log, stderr=log, pass_fds=(r,))
+        finally:
+            os.close(r)
 
     def client(self) -> Any:
         return self.km.client()
@@ -87,15 +116,22 @@ class LocalHandle:
         except Exception:
             pass  # a dead kernel may fail to shut down cleanly; it is started again below
         args: dict[str, Any] = dict(km._launch_args or {})
+        env: dict[str, str] = dict(args.get("env") or {})
         if between is not None:
-            env: dict[str, str] = dict(args.get("env") or {})
             env.update(between())
-            args["env"] = env
-        await km.start_kernel(**args)
+        r = self._lifeline(env)
+        args["env"], args["pass_fds"] = env, (r,)
+        try:
+            await km.start_kernel(**args)
+        finally:
+            os.close(r)
 
     async def shutdown(self) -> None:
-        if self.km.has_kernel:
-            await self.km.shutdown_kernel(now=True)
+        try:
+            if self.km.has_kernel:
+                await self.km.shutdown_kernel(now=True)
+        finally:
+            self._close_lifeline()
 
 
 class ProvidedHandle:
