@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 import re
 
-from k2lab.providers.demo.turn import Reply, Turn, quote
+from k2lab.providers.demo.turn import Reply, Turn, quote, why_not_run
 
 FIRST_TRY = """
 import random
@@ -165,11 +165,7 @@ def play(t: Turn) -> Reply:
 
 
 def _not_run(t: Turn, feedback: str | None, never: bool, what: str = "group the orders") -> Reply:
-    why = (
-        "the approval policy is 'never'"
-        if never
-        else "the user rejected the call" + (f' ("{feedback}")' if feedback else "")
-    )
+    why = why_not_run(feedback, never)
     return t.answer(
         f"I can't {what}: {why}. I won't make numbers up.",
         f"I could not compute the averages: {why}, so no code ran. Approve the `python` call "

@@ -6,7 +6,7 @@ answer is read from the tool output; if the plot call is rejected the analysis g
 
 from __future__ import annotations
 
-from k2lab.providers.demo.turn import Reply, Turn, quote, values
+from k2lab.providers.demo.turn import Reply, Turn, quote, values, why_not_run
 
 MAKE = """
 import numpy as np
@@ -136,11 +136,7 @@ def _summary_table(output: str) -> str:
 
 def _stopped(status: str, feedback: str | None, never: bool, output: str) -> Reply:
     if status == "rejected":
-        why = (
-            "the approval policy is 'never'"
-            if never
-            else "the user rejected the call" + (f' ("{feedback}")' if feedback else "")
-        )
+        why = why_not_run(feedback, never)
         return Turn.answer(
             f"The call was not executed: {why}. Without the data I can't analyse anything.",
             f"I could not analyse the dataset: {why}, so no code ran.",

@@ -194,6 +194,13 @@ def values(text: str) -> dict[str, str]:
     return dict(re.findall(r"\b([A-Za-z_]\w*)=([^\s,;]+)", text))
 
 
+def why_not_run(feedback: str | None, never: bool) -> str:
+    """Why a call did not run, in the words the demo answers with."""
+    if never:
+        return "the approval policy is 'never'"
+    return "the user rejected the call" + (f' ("{feedback}")' if feedback else "")
+
+
 def quote(text: str, limit: int = 400) -> str:
     """A short quote of tool output for reasoning and answers."""
     text = text.strip()
