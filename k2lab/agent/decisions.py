@@ -14,9 +14,6 @@ from typing import Literal, Protocol, runtime_checkable
 
 from k2lab.events import DecisionKind, ToolProposed
 
-Policy = Literal["auto", "ask", "never"]
-POLICIES: tuple[Policy, ...] = ("auto", "ask", "never")
-
 
 @dataclass(slots=True, frozen=True)
 class Decision:
@@ -86,7 +83,7 @@ class PendingDecisions:
     def resolve(self, call_id: str, decision: Decision) -> None:
         fut = self._pending.get(call_id)
         if fut is None or fut.done():
-            if call_id in self._decided or (fut is not None and fut.done()):
+            if call_id in self._decided or fut is not None:
                 raise DecisionError(f"tool call {call_id!r} was already decided")
             raise DecisionError(f"no tool call {call_id!r} is waiting for a decision")
         if decision.kind == "edit" and decision.arguments is None:

@@ -86,7 +86,6 @@ class Agent:
             default_system_prompt() if system_prompt is None else system_prompt
         )
         self._task: asyncio.Task[None] | None = None
-        self._stop_requested = False
 
     # -- control -------------------------------------------------------------------------------
     @property
@@ -95,7 +94,6 @@ class Agent:
 
     def stop(self) -> None:
         """Stop the current run wherever it is waiting; it ends with ``stop_reason="stopped"``."""
-        self._stop_requested = True
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
@@ -111,7 +109,6 @@ class Agent:
         if self.running:
             raise RuntimeError("this agent is already running; stop it or wait for run.end")
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
-        self._stop_requested = False
         state = _RunState(
             run_id=run_id or uuid.uuid4().hex[:12], prompt=prompt, queue=queue, started=time.time()
         )
@@ -247,12 +244,14 @@ class Agent:
 
     def _maybe_compact(self, st: _RunState) -> None:
         b = self.budgets
-        if st.last_prompt_tokens > b.compact_at * b.context_window:
+        tokens = st.last_prompt_tokens
+        if tokens > b.compact_at * b.context_window:
             n = self.conversation.hide_tool_outputs()
+            st.last_prompt_tokens = 0  # stale now: do not hide again before new usage arrives
             if n:
                 st.emit(
                     Notice(
-                        message=f"Context at {st.last_prompt_tokens} tokens: hid {n} earlier "
+                        message=f"Context at {tokens} tokens: hid {n} earlier "
                         "tool outputs from the model to stay within the window.",
                         kind="compaction",
                     )
@@ -292,8 +291,7 @@ class Agent:
             if isinstance(checked, str):
                 self._result(st, ToolResult(call_id=cid, name=name, ok=False, output=checked))
                 return
-        if isinstance(checked, str):  # unreachable: problems returned above
-            return
+        assert not isinstance(checked, str)  # problems returned above
         tool, params = checked
         t0 = time.perf_counter()
         st.running_call = cid

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from k2lab.sandbox import confine
 from k2lab.sandbox.base import Limits
-from k2lab.sandbox.confine import ENV_PREFIX, SANDBOX_UID, passwd_files, user_tasks
-
-__all__ = ["ENV_PREFIX", "SANDBOX_UID", "passwd_files", "user_tasks"]
+from k2lab.sandbox.confine import ENV_PREFIX
 
 LEVELS = ("auto", "bwrap", "process")
 
@@ -61,24 +59,9 @@ class SandboxConfig:
             ENV_PREFIX + "WORKSPACE": self.workspace,
             ENV_PREFIX + "CGROUP": self.cgroup,
         }
-        for k, v in asdict(self.limits).items():
-            env[ENV_PREFIX + "LIMIT_" + k.upper()] = str(v)
+        for name in confine.LIMIT_NAMES:  # only what the launcher reads
+            env[ENV_PREFIX + "LIMIT_" + name.upper()] = str(getattr(self.limits, name))
         return env
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | os._Environ[str]) -> SandboxConfig:
-        limits = Limits()
-        for f in fields(Limits):
-            raw = env.get(ENV_PREFIX + "LIMIT_" + f.name.upper())
-            if raw:
-                setattr(limits, f.name, type(getattr(limits, f.name))(raw))
-        return cls(
-            level=env.get(ENV_PREFIX + "LEVEL", "auto") or "auto",
-            network=env.get(ENV_PREFIX + "NETWORK", "0") == "1",
-            workspace=env.get(ENV_PREFIX + "WORKSPACE", ""),
-            cgroup=env.get(ENV_PREFIX + "CGROUP", ""),
-            limits=limits,
-        )
 
 
 # -- bubblewrap ------------------------------------------------------------------------------
@@ -137,22 +120,6 @@ def resolve_level(requested: str) -> tuple[str, str]:
 
 
 # -- limits and environment -----------------------------------------------------------------
-
-
-def apply_rlimits(limits: Limits, *, in_cgroup: bool = False) -> None:
-    """Set the kernel's rlimits (see ``confine.apply_rlimits``)."""
-    confine.apply_rlimits(
-        memory=limits.memory,
-        cpu_seconds=limits.cpu_seconds,
-        file_size=limits.file_size,
-        processes=limits.processes,
-        in_cgroup=in_cgroup,
-    )
-
-
-def kernel_env(cfg: SandboxConfig, level: str, *, home: str, tmp: str) -> dict[str, str]:
-    """The complete environment of the sandboxed kernel (see ``confine.kernel_env``)."""
-    return confine.kernel_env(level, network=cfg.network, home=home, tmp=tmp)
 
 
 def scrubbed_launch_env(cfg: SandboxConfig) -> dict[str, str]:

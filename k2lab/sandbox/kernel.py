@@ -24,9 +24,9 @@ import zmq
 
 from k2lab.sandbox import cgroup, leftovers
 from k2lab.sandbox.base import ExecutionResult, Limits
+from k2lab.sandbox.confine import ENV_PREFIX
 from k2lab.sandbox.faults import describe_exit, dir_size
 from k2lab.sandbox.isolation import (
-    ENV_PREFIX,
     ISOLATION_NOTES,
     SandboxConfig,
     resolve_level,
@@ -269,6 +269,7 @@ class SandboxKernel(TransferMixin):
         return f"\nkernel log:\n{text}" if text else ""
 
     async def _teardown(self) -> None:
+        self._abandoned = None  # a cancelled call's id means nothing to the next kernel
         if self._kc is not None:
             with contextlib.suppress(Exception):
                 self._kc.stop_channels()

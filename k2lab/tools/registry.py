@@ -26,10 +26,6 @@ class ToolRegistry:
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
 
-    @property
-    def names(self) -> list[str]:
-        return list(self._tools)
-
     def schemas(self) -> list[dict[str, Any]]:
         if self._schemas is None:
             self._schemas = [tool_schema(t) for t in self._tools.values()]

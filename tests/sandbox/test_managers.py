@@ -44,7 +44,8 @@ async def test_local_server_manager_still_gets_ipc_isolation() -> None:
         assert (await sk.execute("print(2 + 2)", timeout=10)).text.strip() == "4"
 
 
-async def test_remote_manager_starts_the_kernelspec() -> None:
+async def test_remote_manager_starts_the_kernelspec(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("K2LAB_API_KEY", "sk-probe-remote-123")
     mkm = GatewayMultiKernelManager()
     async with SandboxKernel(isolation="auto", kernel_manager=mkm) as sk:
         assert sk.isolation == "remote"
@@ -52,7 +53,8 @@ async def test_remote_manager_starts_the_kernelspec() -> None:
         assert len(mkm.list_kernel_ids()) == 1
         r = await sk.execute("import os\nprint(os.environ['K2LAB_ISOLATION'])", timeout=10)
         assert r.ok and r.text.strip() in ("bwrap", "process")  # the launcher ran
-        assert "K2LAB_API_KEY" not in (await sk.execute("dict(os.environ)", timeout=10)).text
+        env = (await sk.execute("dict(os.environ)", timeout=10)).text
+        assert "sk-probe-remote-123" not in env and "K2LAB_API_KEY" not in env
         r = await sk.execute("import os\nos._exit(1)", timeout=10)
         assert r.restarted and "died" in r.text, r.text
         assert (await sk.execute("print('again')", timeout=10)).ok
