@@ -10,7 +10,7 @@ The JSON is the record (the full event log, readable by ``runs_from_notebook`` a
 HTML and Markdown are what JupyterLab without the extension, GitHub and nbviewer show. The HTML's
 structure and class names are documented in ``k2lab/widgets/static/README.md`` (the labextension's
 renderer and the live widget share them). Keys never get here: base URLs lose any userinfo, and the
-face scrubs known secrets from events before they reach a bundle (``scrub_events``).
+face scrubs known secrets from events before they reach a bundle (``scrub_event``).
 """
 
 from __future__ import annotations
@@ -72,10 +72,6 @@ def scrub_event(ev: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
         ev = {**ev, "base_url": clean_url(str(ev["base_url"]))}
     out: dict[str, Any] = _scrub(ev, [s for s in secrets if len(s) >= 4])
     return out
-
-
-def scrub_events(events: list[dict[str, Any]], secrets: list[str]) -> list[dict[str, Any]]:
-    return [scrub_event(e, secrets) for e in events]
 
 
 def trace_bundle(run_id: str, events: list[dict[str, Any]]) -> dict[str, Any]:

@@ -43,7 +43,20 @@ class Text:
         return self._parts[0] if self._parts else ""
 
     def since(self, offset: int) -> str:
-        return str(self)[offset:] if offset < self.length else ""
+        """The text after ``offset``: walks back over the new parts only, so a patch costs what
+        was added since the last one, not the whole text so far."""
+        if offset >= self.length:
+            return ""
+        tail: list[str] = []
+        pos = self.length
+        for part in reversed(self._parts):
+            if pos <= offset:
+                break
+            pos -= len(part)
+            tail.append(part)
+        tail.reverse()
+        tail[0] = tail[0][offset - pos :]
+        return "".join(tail)
 
 
 def code_of(name: str, arguments: str) -> str:
@@ -93,7 +106,6 @@ class TraceState:
         self.steps: dict[int, dict[str, Any]] = {}
         self.cards: dict[str, dict[str, Any]] = {}
         self.card_order: list[str] = []
-        self.events: list[dict[str, Any]] = []
         self._dirty_head = True
         self._dirty_steps: set[int] = set()
         self._dirty_cards: set[str] = set()
@@ -102,7 +114,6 @@ class TraceState:
 
     # -- folding events ------------------------------------------------------------------------
     def apply(self, ev: dict[str, Any]) -> None:
-        self.events.append(ev)
         handler = getattr(self, "_on_" + ev.get("type", "").replace(".", "_"), None)
         if handler is not None:
             handler(ev)

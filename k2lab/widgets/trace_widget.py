@@ -67,7 +67,6 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
         self.controls = controls
         self.state = TraceState()
         self.interval = interval
-        self.sent_patches = 0  # measured by tests and benchmarks
         self.errors: list[str] = []  # what clicks failed with (also shown in the view)
         self._flush_handle: asyncio.TimerHandle | None = None
         self._last_flush = 0.0
@@ -112,7 +111,6 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
         if patch is None:
             return
         self._last_flush = time.monotonic()
-        self.sent_patches += 1
         self.send(self._decorate(patch))
 
     def snapshot(self) -> dict[str, Any]:

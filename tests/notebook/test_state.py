@@ -160,3 +160,19 @@ def test_edit_note_is_hidden_from_people() -> None:
     res["output"] = '[The user edited the arguments before running: {"code": "print(2)"}]\n2\n'
     st = state_from_events(evs)
     assert st.cards["c1"]["output"] == "2\n"
+
+
+def test_text_since_returns_exactly_what_was_added() -> None:
+    from k2lab.widgets.state import Text
+
+    t = Text("ab")
+    for piece in ("c", "de", "", "fgh"):
+        t.append(piece)
+    whole = "abcdefgh"
+    assert str(t) == whole  # collapses the parts
+    for k in range(len(whole) + 2):
+        assert t.since(k) == whole[k:]
+    t.append("ij")
+    t.append("k")
+    for k in range(len(whole) + 5):
+        assert t.since(k) == (whole + "ijk")[k:]

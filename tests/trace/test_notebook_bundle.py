@@ -15,7 +15,7 @@ from k2lab.trace.notebook import (
     clean_url,
     read_bundle,
     runs_from_notebook,
-    scrub_events,
+    scrub_event,
     trace_bundle,
 )
 from tests.notebook.test_state import run_events
@@ -89,7 +89,7 @@ def test_secrets_and_url_credentials_are_scrubbed() -> None:
     events[0]["base_url"] = "https://user:sk-secret-123@api.example.com/v1?key=sk-secret-123"
     res = next(e for e in events if e["type"] == "tool.result")
     res["output"] = "the key is sk-secret-123"
-    clean = scrub_events(events, ["sk-secret-123", ""])
+    clean = [scrub_event(e, ["sk-secret-123", ""]) for e in events]
     assert "sk-secret-123" not in json.dumps(clean)
     assert clean[0]["base_url"] == "https://api.example.com/v1"
     assert REDACTED in next(e for e in clean if e["type"] == "tool.result")["output"]
