@@ -167,9 +167,10 @@ class StreamState:
     def _tool_fragment(self, tc: dict[str, Any]) -> None:
         index = tc.get("index")
         if not isinstance(index, int):
-            # Some engines omit the index: a fragment with a new id starts a new call, anything
-            # else continues the last one.
-            if tc.get("id") or self._last_index is None:
+            # Some engines omit the index: a fragment with a *new* id starts a new call, anything
+            # else (no id, or the id repeated on every fragment) continues the last one.
+            last = None if self._last_index is None else self._calls[self._last_index]
+            if last is None or (tc.get("id") and tc.get("id") != last.id):
                 index = len(self._calls)
             else:
                 index = self._last_index

@@ -238,6 +238,27 @@ def test_missing_index_and_missing_id_still_assemble():
     assert s.finish().tool_calls == [{"id": "call_7_0", "name": "a", "arguments": '{"x":1}'}]
 
 
+def test_missing_index_with_the_id_repeated_on_every_fragment_is_one_call_per_id():
+    s = StreamState(step=1)
+    frag = lambda cid, args: chunk(  # noqa: E731
+        {"tool_calls": [{"id": cid, "function": {"name": "python", "arguments": args}}]}
+    )
+    feed_all(
+        s,
+        [
+            frag("a", '{"code"'),
+            frag("a", ':"1"}'),
+            frag("b", '{"code":'),
+            frag("b", '"2"}'),
+            chunk({}, "tool_calls"),
+        ],
+    )
+    assert s.finish().tool_calls == [
+        {"id": "a", "name": "python", "arguments": '{"code":"1"}'},
+        {"id": "b", "name": "python", "arguments": '{"code":"2"}'},
+    ]
+
+
 def test_nothing_counts_after_done():
     s = StreamState(step=1)
     s.feed_data("[DONE]")
