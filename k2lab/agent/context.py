@@ -19,14 +19,15 @@ from typing import Any
 HIDDEN_OUTPUT = "[output hidden to save context; re-run the code if you need it again]"
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+def _dumps(obj: Any) -> bytes:
+    """A message as it goes on the wire: compact JSON, UTF-8, encoded once."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class Conversation:
     def __init__(self, system: str | None = None) -> None:
         self.messages: list[dict[str, Any]] = []
-        self._json: list[str] = []
+        self._json: list[bytes] = []
         #: index of the first message of the current user turn
         self._turn_start = 0
         #: how many messages' tool outputs are already hidden (compaction watermark)
@@ -93,9 +94,9 @@ class Conversation:
         return n
 
     # -- reading -------------------------------------------------------------------------------
-    def messages_json(self) -> str:
-        """The ``messages`` array as JSON text, built from cached fragments."""
-        return "[" + ",".join(self._json) + "]"
+    def messages_json(self) -> bytes:
+        """The ``messages`` array as UTF-8 JSON, joined from the cached fragments."""
+        return b"".join((b"[", b",".join(self._json), b"]"))
 
     def __len__(self) -> int:
         return len(self.messages)

@@ -125,9 +125,9 @@ class OpenAICompatProvider:
         self._client = openai.AsyncOpenAI(
             base_url=base_url, api_key=api_key or "none", max_retries=0, timeout=request_timeout
         )
-        self._head = '{"model":' + _dumps(model) + ',"messages":'
+        self._head = ('{"model":' + _dumps(model) + ',"messages":').encode()
         self._tools_key: list[dict[str, Any]] | None = None
-        self._tools_json = ""
+        self._tools_json = b""
         self._host = urlsplit(base_url).netloc or base_url
 
     # -- request -------------------------------------------------------------------------------
@@ -136,13 +136,14 @@ class OpenAICompatProvider:
         if tools is not self._tools_key:  # the registry hands out the same list until it changes
             self._tools_key = tools
             self._tools_json = (
-                (',"tools":' + _dumps(tools) + ',"tool_choice":"auto"') if tools else ""
+                (',"tools":' + _dumps(tools) + ',"tool_choice":"auto"').encode() if tools else b""
             )
         tail = (  # built per request: temperature / max_tokens may be changed between steps
             f',"temperature":{_dumps(self.temperature)},"max_tokens":{int(self.max_tokens)}'
             ',"stream":true,"stream_options":{"include_usage":true}}'
         )
-        return (self._head + conversation.messages_json() + self._tools_json + tail).encode()
+        # one join: the history was encoded once, when each message was appended
+        return b"".join((self._head, conversation.messages_json(), self._tools_json, tail.encode()))
 
     # -- streaming -----------------------------------------------------------------------------
     async def stream(

@@ -169,11 +169,12 @@ class StreamState:
         if not isinstance(index, int):
             # Some engines omit the index: a fragment with a *new* id starts a new call, anything
             # else (no id, or the id repeated on every fragment) continues the last one.
-            last = None if self._last_index is None else self._calls[self._last_index]
-            if last is None or (tc.get("id") and tc.get("id") != last.id):
+            last = self._last_index
+            cid = tc.get("id")
+            if last is None or (cid and cid != self._calls[last].id):
                 index = len(self._calls)
             else:
-                index = self._last_index
+                index = last
         parts = self._calls.get(index)
         if parts is None:
             parts = self._calls[index] = _CallParts()
