@@ -26,8 +26,12 @@ if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv
   .venv/bin/pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 fi
-# pip's own output is noisy here; keep errors
-.venv/bin/pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+# pip's own output is noisy here (filtered), but its failure must fail the install
+.venv/bin/pip install -q -e ".[dev]" 2>&1 | { grep -v "^WARNING: Location" || true; }
+if ((PIPESTATUS[0] != 0)); then
+  echo "install: pip install -e . failed" >&2
+  exit 1
+fi
 .venv/bin/python -c "import k2lab" || { echo "install: k2lab failed to install" >&2; exit 1; }
 
 # install hooks of the parts (labextension build, sandbox kernelspec) run here, in order
