@@ -40,6 +40,10 @@ if ((stale)); then
 fi
 
 # the editable install: point JupyterLab's labextensions dir at the build output
+# install.json travels inside the built folder (one shared-data entry in pyproject.toml): a
+# second entry for it collides once an editable install has written it through the link below
+cmp -s $ext/install.json $out/install.json || cp $ext/install.json $out/install.json
+
 dest=.venv/share/jupyter/labextensions/k2lab
 mkdir -p "$(dirname "$dest")"
 if [[ ! -L $dest || $(readlink "$dest") != "$ROOT/$out" ]]; then
