@@ -13,6 +13,13 @@ Every face (widget, side panel, CLI, trace files) consumes these and nothing els
   ``content.delta`` text received so far for that step (``step.end`` always holds the truth).
 - ``seq`` numbers events of a run from 0 without gaps, so a reconnecting client can ask for
   "everything after N".
+- Identity: ``run.start.run_id`` names the run; ``tool.proposed`` / ``tool.decision`` /
+  ``tool.result`` carry it too (``run_id``, ``""`` in traces written before it existed).
+  ``call_id`` is unique within the run (the loop normalises ids to ``functions.NAME:IDX``, unique in
+  the conversation); a reset conversation starts counting again, so key decisions by
+  ``(run_id, call_id)``. ``step.end.tool_calls[i]`` has ``id``, ``name``, ``arguments`` and, when
+  the model's own id differed, ``model_id``.
+- No event holds a key: the loop scrubs every event (``k2lab.scrub``) before it is emitted.
 
 Events are plain dataclasses (cheap to build on the hot path); ``to_dict`` / ``event_from_dict`` are
 the serialised form used by the JSONL trace, the notebook mime bundle and the WebSocket.
@@ -114,6 +121,7 @@ class ToolProposed(_Event):
     type: Literal["tool.proposed"] = "tool.proposed"
     step: int
     call_id: str
+    run_id: str = ""
     name: str
     arguments: str  # raw JSON text from the model
     #: Set when the arguments are not valid JSON or the tool is unknown; the call then is not
@@ -125,6 +133,7 @@ class ToolProposed(_Event):
 class ToolDecision(_Event):
     type: Literal["tool.decision"] = "tool.decision"
     call_id: str
+    run_id: str = ""
     decision: DecisionKind
     by: Literal["policy", "user"]
     arguments: str | None = None  # the arguments that ran when decision == "edit"
@@ -136,6 +145,7 @@ class ToolResult(_Event):
     type: Literal["tool.result"] = "tool.result"
     call_id: str
     name: str
+    run_id: str = ""
     ok: bool
     #: The bounded text the model reads as the tool message.
     output: str

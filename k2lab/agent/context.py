@@ -9,14 +9,23 @@ prebuilt body). Two rewrites touch old messages, each once, in a batch:
   older turns with empty thinking anyway, so this only saves tokens);
 - when the prompt nears the context window, all tool outputs so far are hidden at once (Moonshot's
   own strategy for long agentic runs), so the provider's prompt cache survives between batches.
+
+Tool-call ids are the conversation's, not the model's: ``assign_call_ids`` gives each new call
+``functions.NAME:IDX`` (the K2 Vendor Verifier's advice, and what Moonshot's API does), IDX counting
+the tool calls of the whole conversation, so ids are never missing and never repeat (a model that
+repeats an id, within a message or across runs, or an engine that sends none, would otherwise
+make two calls share one answer, or one decision).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 HIDDEN_OUTPUT = "[output hidden to save context; re-run the code if you need it again]"
+#: a tool name that may appear in an id as is (others become "unknown")
+_ID_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _dumps(obj: Any) -> bytes:
@@ -33,6 +42,9 @@ class Conversation:
         #: how many messages' tool outputs are already hidden (compaction watermark)
         self._hidden_upto = 0
         self.compactions = 0
+        #: tool calls in the history, and their ids (new ids never repeat one)
+        self._calls_total = 0
+        self._call_ids: set[str] = set()
         if system:
             self._append({"role": "system", "content": system})
 
@@ -40,6 +52,36 @@ class Conversation:
     def _append(self, msg: dict[str, Any]) -> None:
         self.messages.append(msg)
         self._json.append(_dumps(msg))
+        calls = msg.get("tool_calls") if msg.get("role") == "assistant" else None
+        if calls:
+            self._calls_total += len(calls)
+            self._call_ids.update(str(c.get("id", "")) for c in calls if isinstance(c, dict))
+
+    def assign_call_ids(self, calls: list[dict[str, str]]) -> list[dict[str, str]]:
+        """``calls`` with ids ``functions.NAME:IDX`` unique in this conversation.
+
+        IDX counts tool calls across the conversation (bumped past an id the history already
+        holds). A call whose id changed keeps the model's as ``model_id`` (``""`` if it sent none).
+        Does not append anything: ``add_assistant`` does.
+        """
+        out: list[dict[str, str]] = []
+        taken: set[str] = set()
+        idx = self._calls_total
+        for c in calls:
+            name = c.get("name", "")
+            label = name if _ID_NAME.fullmatch(name) else "unknown"
+            while True:
+                cid = f"functions.{label}:{idx}"
+                idx += 1
+                if cid not in self._call_ids and cid not in taken:
+                    break
+            taken.add(cid)
+            call = {"id": cid, "name": name, "arguments": c.get("arguments", "")}
+            model_id = c.get("id", "")
+            if model_id != cid:
+                call["model_id"] = model_id
+            out.append(call)
+        return out
 
     def add_user(self, text: str) -> None:
         self._blank_old_reasoning()

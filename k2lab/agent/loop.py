@@ -4,6 +4,18 @@ Knows nothing of widgets, HTTP handlers or terminals: it yields ``k2lab.events``
 ``DecisionSource``. The loop body runs in its own task and hands events over through a queue, so
 ``stop()`` can cancel it wherever it is waiting (the model's stream, a person's decision, a tool),
 and the run still ends with a ``run.end`` event and a conversation the next run can continue.
+
+Invariants the faces rely on:
+
+- The wall-time budget is a deadline on the whole run, enforced wherever the run waits (inside
+  the model's stream, a decision, a tool), not only between steps: it ends with
+  ``stop_reason="wall_time"``.
+- Every tool call gets an id unique in the conversation (so in the run), ``functions.NAME:IDX``
+  (``Conversation.assign_call_ids``), whatever id the model sent (repeated, missing, reused from an
+  earlier run); ``step.end`` keeps the model's own id as ``model_id`` when it differs. Each id is
+  answered exactly once in the history. Tool events carry the run's ``run_id``.
+- Every event passes through the provider's ``Scrubber`` (``k2lab.scrub``) before it is emitted:
+  no face, trace or session file gets a key a provider echoed.
 """
 
 from __future__ import annotations
@@ -32,12 +44,18 @@ from k2lab.events import (
     Usage,
 )
 from k2lab.providers.base import ChatProvider, ProviderError
+from k2lab.scrub import Scrubber, env_secrets
 from k2lab.tools.registry import ToolRegistry
 
 STOPPED_BEFORE_RUN = "[not run: the user stopped the run before this tool call executed]"
 STOPPED_WHILE_RUNNING = (
     "[interrupted: the user stopped the run while this tool call was running; it may have had "
     "partial effects]"
+)
+WALL_TIME_BEFORE_RUN = "[not run: the run's wall-time budget ended before this tool call executed]"
+WALL_TIME_WHILE_RUNNING = (
+    "[interrupted: the run's wall-time budget ended while this tool call was running; it may have "
+    "had partial effects]"
 )
 
 
@@ -76,8 +94,13 @@ class Agent:
         isolation: str = "none",
         system_prompt: str | None = None,
         conversation: Conversation | None = None,
+        scrubber: Scrubber | None = None,
     ) -> None:
         self.provider = provider
+        #: applied to every event before it is emitted (the provider's knows its key)
+        own = getattr(provider, "scrubber", None)
+        base = own if isinstance(own, Scrubber) else Scrubber(env_secrets())
+        self.scrubber = base.merged(scrubber) if scrubber is not None else base
         self.tools = tools
         self.decisions = decisions
         self.budgets = budgets or Budgets()
@@ -110,7 +133,11 @@ class Agent:
             raise RuntimeError("this agent is already running; stop it or wait for run.end")
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
         state = _RunState(
-            run_id=run_id or uuid.uuid4().hex[:12], prompt=prompt, queue=queue, started=time.time()
+            run_id=run_id or uuid.uuid4().hex[:12],
+            prompt=prompt,
+            queue=queue,
+            started=time.time(),
+            scrubber=self.scrubber,
         )
         state.emit(
             RunStart(
@@ -147,18 +174,25 @@ class Agent:
     async def _drive(self, st: _RunState) -> None:
         reason: StopReason = "completed"
         error: str | None = None
+        wall = self.budgets.wall_time
+        deadline = asyncio.timeout(None if wall is None else max(0.0, wall - self._elapsed(st)))
         try:
             self.conversation.add_user(st.prompt)
-            await self._loop(st)
+            async with deadline:
+                await self._loop(st)
         except _Finished as f:
             reason, error = f.reason, f.error
+        except TimeoutError:
+            if not deadline.expired():  # someone else's timeout: a bug, reported as one
+                raise
+            reason = "wall_time"
         except asyncio.CancelledError:
             reason = "stopped"
         except Exception as e:  # a bug in the loop itself: say so, keep the trace
             reason, error = "error", f"internal error: {type(e).__name__}: {e}"
             st.emit(Error(message=error, kind="internal", fatal=True))
         finally:
-            self._close_open_calls(st)
+            self._close_open_calls(st, wall_time=reason == "wall_time")
             st.emit(
                 RunEnd(
                     stop_reason=reason,
@@ -201,9 +235,13 @@ class Agent:
             for call in calls:
                 await self._tool_call(st, call)
 
+    @staticmethod
+    def _elapsed(st: _RunState) -> float:
+        return time.time() - st.started
+
     def _check_budgets(self, st: _RunState) -> None:
         b = self.budgets
-        if b.wall_time is not None and time.time() - st.started > b.wall_time:
+        if b.wall_time is not None and self._elapsed(st) > b.wall_time:
             raise _Finished("wall_time")
         if b.max_total_tokens is not None and st.completion_tokens >= b.max_total_tokens:
             raise _Finished("tokens")
@@ -218,6 +256,8 @@ class Agent:
                 ):
                     if isinstance(ev, StepEnd):
                         end = ev
+                        # unique ids before any face sees them (repeated/missing ids hang runs)
+                        ev.tool_calls = self.conversation.assign_call_ids(ev.tool_calls)
                     elif isinstance(ev, Usage):
                         st.prompt_tokens += ev.prompt_tokens
                         st.completion_tokens += ev.completion_tokens
@@ -262,7 +302,7 @@ class Agent:
         checked = self.tools.check(name, args)
         problem = checked if isinstance(checked, str) else None
         proposal = ToolProposed(
-            step=st.step, call_id=cid, name=name, arguments=args, problem=problem
+            step=st.step, call_id=cid, name=name, arguments=args, problem=problem, run_id=st.run_id
         )
         st.emit(proposal)
         st.proposed[cid] = name
@@ -273,6 +313,7 @@ class Agent:
         decision: Decision = await self.decisions.decide(proposal)
         st.emit(
             ToolDecision(
+                run_id=st.run_id,
                 call_id=cid,
                 decision=decision.kind,
                 by=decision.by,
@@ -314,19 +355,26 @@ class Agent:
         )
 
     def _result(self, st: _RunState, res: ToolResult) -> None:
+        if res.call_id not in st.open_calls:  # answered already: never twice in the history
+            return
+        st.open_calls.remove(res.call_id)
+        res.run_id = st.run_id
+        st.emit(res)  # scrubbed first: the model reads what the trace shows
         self.conversation.add_tool_result(res.call_id, res.output)
-        if res.call_id in st.open_calls:
-            st.open_calls.remove(res.call_id)
-        st.emit(res)
 
-    def _close_open_calls(self, st: _RunState) -> None:
+    def _close_open_calls(self, st: _RunState, *, wall_time: bool = False) -> None:
         """After a stop, answer calls that never ran, so the history stays valid for a follow-up."""
+        running, waiting = (
+            (WALL_TIME_WHILE_RUNNING, WALL_TIME_BEFORE_RUN)
+            if wall_time
+            else (STOPPED_WHILE_RUNNING, STOPPED_BEFORE_RUN)
+        )
         for cid in list(st.open_calls):
-            text = STOPPED_WHILE_RUNNING if cid == st.running_call else STOPPED_BEFORE_RUN
+            text = running if cid == st.running_call else waiting
             self.conversation.add_tool_result(cid, text)
             name = st.proposed.get(cid)
             if name is not None:  # faces showed a card for it: close the card too
-                st.emit(ToolResult(call_id=cid, name=name, ok=False, output=text))
+                st.emit(ToolResult(call_id=cid, name=name, ok=False, output=text, run_id=st.run_id))
         st.open_calls.clear()
 
 
@@ -346,10 +394,17 @@ class _RunState:
         "open_calls",
         "running_call",
         "proposed",
+        "scrub",
     )
 
     def __init__(
-        self, *, run_id: str, prompt: str, queue: asyncio.Queue[Event | None], started: float
+        self,
+        *,
+        run_id: str,
+        prompt: str,
+        queue: asyncio.Queue[Event | None],
+        started: float,
+        scrubber: Scrubber,
     ) -> None:
         self.run_id = run_id
         self.prompt = prompt
@@ -366,8 +421,10 @@ class _RunState:
         self.running_call: str | None = None
         #: call id -> tool name, for every call a face has been shown
         self.proposed: dict[str, str] = {}
+        self.scrub = scrubber.event
 
     def emit(self, ev: Event) -> None:
+        self.scrub(ev)
         ev.seq = self.seq
         self.seq += 1
         self.queue.put_nowait(ev)

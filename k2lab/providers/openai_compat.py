@@ -18,6 +18,15 @@ the stream): exponential backoff with jitter from ``retry_base`` up to ``retry_c
 Each retry yields a ``Retry`` event *before* sleeping (``attempt`` = 1 for the first retry,
 ``max_attempts`` = attempts in all). When a stream fails after reasoning/content deltas were
 yielded, a ``Notice(kind="step_restart")`` comes first: faces drop that step's partial deltas.
+
+Bounds: ``idle_timeout`` seconds without progress (no response headers, or only keep-alive
+comments and empty chunks) ends an attempt as a retryable stall; more than ``max_line_bytes`` in
+one SSE line or ``max_step_chars`` in one step is a ``ProviderError(kind="too_large")``, not
+retried. The run's wall time is the loop's (it cancels this stream wherever it waits).
+
+Keys: every string built from what the provider sent (error bodies, retry reasons, streamed text)
+goes through ``self.scrubber`` (``k2lab.scrub``), which knows the resolved key, the key variables'
+values and the base URL's password; the host in messages has no userinfo.
 """
 
 from __future__ import annotations
@@ -36,7 +45,14 @@ import openai
 
 from k2lab.events import Event, Notice, Retry
 from k2lab.providers.base import ProviderError
-from k2lab.providers.stream_state import SSEDecoder, StreamState
+from k2lab.providers.stream_state import (
+    MAX_LINE_BYTES,
+    MAX_STEP_CHARS,
+    SSEDecoder,
+    StreamState,
+    StreamTooLarge,
+)
+from k2lab.scrub import Scrubber, clean_url
 
 if TYPE_CHECKING:
     from k2lab.agent.context import Conversation
@@ -113,6 +129,10 @@ class OpenAICompatProvider:
         max_tokens: int = 32768,
         max_attempts: int = 4,
         request_timeout: float = 600.0,
+        idle_timeout: float = 300.0,
+        max_step_chars: int = MAX_STEP_CHARS,
+        max_line_bytes: int = MAX_LINE_BYTES,
+        scrubber: Scrubber | None = None,
     ) -> None:
         self.base_url = base_url
         self.model = model
@@ -120,7 +140,14 @@ class OpenAICompatProvider:
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.max_attempts = max(1, max_attempts)
-        self._key = api_key
+        #: seconds without progress (headers, or a delta) before an attempt counts as stalled
+        self.idle_timeout = idle_timeout
+        self.max_step_chars = max_step_chars
+        self.max_line_bytes = max_line_bytes
+        #: scrubs every provider-supplied string; the agent loop uses it for every event too
+        self.scrubber = Scrubber.for_provider(api_key, base_url)
+        if scrubber is not None:
+            self.scrubber = self.scrubber.merged(scrubber)
         # A keyless self-hosted server still needs some bearer; never fall back to OPENAI_API_KEY.
         self._client = openai.AsyncOpenAI(
             base_url=base_url, api_key=api_key or "none", max_retries=0, timeout=request_timeout
@@ -128,7 +155,7 @@ class OpenAICompatProvider:
         self._head = ('{"model":' + _dumps(model) + ',"messages":').encode()
         self._tools_key: list[dict[str, Any]] | None = None
         self._tools_json = b""
-        self._host = urlsplit(base_url).netloc or base_url
+        self._host = urlsplit(clean_url(base_url)).netloc or "the endpoint"
 
     # -- request -------------------------------------------------------------------------------
     def request_body(self, conversation: Conversation, tools: list[dict[str, Any]]) -> bytes:
@@ -154,12 +181,14 @@ class OpenAICompatProvider:
         attempt = 0
         while True:
             attempt += 1
-            state = StreamState(step)
+            state = StreamState(step, max_chars=self.max_step_chars, scrubber=self.scrubber)
             try:
                 # aclosing: a consumer that stops early (stop, cancel) closes the HTTP response now
                 async with contextlib.aclosing(self._attempt(body, state)) as events:
                     async for ev in events:
                         yield ev
+                for ev in state.flush():  # text the scrubber held back (a possible key's start)
+                    yield ev
                 end = state.finish()
                 end.duration = time.monotonic() - started
                 yield end
@@ -169,7 +198,8 @@ class OpenAICompatProvider:
                     raise self._give_up(r, attempt) from None
                 if state.deltas:
                     yield Notice(
-                        message=f"The model's stream failed after partial output ({r.reason}); "
+                        message="The model's stream failed after partial output "
+                        f"({self._clean(r.reason)}); "
                         "that partial step is discarded and the step starts again.",
                         kind="step_restart",
                     )
@@ -178,40 +208,59 @@ class OpenAICompatProvider:
                     attempt=attempt,
                     max_attempts=self.max_attempts,
                     delay=round(delay, 3),
-                    reason=r.reason,
+                    reason=self._clean(r.reason),
                 )
                 await asyncio.sleep(delay)
 
     async def _attempt(self, body: bytes, state: StreamState) -> AsyncGenerator[Event, None]:
         """One request; yields deltas/usage; raises ``_Retryable`` or ``ProviderError``."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.idle_timeout
+        waiting = asyncio.timeout_at(until)
         try:
-            stream = await self._client.post(
-                "/chat/completions",
-                cast_to=object,
-                content=body,
-                stream=True,
-                stream_cls=openai.AsyncStream[object],
-                options={"headers": {"Accept": "text/event-stream"}},
-            )
+            async with waiting:  # no yield inside a timeout: the consumer's time is not ours
+                stream = await self._client.post(
+                    "/chat/completions",
+                    cast_to=object,
+                    content=body,
+                    stream=True,
+                    stream_cls=openai.AsyncStream[object],
+                    options={"headers": {"Accept": "text/event-stream"}},
+                )
         except openai.APIStatusError as e:
             raise self._status_error(e) from None
         except openai.APITimeoutError:
             raise _Retryable("the request timed out") from None
         except openai.APIConnectionError as e:
             raise _Retryable(f"connection error: {self._cause(e)}") from None
-        decoder = SSEDecoder()
+        except TimeoutError:
+            if not waiting.expired():
+                raise
+            raise _Retryable(
+                f"the provider did not answer within {self.idle_timeout:g} s (idle timeout)"
+            ) from None
+        decoder = SSEDecoder(self.max_line_bytes)
         reads = stream.response.aiter_bytes().__aiter__()
         ended = False
+        until = loop.time() + self.idle_timeout
+        seen = (state.chars, state.completed)
         try:
             while not ended:
+                waiting = asyncio.timeout_at(until)
                 try:
-                    raw = await reads.__anext__()
+                    async with waiting:
+                        raw = await reads.__anext__()
                 except StopAsyncIteration:
                     payloads, ended = decoder.finish(), True
                 except Exception as e:  # only reading the body happens here: a transport fault
                     if state.completed:  # the message is whole; only its tail (usage) was lost
                         break
                     name = type(e).__name__
+                    if isinstance(e, TimeoutError) and waiting.expired():
+                        raise _Retryable(
+                            f"the stream stalled: no model output for {self.idle_timeout:g} s "
+                            "(only keep-alives or empty chunks; idle timeout)"
+                        ) from None
                     if "Timeout" in name or isinstance(e, TimeoutError):
                         raise _Retryable(f"the stream timed out ({name})") from None
                     raise _Retryable(f"the stream broke: {name}: {e}") from None
@@ -224,6 +273,14 @@ class OpenAICompatProvider:
                         raise _Retryable(
                             f"the provider reported an error mid-stream: {state.error}"
                         )
+                now = (state.chars, state.completed)
+                if now != seen:  # progress: the idle clock starts again
+                    seen, until = now, loop.time() + self.idle_timeout
+        except StreamTooLarge as e:
+            raise ProviderError(
+                f"{self.model_label} at {self._host}: {e}. The step is stopped and not retried.",
+                kind="too_large",
+            ) from None
         finally:
             await stream.close()
         if state.chunks == 0:
@@ -232,16 +289,13 @@ class OpenAICompatProvider:
             raise _Retryable("the stream was cut (no finish_reason and no [DONE])")
 
     # -- errors --------------------------------------------------------------------------------
-    @staticmethod
-    def _cause(e: BaseException) -> str:
+    def _cause(self, e: BaseException) -> str:
         c = e.__cause__ or e.__context__
-        return f"{type(c).__name__}: {c}" if c is not None else str(e)
+        return self._clean(f"{type(c).__name__}: {c}" if c is not None else str(e))
 
     def _clean(self, text: str) -> str:
-        text = " ".join(str(text).split())
-        if self._key and len(self._key) >= 4:
-            text = text.replace(self._key, "***")
-        return text[:500]
+        """A provider-supplied string for a message: one line, keys scrubbed, then cut."""
+        return self.scrubber.text(" ".join(str(text).split()))[:500]
 
     def _provider_message(self, e: openai.APIStatusError) -> str:
         body = e.body
@@ -286,7 +340,8 @@ class OpenAICompatProvider:
     def _give_up(self, r: _Retryable, attempts: int) -> ProviderError:
         kind = "cut_stream" if "stream" in r.reason else "provider"
         return ProviderError(
-            f"{self.model_label} at {self._host} failed after {attempts} attempts: {r.reason}",
+            f"{self.model_label} at {self._host} failed after {attempts} attempts: "
+            f"{self._clean(r.reason)}",
             kind=kind,
             status=r.status,
         )

@@ -18,7 +18,17 @@ K2_PROTOCOL.md:
   and the caller must retry (the openai SDK ends such streams silently).
 
 ``SSEDecoder`` turns the raw response bytes into ``data`` payloads. It splits on bytes and decodes
-whole lines only, so a multi-byte character split across network reads comes out whole.
+whole lines only, so a multi-byte character split across network reads comes out whole. It is
+linear in the bytes it gets: only each new read is searched for a newline, and a long line's
+pieces are joined once, when it ends (the old ``buffer + read`` rescanned the whole buffer per
+read: 26.7 s of CPU for one 40 MB line). A line (or one event's ``data``) longer than
+``max_line`` bytes raises ``StreamTooLarge``.
+
+Bounds (a provider is hostile until proven otherwise): ``StreamState(max_chars=...)`` raises
+``StreamTooLarge`` when a step's reasoning + content + tool-call ids, names and arguments pass
+``max_chars`` characters. With a ``Scrubber``, known secret values are removed from every delta
+(``StreamScrub``: a key split across deltas is still caught) and from the assembled message; call
+``flush()`` for the held-back tail before ``finish()``.
 """
 
 from __future__ import annotations
@@ -27,43 +37,90 @@ import json
 from typing import Any
 
 from k2lab.events import ContentDelta, Event, ReasoningDelta, StepEnd, Usage
+from k2lab.scrub import Scrubber, StreamScrub
+
+#: One SSE line (or one event's data) at most: real providers send deltas of a few hundred bytes;
+#: a whole step's cap (below), JSON-escaped, fits with room to spare.
+MAX_LINE_BYTES = 8 * 1024 * 1024
+#: Reasoning + content + tool-call text of one step at most. K2 Thinking's longest documented
+#: steps are 24k-48k tokens (~200 KB); max_tokens=262144 is ~1 MB. 4 Mi characters is 4x that.
+MAX_STEP_CHARS = 4 * 1024 * 1024
+
+
+class StreamTooLarge(Exception):
+    """The provider sent more than a cap allows (not retried: it would send it again)."""
 
 
 class SSEDecoder:
     """Raw SSE bytes in, ``data`` payloads out, one per event (comments, other fields dropped)."""
 
-    __slots__ = ("_buf", "_data")
+    __slots__ = ("_parts", "_size", "_data", "_data_size", "max_line")
 
-    def __init__(self) -> None:
-        self._buf = b""
+    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+        self._parts: list[bytes] = []  # the pieces of an incomplete last line
+        self._size = 0
         self._data: list[str] = []
+        self._data_size = 0
+        self.max_line = max_line
 
     def feed(self, chunk: bytes) -> list[str]:
-        lines = (self._buf + chunk).split(b"\n") if self._buf else chunk.split(b"\n")
-        self._buf = lines.pop()  # an incomplete last line waits for the next read
         out: list[str] = []
+        nl = chunk.find(b"\n")
+        if nl < 0:  # no line ends in this read: keep the piece, search nothing old again
+            self._hold(chunk)
+            return out
+        if self._parts:
+            self._parts.append(chunk[:nl])
+            first = b"".join(self._parts)
+            self._parts, self._size = [], 0
+        else:
+            first = chunk[:nl]
+        self._line(first, out)
+        lines = chunk[nl + 1 :].split(b"\n")
+        tail = lines.pop()  # an incomplete last line waits for the next read
         for line in lines:
             self._line(line, out)
+        if tail:
+            self._hold(tail)
         return out
 
     def finish(self) -> list[str]:
         """The end of the body: flush a last event that had no closing blank line."""
         out: list[str] = []
-        if self._buf:
-            self._line(self._buf, out)
-            self._buf = b""
+        if self._parts:
+            line = b"".join(self._parts)
+            self._parts, self._size = [], 0
+            self._line(line, out)
         self._line(b"", out)
         return out
 
+    def _hold(self, piece: bytes) -> None:
+        self._size += len(piece)
+        if self._size > self.max_line:
+            self._too_long(self._size)
+        self._parts.append(piece)
+
+    def _too_long(self, size: int) -> None:
+        self._parts, self._size, self._data, self._data_size = [], 0, [], 0
+        raise StreamTooLarge(
+            f"the provider sent a stream line of more than {self.max_line:,} bytes "
+            f"({size:,} so far); no model delta is that long"
+        )
+
     def _line(self, line: bytes, out: list[str]) -> None:
+        if len(line) > self.max_line:
+            self._too_long(len(line))
         if line.endswith(b"\r"):
             line = line[:-1]
         if not line:  # a blank line ends an event
             if self._data:
-                out.append("\n".join(self._data))
-                self._data = []
+                out.append("\n".join(self._data) if len(self._data) > 1 else self._data[0])
+                self._data, self._data_size = [], 0
         elif line.startswith(b"data:"):
             value = line[6:] if line.startswith(b"data: ") else line[5:]
+            self._data_size += len(value)
+            if self._data_size > self.max_line:
+                self._too_long(self._data_size)
             self._data.append(value.decode("utf-8", errors="replace"))
 
 
@@ -79,8 +136,18 @@ class _CallParts:
 class StreamState:
     """The assembled state of one streamed assistant message (one step)."""
 
-    def __init__(self, step: int) -> None:
+    def __init__(
+        self, step: int, *, max_chars: int = MAX_STEP_CHARS, scrubber: Scrubber | None = None
+    ) -> None:
         self.step = step
+        self.max_chars = max_chars
+        #: characters of reasoning, content and tool-call fragments received (raw, for the cap)
+        self.chars = 0
+        self._scrubber = scrubber if scrubber else None
+        self._held: tuple[StreamScrub, StreamScrub] | None = (
+            (StreamScrub(scrubber), StreamScrub(scrubber)) if scrubber else None
+        )
+        self._held_kind = -1  # the channel whose tail is held back (0 reasoning, 1 content)
         self._content: list[str] = []
         self._reasoning: list[str] = []
         self._calls: dict[int, _CallParts] = {}
@@ -114,7 +181,11 @@ class StreamState:
             return []
         if not isinstance(chunk, dict):
             return []
-        return self.feed(chunk)
+        try:
+            return self.feed(chunk)
+        except (AttributeError, TypeError, ValueError) as e:  # a field of the wrong type
+            self.error = f"the provider sent a malformed chunk ({type(e).__name__}: {e})"
+            return []
 
     def feed(self, chunk: dict[str, Any]) -> list[Event]:
         """Feed one parsed chunk; returns the events it produces (possibly none)."""
@@ -151,18 +222,52 @@ class StreamState:
         if r is None:
             r = delta.get("reasoning")
         if r and isinstance(r, str):
-            self._reasoning.append(r)
-            self.deltas += 1
-            out.append(ReasoningDelta(step=self.step, text=r))
+            self._text(0, r, out)
         c = delta.get("content")
         if c and isinstance(c, str):
-            self._content.append(c)
-            self.deltas += 1
-            out.append(ContentDelta(step=self.step, text=c))
+            self._text(1, c, out)
         tcs = delta.get("tool_calls")
         if tcs:
             for tc in tcs:
                 self._tool_fragment(tc)
+
+    def _count(self, n: int) -> None:
+        self.chars += n
+        if self.chars > self.max_chars:
+            raise StreamTooLarge(
+                f"the provider sent more than {self.max_chars:,} characters of reasoning, answer "
+                f"and tool calls in step {self.step} (a step is capped at that size; K2's longest "
+                "steps are about 200,000)"
+            )
+
+    def _text(self, kind: int, text: str, out: list[Event]) -> None:
+        self._count(len(text))
+        if self._held is not None:
+            if self._held_kind != kind and self._held_kind >= 0:
+                self._release(self._held_kind, self._held[self._held_kind].flush(), out)
+            self._held_kind = kind
+            text = self._held[kind].feed(text)
+        self._release(kind, text, out)
+
+    def _release(self, kind: int, text: str, out: list[Event]) -> None:
+        if not text:
+            return
+        self.deltas += 1
+        if kind == 0:
+            self._reasoning.append(text)
+            out.append(ReasoningDelta(step=self.step, text=text))
+        else:
+            self._content.append(text)
+            out.append(ContentDelta(step=self.step, text=text))
+
+    def flush(self) -> list[Event]:
+        """Deltas held back by the scrubber (a possible start of a key); call before ``finish``."""
+        out: list[Event] = []
+        if self._held is not None:
+            for kind in (0, 1):
+                self._release(kind, self._held[kind].flush(), out)
+            self._held_kind = -1
+        return out
 
     def _tool_fragment(self, tc: dict[str, Any]) -> None:
         index = tc.get("index")
@@ -181,10 +286,13 @@ class StreamState:
         self._last_index = index
         cid = tc.get("id")
         if cid and not parts.id:
-            parts.id = cid
+            parts.id = str(cid)
+            self._count(len(parts.id))
         fn = tc.get("function") or {}
         name = fn.get("name")
         if name and name != parts.name:
+            name = str(name)
+            self._count(len(name))
             # normally sent once; some engines stream the name in pieces
             parts.name = parts.name + name if parts.name else name
         args = fn.get("arguments")
@@ -192,6 +300,7 @@ class StreamState:
             if not isinstance(args, str):  # a few servers send an object, not text
                 args = json.dumps(args, ensure_ascii=False)
             if args:
+                self._count(len(args))
                 parts.args.append(args)
 
     def _usage(self, u: Any, out: list[Event]) -> None:
@@ -223,10 +332,12 @@ class StreamState:
         calls = []
         for index in sorted(self._calls):
             p = self._calls[index]
-            # An engine that sends no id still needs one for the tool message; this one cannot
-            # collide with Kimi's "functions.NAME:N" style.
-            cid = p.id or f"call_{self.step}_{index}"
-            calls.append({"id": cid, "name": p.name, "arguments": "".join(p.args)})
+            # "" when the engine sent no id: the loop gives every call its own id anyway
+            # (Conversation.assign_call_ids), whatever the model sent.
+            call = {"id": p.id, "name": p.name, "arguments": "".join(p.args)}
+            if self._scrubber is not None:
+                call = {k: self._scrubber.exact(v) for k, v in call.items()}
+            calls.append(call)
         return calls
 
     def finish(self) -> StepEnd:

@@ -235,7 +235,7 @@ def test_missing_index_and_missing_id_still_assemble():
             chunk({}, "tool_calls"),
         ],
     )
-    assert s.finish().tool_calls == [{"id": "call_7_0", "name": "a", "arguments": '{"x":1}'}]
+    assert s.finish().tool_calls == [{"id": "", "name": "a", "arguments": '{"x":1}'}]
 
 
 def test_missing_index_with_the_id_repeated_on_every_fragment_is_one_call_per_id():
