@@ -20,11 +20,12 @@ A ``Scrubber`` never shows its secrets (``repr`` gives only their count).
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 REDACTED = "[redacted]"
 #: shorter values would redact ordinary text ("1", "test"); keys are far longer
@@ -71,11 +72,14 @@ def env_secrets(environ: dict[str, str] | None = None) -> list[str]:
 
 
 def url_secrets(url: str) -> list[str]:
-    """What in a base URL may be a secret: its password (and user) and its query values."""
+    """What in a base URL may be a secret: its password (and user), their Basic-auth form and its
+    query values."""
     try:
         parts = urlsplit(url)
-        found = [parts.password or "", parts.username or ""]
-        found += [v for _, v in parse_qsl(parts.query)]
+        user, password = parts.username or "", parts.password or ""
+        found = [password, user, *(v for _, v in parse_qsl(parts.query))]
+        if user or password:  # what HTTP clients send for it: Authorization: Basic <this>
+            found.append(base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode())
     except ValueError:
         return []
     return [s for s in found if s]
@@ -184,7 +188,7 @@ class Scrubber:
                 ev.error = self.text(ev.error)
             ev.answer = self.exact(ev.answer)
         elif t == "run.start":
-            ev.base_url = clean_url(self.exact(ev.base_url))
+            ev.base_url = self.exact(clean_url(ev.base_url))
             ev.prompt = self.exact(ev.prompt)
         elif not self._secrets:
             return ev

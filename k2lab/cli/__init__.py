@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
         help="tool calls: ask in the terminal (default), run all, or reject all",
     )
     run.add_argument("--max-steps", type=int, metavar="N", help="most model steps (default 300)")
+    run.add_argument(
+        "--wall-time",
+        type=float,
+        metavar="S",
+        help="seconds for the whole run, enforced even while the model streams or a tool runs "
+        "(default: unlimited); reaching it exits 3",
+    )
     _sandbox_options(run)
     run.add_argument("--json", action="store_true", help="print events as JSON lines on stdout")
     run.add_argument("--trace", metavar="FILE", help="write the run's events to FILE (JSONL)")
@@ -106,7 +114,16 @@ def _sandbox_options(p: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace) -> Any:
     from k2lab.config import resolve_settings
 
-    keys = ("base_url", "model", "preset", "approve", "max_steps", "tool_timeout", "isolation")
+    keys = (
+        "base_url",
+        "model",
+        "preset",
+        "approve",
+        "max_steps",
+        "wall_time",
+        "tool_timeout",
+        "isolation",
+    )
     overrides = {k: getattr(args, k, None) for k in keys}
     try:
         return resolve_settings(overrides)
@@ -155,6 +172,8 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
 
         if args.max_steps is not None and args.max_steps < 1:
             raise CliFailure("--max-steps must be at least 1", EXIT_USAGE)
+        if args.wall_time is not None and not (0 < args.wall_time < math.inf):
+            raise CliFailure("--wall-time must be a positive number of seconds", EXIT_USAGE)
         settings = _settings(args)
         prompt = _read_prompt(args.prompt)
         opts = RunOptions(

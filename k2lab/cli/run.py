@@ -48,7 +48,7 @@ DEMO_NOTE = (
 
 _BUDGET_WORDS = {
     "max_steps": "the run reached --max-steps {max_steps} before the model answered",
-    "wall_time": "the run hit its wall-time budget before the model answered",
+    "wall_time": "the run hit its wall-time budget ({wall_time:g} s) before the model answered",
     "tokens": "the run used its token budget before the model answered",
 }
 
@@ -166,7 +166,8 @@ async def _drive(
         code = EXIT_STOPPED if interrupts[0] else EXIT_FAILED
         raise CliFailure(f"the run was stopped; the trace so far is kept{trace_hint}", code)
     words = _BUDGET_WORDS.get(end.stop_reason, f"the run ended: {end.stop_reason}")
-    raise CliFailure(words.format(max_steps=settings.max_steps) + trace_hint, EXIT_BUDGET)
+    words = words.format(max_steps=settings.max_steps, wall_time=settings.wall_time)
+    raise CliFailure(words + trace_hint, EXIT_BUDGET)
 
 
 def _install_sigint(stop: Callable[[], None]) -> list[int]:

@@ -51,13 +51,16 @@ def make_agent(
     tool: EchoTool | None = None,
     budgets: Budgets | None = None,
     max_attempts: int = 4,
+    api_key: str = "test-key",
+    **provider_options: Any,
 ) -> tuple[Agent, EchoTool]:
     tool = tool or EchoTool()
     provider = OpenAICompatProvider(
         base_url=fake.base_url,
-        api_key="test-key",
+        api_key=api_key,
         model="kimi-k2-thinking",
         max_attempts=max_attempts,
+        **provider_options,
     )
     provider.retry_base, provider.retry_cap = 0.01, 0.05
     agent = Agent(
