@@ -19,6 +19,7 @@ from typing import Any
 
 from k2lab.sandbox.base import ExecutionResult
 from k2lab.sandbox.output import OutputCollector, strip_ansi
+from k2lab.scrub import Scrubber, env_secrets
 
 ISOLATION_NOTE = (
     "in-kernel: NO sandbox. Tool code runs in this notebook's kernel with your variables, files, "
@@ -45,6 +46,7 @@ class InKernelSandbox:
     ) -> None:
         self.shell = shell
         self.secrets = [s for s in (secrets or []) if len(s) >= 4]
+        self._scrubber = Scrubber([*self.secrets, *env_secrets()])  # k2lab.scrub: the one scrubber
         self.model_chars = model_chars
         self.display_bytes = display_bytes
 
@@ -58,9 +60,7 @@ class InKernelSandbox:
         return None
 
     def _scrub(self, text: str) -> str:
-        for s in self.secrets:
-            text = text.replace(s, "[redacted]")
-        return text
+        return self._scrubber.exact(text)
 
     async def execute(self, code: str, *, timeout: float) -> ExecutionResult:
         from IPython.utils.capture import capture_output
@@ -132,7 +132,7 @@ class InKernelSandbox:
                 "data": {
                     k: self._scrub(v) if isinstance(v, str) else v for k, v in d["data"].items()
                 },
-                "metadata": d["metadata"],
+                "metadata": self._scrubber.value(d["metadata"]),
             }
             for d in out.people_display()
         ]

@@ -18,14 +18,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from k2lab.scrub import REDACTED as REDACTED  # re-exported for readers of saved runs
+from k2lab.scrub import Scrubber, clean_url
 from k2lab.widgets.render import render_html, render_markdown
 from k2lab.widgets.state import state_from_events
 
 MIMETYPE = "application/vnd.k2lab.trace+json"
 VERSION = 1
-REDACTED = "[redacted]"
 
 
 class TraceVersionError(ValueError):
@@ -41,36 +41,11 @@ class SavedRun:
     cell_id: str | None
 
 
-def clean_url(url: str) -> str:
-    """A base URL without user:password@ or a query string (where keys sometimes hide)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def _scrub(value: Any, secrets: list[str]) -> Any:
-    if isinstance(value, str):
-        for s in secrets:
-            if s in value:
-                value = value.replace(s, REDACTED)
-        return value
-    if isinstance(value, list):
-        return [_scrub(v, secrets) for v in value]
-    if isinstance(value, dict):
-        return {k: _scrub(v, secrets) for k, v in value.items()}
-    return value
-
-
 def scrub_event(ev: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
-    """An event dict with every secret replaced (and the base URL cleaned)."""
+    """An event dict with every secret replaced (and the base URL cleaned): ``k2lab.scrub``."""
     if "base_url" in ev:  # before scrubbing: "[redacted]" in a host is not a URL any more
         ev = {**ev, "base_url": clean_url(str(ev["base_url"]))}
-    out: dict[str, Any] = _scrub(ev, [s for s in secrets if len(s) >= 4])
+    out: dict[str, Any] = Scrubber(secrets).value(ev)
     return out
 
 
