@@ -149,8 +149,13 @@ class OpenAICompatProvider:
         if scrubber is not None:
             self.scrubber = self.scrubber.merged(scrubber)
         # A keyless self-hosted server still needs some bearer; never fall back to OPENAI_API_KEY.
+        # the read timeout bounds silence (also before the response headers) by idle_timeout
+        self._read_timeout = min(request_timeout, idle_timeout)
         self._client = openai.AsyncOpenAI(
-            base_url=base_url, api_key=api_key or "none", max_retries=0, timeout=request_timeout
+            base_url=base_url,
+            api_key=api_key or "none",
+            max_retries=0,
+            timeout=openai.Timeout(request_timeout, read=self._read_timeout),
         )
         self._head = ('{"model":' + _dumps(model) + ',"messages":').encode()
         self._tools_key: list[dict[str, Any]] | None = None
@@ -214,55 +219,46 @@ class OpenAICompatProvider:
 
     async def _attempt(self, body: bytes, state: StreamState) -> AsyncGenerator[Event, None]:
         """One request; yields deltas/usage; raises ``_Retryable`` or ``ProviderError``."""
-        loop = asyncio.get_running_loop()
-        until = loop.time() + self.idle_timeout
-        waiting = asyncio.timeout_at(until)
         try:
-            async with waiting:  # no yield inside a timeout: the consumer's time is not ours
-                stream = await self._client.post(
-                    "/chat/completions",
-                    cast_to=object,
-                    content=body,
-                    stream=True,
-                    stream_cls=openai.AsyncStream[object],
-                    options={"headers": {"Accept": "text/event-stream"}},
-                )
+            stream = await self._client.post(
+                "/chat/completions",
+                cast_to=object,
+                content=body,
+                stream=True,
+                stream_cls=openai.AsyncStream[object],
+                options={"headers": {"Accept": "text/event-stream"}},
+            )
         except openai.APIStatusError as e:
             raise self._status_error(e) from None
         except openai.APITimeoutError:
-            raise _Retryable("the request timed out") from None
+            raise _Retryable(
+                f"the provider sent nothing for {self._read_timeout:g} s (idle timeout)"
+            ) from None
         except openai.APIConnectionError as e:
             raise _Retryable(f"connection error: {self._cause(e)}") from None
-        except TimeoutError:
-            if not waiting.expired():
-                raise
-            raise _Retryable(
-                f"the provider did not answer within {self.idle_timeout:g} s (idle timeout)"
-            ) from None
         decoder = SSEDecoder(self.max_line_bytes)
         reads = stream.response.aiter_bytes().__aiter__()
         ended = False
-        until = loop.time() + self.idle_timeout
+        # Silence is the HTTP client's read timeout (= idle_timeout); bytes without progress
+        # (keep-alive comments, empty chunks) are caught here, at each read: no timer per read.
+        clock = time.monotonic
+        until = clock() + self.idle_timeout
         seen = (state.chars, state.completed)
         try:
             while not ended:
-                waiting = asyncio.timeout_at(until)
                 try:
-                    async with waiting:
-                        raw = await reads.__anext__()
+                    raw = await reads.__anext__()
                 except StopAsyncIteration:
                     payloads, ended = decoder.finish(), True
                 except Exception as e:  # only reading the body happens here: a transport fault
                     if state.completed:  # the message is whole; only its tail (usage) was lost
                         break
                     name = type(e).__name__
-                    if isinstance(e, TimeoutError) and waiting.expired():
-                        raise _Retryable(
-                            f"the stream stalled: no model output for {self.idle_timeout:g} s "
-                            "(only keep-alives or empty chunks; idle timeout)"
-                        ) from None
                     if "Timeout" in name or isinstance(e, TimeoutError):
-                        raise _Retryable(f"the stream timed out ({name})") from None
+                        raise _Retryable(
+                            f"the stream timed out: nothing for {self._read_timeout:g} s "
+                            f"({name}; idle timeout)"
+                        ) from None
                     raise _Retryable(f"the stream broke: {name}: {e}") from None
                 else:
                     payloads = decoder.feed(raw)
@@ -275,7 +271,12 @@ class OpenAICompatProvider:
                         )
                 now = (state.chars, state.completed)
                 if now != seen:  # progress: the idle clock starts again
-                    seen, until = now, loop.time() + self.idle_timeout
+                    seen, until = now, clock() + self.idle_timeout
+                elif clock() > until and not state.completed:
+                    raise _Retryable(
+                        f"the stream stalled: no model output for {self.idle_timeout:g} s "
+                        "(only keep-alives or empty chunks; idle timeout)"
+                    )
         except StreamTooLarge as e:
             raise ProviderError(
                 f"{self.model_label} at {self._host}: {e}. The step is stopped and not retried.",
