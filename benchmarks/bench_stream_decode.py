@@ -8,14 +8,24 @@ buffer per read, quadratic in a line's length); ``new`` is ``k2lab.providers.str
 SSEDecoder`` (linear); ``new+state`` also parses each payload with ``StreamState`` (JSON, deltas),
 i.e. the provider's whole per-byte work. The line cap is raised for the 40 MB case (by default
 such a line is refused at 8 MB, which is the point of the cap).
+
+``--cli`` also times ``k2lab run`` as a subprocess (CPU of the child, as the red team measured it)
+against the fake server sending the same 40 MB of reasoning as one SSE line, then in short lines.
+With the default caps both are refused (line cap 8 MB, step cap 4 Mi characters) with exit 1.
+Run it with ``PYTHONPATH=<an old checkout>`` to time an older k2lab the same way.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from k2lab.providers.stream_state import SSEDecoder, StreamState
 
@@ -79,11 +89,40 @@ def run(make: Callable[[], object], body: bytes, read: int, parse: bool) -> floa
     return time.process_time() - t0
 
 
+def cli(mb: float) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.fixtures.fake_server import FakeModel, Turn
+
+    n = int(mb * 1024 * 1024)
+    k2lab = Path(sys.executable).parent / "k2lab"
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    fake = FakeModel()
+    print(f"k2lab run, {mb:g} MB of reasoning; CPU seconds of the CLI process, exit code")
+    try:
+        for name, chunk in (("one line", n), ("short lines", 1000)):
+            fake.script([Turn(reasoning="x" * n, chunk=chunk)] * 4)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            r = subprocess.run(
+                [str(k2lab), "run", "--base-url", fake.base_url, "--isolation", "process", "hi"],
+                capture_output=True,
+                text=True,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                timeout=900,
+            )
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+            print(f"{name:<12} {cpu:7.2f} s  exit {r.returncode}  {r.stderr.strip()[:150]}")
+    finally:
+        fake.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--mb", type=float, default=40.0, help="megabytes of reasoning (default 40)")
     ap.add_argument("--read", type=int, default=65536, help="bytes per network read")
     ap.add_argument("--skip-old", action="store_true", help="do not time the old decoder")
+    ap.add_argument("--cli", action="store_true", help="also time `k2lab run` as a subprocess")
     args = ap.parse_args()
     big = 1 << 40
     pipelines: list[tuple[str, Callable[[], object], bool]] = [
@@ -97,6 +136,8 @@ def main() -> None:
     for name, make, parse in pipelines:
         times = [run(make, body, args.read, parse) for body in bodies(args.mb).values()]
         print(f"{name:<10} {times[0]:>10.2f} {times[1]:>12.2f}")
+    if args.cli:
+        cli(args.mb)
 
 
 if __name__ == "__main__":
