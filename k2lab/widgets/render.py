@@ -18,10 +18,32 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 
+from k2lab.widgets.remote import (
+    CSP_META,
+    image_placeholder,
+    is_inline,
+    remote_link,
+    safe_output_html,
+)
+
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 #: Outputs longer than this many lines are collapsed behind a <details>.
 COLLAPSE_LINES = 25
 _md = MarkdownIt("commonmark", {"html": False}).enable("table")
+# finds what a Markdown viewer would load or render as HTML (see markdown_safe)
+_md_probe = MarkdownIt("commonmark", {"html": True}).enable("table")
+
+
+def _image_rule(self: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+    """A Markdown image: inline if a ``data:`` URL, else a placeholder (no fetch on its own)."""
+    token = tokens[idx]
+    src = str(token.attrGet("src") or "")
+    if is_inline(src):
+        return str(self.image(tokens, idx, options, env))
+    return image_placeholder(src, self.renderInlineAsText(token.children or [], options, env))
+
+
+_md.add_render_rule("image", _image_rule)
 
 STATUS_TEXT = {
     "pending": "waiting for approval",
@@ -106,13 +128,48 @@ def display_html(item: dict[str, Any]) -> str:
         b64 = base64.b64encode(data["image/svg+xml"].encode()).decode()
         return f'<img class="k2lab-image" alt="output image" src="data:image/svg+xml;base64,{b64}">'
     if isinstance(data.get("text/html"), str):
-        # sandboxed: no scripts, no access to the page or its cookies
-        return f'<iframe class="k2lab-html" sandbox="" srcdoc="{esc(data["text/html"])}"></iframe>'
+        # sandboxed: no scripts, no access to the page or its cookies; nothing loads from outside
+        # (remote references removed, and a CSP that blocks all but data: in case one got through)
+        safe, images, others = safe_output_html(data["text/html"])
+        frame = f'<iframe class="k2lab-html" sandbox="" srcdoc="{esc(CSP_META + safe)}"></iframe>'
+        return frame + remote_note(images, others)
     if isinstance(data.get("text/markdown"), str):
         return f'<div class="k2lab-markdown">{markdown_html(data["text/markdown"])}</div>'
     if "text/plain" in data:
         return _output_html(str(data["text/plain"]), "k2lab-stdout")
     return ""
+
+
+#: At most this many remote URLs are listed under an HTML output.
+REMOTE_LISTED = 10
+
+
+def remote_note(images: list[str], others: list[str]) -> str:
+    """Under an HTML output that referred to remote content: what was not loaded, as links."""
+    urls = list(dict.fromkeys(images + others))
+    if not urls:
+        return ""
+    links = ", ".join(
+        remote_link(u, u if len(u) <= 120 else u[:117] + "...") for u in urls[:REMOTE_LISTED]
+    )
+    more = f" and {len(urls) - REMOTE_LISTED} more" if len(urls) > REMOTE_LISTED else ""
+    return (
+        f'<div class="k2lab-remote-note" data-k2lab-images="{len(images)}">'
+        f"Not loaded from outside: {links}{more}</div>"
+    )
+
+
+def markdown_safe(text: str) -> str:
+    """Model text for a Markdown fallback: as is, unless a viewer would load an image or render
+    raw HTML from it (GitHub does both); then as a fenced block, which it shows as text."""
+
+    def risky(tokens: Any) -> bool:
+        return any(
+            t.type in ("image", "html_inline", "html_block") or risky(t.children or [])
+            for t in tokens
+        )
+
+    return _fence(text, "text") if risky(_md_probe.parse(text)) else text
 
 
 def _call_html(card: dict[str, Any]) -> str:
@@ -232,10 +289,12 @@ def render_markdown(snap: dict[str, Any]) -> str:
     out = [f"**k2lab run** `{head.get('run_id', '')}` — {status_line(head, len(snap['steps']))}"]
     if head.get("isolation") == "in-kernel":
         out.append("**Sandbox off:** tool code ran in the notebook's own kernel.")
-    out.append("**Prompt**\n\n" + _quote(head["prompt"]))
+    out.append("**Prompt**\n\n" + _quote(markdown_safe(head["prompt"])))
     for st in snap["steps"]:
         if st["reasoning"]:
-            out.append(f"*Step {st['step']} reasoning:*\n\n" + _quote(st["reasoning"]))
+            out.append(
+                f"*Step {st['step']} reasoning:*\n\n" + _quote(markdown_safe(st["reasoning"]))
+            )
         for cid in st["calls"]:
             c = cards.get(cid)
             if c is None:
@@ -248,11 +307,12 @@ def render_markdown(snap: dict[str, Any]) -> str:
             else:
                 out.append(_fence(c["code"], "python"))
             if c.get("feedback") and c["status"] == "rejected":
-                out.append(f"Feedback: {c['feedback']}")
+                fb = markdown_safe(c["feedback"])
+                out.append(f"Feedback: {fb}" if fb == c["feedback"] else f"Feedback:\n\n{fb}")
             if c.get("problem"):
-                out.append(c["problem"])
+                out.append(markdown_safe(c["problem"]))
             elif c.get("output") and c["status"] != "rejected":
                 out.append(_fence(strip_ansi(c["output"]), "text"))
     if head.get("answer"):
-        out.append("**Answer**\n\n" + head["answer"])
+        out.append("**Answer**\n\n" + markdown_safe(head["answer"]))
     return "\n\n".join(out) + "\n"

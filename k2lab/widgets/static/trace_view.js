@@ -56,6 +56,78 @@ function outputBlock(text, cls) {
   return wrap;
 }
 
+// -- remote content: loads only on a click ------------------------------------------------------
+// Python replaces every remote image by a placeholder (span.k2lab-remote[data-k2lab-url], the URL
+// shown as a link) and lists what an HTML output referred to under its iframe
+// (div.k2lab-remote-note); here they get their Load buttons. Nothing is fetched before the click.
+
+function remoteUrl(raw) {
+  try {
+    const u = new URL(raw || "", document.baseURI);
+    return u.protocol === "http:" || u.protocol === "https:" ? u.href : null;
+  } catch (e) {
+    return null;
+  }
+}
+
+function armRemote(container) {
+  for (const ph of container.querySelectorAll(".k2lab-remote[data-k2lab-url]:not([data-k2lab-armed])")) {
+    ph.dataset.k2labArmed = "1";
+    if (remoteUrl(ph.dataset.k2labUrl)) ph.append(" ", h("button", "k2lab-btn k2lab-remote-load", "Load image"));
+  }
+  for (const note of container.querySelectorAll(".k2lab-remote-note:not([data-k2lab-armed])")) {
+    note.dataset.k2labArmed = "1";
+    if (Number(note.dataset.k2labImages || 0) > 0) note.append(" ", h("button", "k2lab-btn k2lab-remote-load-frame", "Load images"));
+  }
+}
+
+function loadImage(ph) {
+  const url = remoteUrl(ph.dataset.k2labUrl);
+  if (!url) return;
+  const img = h("img", "k2lab-image k2lab-remote-image");
+  img.alt = ph.dataset.k2labAlt || "";
+  img.referrerPolicy = "no-referrer";
+  img.src = url;
+  ph.replaceWith(img);
+}
+
+// the images of a sandboxed HTML output: the iframe's document again, with its placeholders made
+// images and its Content-Security-Policy opened to exactly their origins
+function loadFrameImages(note) {
+  const frame = note.previousElementSibling;
+  if (!frame || !frame.matches("iframe.k2lab-html")) return;
+  const doc = new DOMParser().parseFromString(frame.srcdoc, "text/html"); // inert: loads nothing
+  const origins = new Set();
+  for (const ph of doc.querySelectorAll(".k2lab-remote[data-k2lab-url]")) {
+    const url = remoteUrl(ph.dataset.k2labUrl);
+    if (!url || new URL(url).origin === "null") continue;
+    origins.add(new URL(url).origin);
+    const img = doc.createElement("img");
+    img.src = url;
+    img.alt = ph.dataset.k2labAlt || "";
+    ph.replaceWith(img);
+  }
+  const csp = doc.querySelector('meta[http-equiv="Content-Security-Policy"]');
+  if (!csp || !origins.size) return;
+  csp.content = csp.content.replace("img-src data:", "img-src data: " + [...origins].join(" "));
+  frame.srcdoc = "<!DOCTYPE html>" + doc.documentElement.outerHTML;
+  note.querySelector(".k2lab-remote-load-frame")?.remove();
+}
+
+function onRemoteClick(ev) {
+  const b = ev.target instanceof Element ? ev.target.closest("button") : null;
+  if (!b) return;
+  if (b.classList.contains("k2lab-remote-load")) {
+    ev.preventDefault();
+    ev.stopPropagation();
+    loadImage(b.closest(".k2lab-remote"));
+  } else if (b.classList.contains("k2lab-remote-load-frame")) {
+    ev.preventDefault();
+    ev.stopPropagation();
+    loadFrameImages(b.closest(".k2lab-remote-note"));
+  }
+}
+
 function render({ model, el }) {
   const st = { head: null, steps: new Map(), cards: new Map(), order: [] };
   const ui = new Map(); // call_id -> {mode: "edit"|"reject"|"fork"|null, text, feedback}
@@ -71,6 +143,7 @@ function render({ model, el }) {
   const msgsEl = h("div", "k2lab-messages");
   const answerEl = h("div", "k2lab-answer");
   root.append(headEl, noteEl, promptEl, stepsEl, msgsEl, answerEl);
+  root.addEventListener("click", onRemoteClick);
   el.appendChild(root);
 
   const send = (action, extra) => model.send({ action, ...(extra || {}) });
@@ -129,6 +202,7 @@ function render({ model, el }) {
       answerEl.appendChild(h("span", "k2lab-label", "Answer"));
       const body = h("div", "k2lab-markdown");
       body.innerHTML = hd.answer_html; // rendered by Python with raw HTML disabled
+      armRemote(body);
       answerEl.appendChild(body);
     }
     if (hd.status === "ended" && hd.stop_reason !== "completed") {
@@ -174,6 +248,7 @@ function render({ model, el }) {
     }
     if (s.done && s.content_html && s.calls.length) {
       e.content.innerHTML = s.content_html; // Python-rendered Markdown, raw HTML disabled
+      armRemote(e.content);
     } else if (!s.done) {
       e.content.textContent = s.content;
     } else {
@@ -274,6 +349,7 @@ function render({ model, el }) {
       for (const piece of c.display_html || []) {
         const d = h("div", "k2lab-display");
         d.innerHTML = piece; // images / sandboxed iframes built by Python
+        armRemote(d);
         res.appendChild(d);
       }
       fresh.appendChild(res);
@@ -288,6 +364,7 @@ function render({ model, el }) {
         if (r.changed && r.new_output_html) {
           const d = h("div");
           d.innerHTML = r.new_output_html;
+          armRemote(d);
           rep.appendChild(d);
         }
       }

@@ -16,6 +16,7 @@ import { SessionConnection } from './connection';
 import { Composer } from './composer';
 import { PanelHeader } from './header';
 import { NotebookBridge } from './notebookTools';
+import { armRemoteContent, guardSanitizer } from '../safeContent';
 import { IPanelSettings, sessionSettings } from './settings';
 
 const STORAGE_KEY = 'k2lab:current-session';
@@ -65,7 +66,7 @@ export class K2Panel extends Widget {
           host,
           source,
           trusted: false,
-          sanitizer: rm.sanitizer,
+          sanitizer: guardSanitizer(rm.sanitizer), // remote images wait for a click
           resolver: rm.resolver,
           linkHandler: rm.linkHandler,
           latexTypesetter: rm.latexTypesetter,
@@ -105,6 +106,7 @@ export class K2Panel extends Widget {
       }
     );
     this.node.append(this.header.node, this.stream, this.composer.node);
+    armRemoteContent(this.node);
     this.updateControls();
   }
 

@@ -4,6 +4,7 @@
  */
 import { IDisplayBundle } from '../types';
 import { h } from '../dom';
+import { neutralizeRemote } from '../safeContent';
 
 /** How the host sanitizes HTML (rendermime's sanitizer in JupyterLab). */
 export type Sanitize = (html: string) => string;
@@ -42,7 +43,8 @@ export function renderDisplay(
   }
   if (data['text/html'] !== undefined) {
     const div = h('div', { class: 'k2lab-display k2lab-display-html' });
-    div.innerHTML = sanitize(text(data['text/html']));
+    // sanitized, then nothing that loads from outside (remote images wait for a click)
+    div.innerHTML = neutralizeRemote(sanitize(text(data['text/html'])));
     return div;
   }
   if (data['text/plain'] !== undefined) {

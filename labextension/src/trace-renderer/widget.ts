@@ -15,6 +15,7 @@ import { ITraceBundle } from '../types';
 import { h } from '../dom';
 import { panelContaining } from '../notebookLookup';
 import { replayInKernel } from './kernelReplay';
+import { armRemoteContent, guardSanitizer } from '../safeContent';
 import { TraceView } from './traceView';
 
 export const TRACE_MIME_TYPE = 'application/vnd.k2lab.trace+json';
@@ -29,6 +30,7 @@ export class RenderedTrace extends Widget implements IRenderMime.IRenderer {
   constructor(private options: IRenderMime.IRendererOptions) {
     super();
     this.addClass('k2lab-trace-output');
+    armRemoteContent(this.node);
   }
 
   dispose(): void {
@@ -139,7 +141,7 @@ export class RenderedTrace extends Widget implements IRenderMime.IRenderer {
           host,
           source,
           trusted: false, // model output: sanitized like an untrusted notebook's Markdown
-          sanitizer,
+          sanitizer: guardSanitizer(sanitizer), // remote images wait for a click
           resolver,
           linkHandler,
           latexTypesetter,
