@@ -37,6 +37,14 @@ def which(name: str) -> str | None:
 # -- bubblewrap ------------------------------------------------------------------------------
 
 
+def interpreter() -> str:
+    """``sys.executable`` in its real directory (a venv reached through a symlinked folder
+    becomes the venv's real path; ``bin/python`` itself stays the venv's, not its target, or the
+    venv would be lost). Under bwrap only real paths are bound (``python_roots``)."""
+    exe = sys.executable
+    return os.path.join(os.path.realpath(os.path.dirname(exe)), os.path.basename(exe))
+
+
 def python_roots() -> list[str]:
     """Directories the interpreter and its packages live in (bound read-only under bwrap)."""
     import sysconfig  # only at the bwrap level
@@ -198,7 +206,7 @@ def kernel_env(level: str, *, network: bool, home: str, tmp: str) -> dict[str, s
     """The complete environment of the sandboxed kernel: nothing inherited but locale and TZ."""
     env = {k: os.environ[k] for k in KEEP_ENV if k in os.environ}
     env.setdefault("LANG", "C.UTF-8")
-    bindir = os.path.dirname(sys.executable)
+    bindir = os.path.dirname(interpreter())
     env.update(
         PATH=f"{bindir}:/usr/local/bin:/usr/bin:/bin",
         HOME=home,

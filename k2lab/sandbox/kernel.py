@@ -94,7 +94,9 @@ class SandboxKernel(TransferMixin):
         #: msg_id of the call in progress, and of a cancelled call that may still be running
         self._running: str | None = None
         self._closed = False
-        self._short_dir: Path | None = None
+        #: the parent's private kernel directory (connection file, log, ipc sockets), outside
+        #: the workspace; see ``_private_dir``
+        self._private: Path | None = None
         self._abandoned: str | None = None
 
     # -- description --------------------------------------------------------------------------
@@ -130,7 +132,7 @@ class SandboxKernel(TransferMixin):
                 if self._own_workspace:
                     shutil.rmtree(self.workspace, ignore_errors=True)
                 raise SandboxError(str(e)) from e
-            self._handle = LocalHandle(self.kernel_name, self._connection_dir())
+            self._handle = LocalHandle(self.kernel_name, self._private_dir())
             self._cgroup = f"k2lab-{uuid.uuid4().hex[:12]}-0"
         self.workspace.mkdir(parents=True, exist_ok=True)
         if self._own_workspace:
@@ -143,10 +145,12 @@ class SandboxKernel(TransferMixin):
             cgroup=self._cgroup,
             limits=self.limits,
         )
-        log_path = self.workspace / ".k2lab" / "kernel.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(log_path, "ab")  # noqa: SIM115 - kept open for the kernel's life
         try:
+            self._log = self._open_log()
+            if level == "process" and not self._handle.remote:
+                # same user, no PID namespace: sandbox code could read our /proc environ. Blanked
+                # before any sandbox process exists, not once the kernel answers
+                hide_parent_secrets()
             env = scrubbed_launch_env(cfg)
             if not self._handle.remote:
                 # the launcher dies at once if this process is gone by the time it runs
@@ -154,12 +158,13 @@ class SandboxKernel(TransferMixin):
             await self._handle.start(env, self._log)
             info = await self._connect()
         except BaseException as e:
+            tail = self._log_tail()
             await self._teardown()
             if isinstance(e, asyncio.CancelledError):
                 raise
-            raise SandboxError(f"the sandbox kernel did not start: {e}{self._log_tail()}") from e
+            raise SandboxError(f"the sandbox kernel did not start: {e}{tail}") from e
         if info.get("level") == "process":
-            # same user, no PID namespace: sandbox code could read our /proc environ
+            # a remote manager's kernel that runs here after all
             hide_parent_secrets()
         if self._handle.remote:
             self.isolation = "remote"
@@ -172,16 +177,26 @@ class SandboxKernel(TransferMixin):
             self.network = True
             self.isolation_reason = self.isolation_reason or "network shared: TCP transport"
 
-    def _connection_dir(self) -> Path:
-        """Where the connection file and ipc sockets go: the workspace's ``.k2lab``, unless its
-        path is too long for a unix socket (~107 bytes); then a short private temp dir."""
-        d = self.workspace / ".k2lab"
-        if len(str(d / "kernel-ipc-9999")) <= 100:
-            return d
-        if self._short_dir is None:
-            self._short_dir = Path(tempfile.mkdtemp(prefix="k2c-"))
-            leftovers.mark(self._short_dir)
-        return self._short_dir
+    def _private_dir(self) -> Path:
+        """The parent's private directory for the kernel's files (connection file, log, ipc
+        sockets): a fresh 0700 temp dir outside the workspace, short enough for unix socket paths
+        (~107 bytes), marked for ``leftovers`` and removed at shutdown. A bwrap sandbox sees only
+        its ``ipc/`` part (see ``LocalHandle``); nothing the sandbox can write decides how the next
+        kernel starts."""
+        if self._private is None:
+            base = tempfile.gettempdir()
+            if len(os.path.join(base, "k2c-xxxxxxxx", "ipc", "kernel-9999")) > 100:
+                base = "/tmp"
+            self._private = Path(os.path.realpath(tempfile.mkdtemp(prefix="k2c-", dir=base)))
+            leftovers.mark(self._private)
+        return self._private
+
+    def _open_log(self) -> IO[bytes]:
+        """The kernel's stderr, in the private directory: created here (never a link or a file
+        that was there before), kept open for the kernel's life and read through that fd."""
+        path = self._private_dir() / "kernel.log"
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        return os.fdopen(os.open(path, flags, 0o600), "a+b")
 
     async def _connect(self) -> dict[str, str]:
         """Connect a client and wait until the kernel answers; returns what ``_handshake`` read."""
@@ -261,11 +276,15 @@ class SandboxKernel(TransferMixin):
         return self._handle.exit_code() if self._handle is not None else None
 
     def _log_tail(self) -> str:
-        try:
-            text = (self.workspace / ".k2lab" / "kernel.log").read_text(errors="replace")
-        except OSError:
+        if self._log is None:
             return ""
-        text = text.strip()[-600:]
+        try:  # through the parent's own fd: whatever is at the log's path now is not read
+            fd = self._log.fileno()
+            size = os.fstat(fd).st_size
+            data = os.pread(fd, 4096, max(size - 4096, 0))
+        except (OSError, ValueError):
+            return ""
+        text = data.decode(errors="replace").strip()[-600:]
         return f"\nkernel log:\n{text}" if text else ""
 
     async def _teardown(self) -> None:
@@ -283,9 +302,9 @@ class SandboxKernel(TransferMixin):
         if self._log is not None:
             self._log.close()
             self._log = None
-        if self._short_dir is not None:
-            shutil.rmtree(self._short_dir, ignore_errors=True)
-            self._short_dir = None
+        if self._private is not None:
+            shutil.rmtree(self._private, ignore_errors=True)
+            self._private = None
 
     async def restart(self) -> None:
         """A fresh kernel: all variables are lost; workspace files stay."""

@@ -14,11 +14,16 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
 
 from k2lab.sandbox import cgroup, confine
 
 #: No sqlite history (nobody reads it, and its writer thread spends address space and disk).
 _KERNEL_OPTS = ["--HistoryManager.enabled=False"]
+#: The parent's private kernel directory (``SandboxKernel``): the connection file, the log, and
+#: ``ipc/``, the only part a bwrap sandbox sees (bound read-write: its kernel binds its sockets
+#: there). Set only by k2lab's own kernel manager.
+RUNTIME_ENV = confine.ENV_PREFIX + "RUNTIME"
 
 #: What the kernel runs: ``python -m ipykernel_launcher`` minus debugpy. ipykernel imports debugpy
 #: at start whenever it is installed (~0.1 s of CPU, a fifth of the kernel's start) although the
@@ -26,12 +31,21 @@ _KERNEL_OPTS = ["--HistoryManager.enabled=False"]
 #: the way a missing debugpy does, and is removed at once so sandbox code can still import it.
 #: It also watches the lifeline pipe (see ``managers.LocalHandle._lifeline``): EOF means the
 #: engine is gone, and the kernel exits (at the bwrap level, taking its PID namespace along).
+#: Nothing the sandbox wrote runs at start: ipykernel starts in a directory the sandbox cannot
+#: have written to (``K2LAB_STARTDIR``) with no ``''`` on ``sys.path`` (``-s``: no user site
+#: either, which would be the workspace's ``.local``), and only once it is initialised does the
+#: kernel move into the workspace (``K2LAB_WORKDIR``), where IPython's ``''`` (after the
+#: standard library on ``sys.path``) lets the model's own ``import helper`` work.
 #: (Inline code, not a k2lab module: under bwrap the k2lab sources are not visible.)
 _BOOT = """\
 # k2lab sandbox kernel: ipykernel without debugpy (k2lab/sandbox/launch.py)
-import os, sys, threading
+import sys
 if sys.path and sys.path[0] == "":
-    del sys.path[0]
+    del sys.path[0]  # first of all: nothing is imported from the start directory
+import os
+os.chdir(os.environ.pop("K2LAB_STARTDIR", "/"))
+_ws = os.environ.pop("K2LAB_WORKDIR", "")
+import threading
 def _lifeline(fd):
     try:
         while os.read(fd, 64):
@@ -45,14 +59,20 @@ sys.modules["debugpy"] = None
 import ipykernel.debugger
 del sys.modules["debugpy"]
 from ipykernel import kernelapp
-kernelapp.launch_new_instance()
+_app = kernelapp.IPKernelApp.instance()
+_app.initialize()
+if _ws:  # only now the workspace: the cwd, and importable through IPython's '' on sys.path
+    os.chdir(_ws)
+    if _app.shell is not None:
+        _app.shell.user_ns["_dh"] = [_ws]
+_app.start()
 """
 
 _PR_SET_PDEATHSIG = 1
 _SIGKILL = 9  # not ``signal.SIGKILL``: the signal module's import is not free
 
 
-def _die(msg: str) -> None:
+def _die(msg: str) -> NoReturn:
     print(f"k2lab sandbox launcher: {msg}", file=sys.stderr, flush=True)  # noqa: T201
     sys.exit(2)
 
@@ -89,6 +109,44 @@ def die_with_parent(expected_parent: int) -> None:
         os._exit(1)
 
 
+def _ipc_dir(runtime: str, conn: dict[str, object]) -> str:
+    """The socket directory to bind: the parent's, named by its settings, never by the file.
+
+    The connection file must agree with it (ipc, sockets in ``RUNTIME/ipc``), or the start is
+    refused: a file that names another directory or TCP is not the one the parent wrote.
+    """
+    ipc_dir = os.path.join(runtime, "ipc")
+    ip = conn.get("ip")
+    if (
+        conn.get("transport") != "ipc"
+        or not isinstance(ip, str)
+        or not os.path.isabs(ip)
+        or os.path.dirname(os.path.normpath(ip)) != ipc_dir
+    ):
+        _die(
+            "refused: the connection file does not match the sandbox's socket directory "
+            f"{ipc_dir} (transport {conn.get('transport')!r}, ip {ip!r})"
+        )
+    if os.path.islink(ipc_dir) or not os.path.isdir(ipc_dir):
+        _die(f"refused: the socket directory {ipc_dir} is not a plain directory")
+    if os.path.realpath(ipc_dir) != ipc_dir:
+        _die(f"refused: the socket directory {ipc_dir} is reached through a symlink")
+    return ipc_dir
+
+
+def _fresh_dir(base: str) -> str:
+    """A new empty directory under ``base`` with a name nobody could have guessed (no sandbox
+    can have planted anything in it)."""
+    os.makedirs(base, exist_ok=True)
+    while True:
+        d = os.path.join(base, "start-" + os.urandom(8).hex())
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            continue
+        return d
+
+
 def main(argv: list[str] | None = None) -> None:
     env_in = os.environ
     parent_raw = env_in.get(confine.ENV_PREFIX + "PARENT", "")
@@ -98,9 +156,13 @@ def main(argv: list[str] | None = None) -> None:
         _die("usage: python -m k2lab.sandbox.launch -f CONNECTION_FILE")
     conn_file = os.path.abspath(args[1])
     level = env_in.get(confine.ENV_PREFIX + "LEVEL", "") or "auto"
+    # the network comes from the parent's settings alone (and, for a kernel manager that is not
+    # k2lab's, from TCP needing the host's loopback: see below), never from anything the
+    # sandbox could have written
     network = env_in.get(confine.ENV_PREFIX + "NETWORK", "0") == "1"
     ws = env_in.get(confine.ENV_PREFIX + "WORKSPACE", "")
     group = env_in.get(confine.ENV_PREFIX + "CGROUP", "")
+    runtime = env_in.get(RUNTIME_ENV, "")
     limits = confine.limits_from_env(env_in)
     why = ""
     if level not in ("bwrap", "process"):
@@ -117,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
 
         ws = tempfile.mkdtemp(prefix="k2lab-ws-")  # a private one
     os.makedirs(ws, exist_ok=True)
+    ws = os.path.realpath(ws)  # bound and entered as what it is, not through a link
     in_cgroup = bool(group) and cgroup.join(group, limits["processes"])
 
     def rlimits() -> None:
@@ -130,13 +193,16 @@ def main(argv: list[str] | None = None) -> None:
 
     lifeline = env_in.get(confine.ENV_PREFIX + "LIFELINE", "")
 
-    def kernel_env(tmp: str) -> dict[str, str]:
+    def kernel_env(tmp: str, start: str) -> dict[str, str]:
         env = confine.kernel_env(level, network=network, home=ws, tmp=tmp)
         if lifeline.isdigit():
             env["K2LAB_LIFELINE"] = lifeline  # inherited as is, through bwrap too
+        env["K2LAB_STARTDIR"], env["K2LAB_WORKDIR"] = start, ws
         return env
 
-    python = sys.executable
+    # the interpreter at its real directory: a venv reached through a symlinked folder is
+    # bound (``confine.python_roots``) at its real path only
+    python = confine.interpreter()
     if level == "bwrap":
         import json  # here: with the re module it pulls in, ~15 ms the process level need not pay
 
@@ -145,20 +211,29 @@ def main(argv: list[str] | None = None) -> None:
                 conn = json.load(f)
         except (OSError, ValueError) as e:
             _die(f"cannot read the connection file {conn_file}: {e}")
-        if conn.get("transport", "tcp") != "ipc":
-            # TCP needs the host's loopback: share the network namespace rather than fail
+        if not isinstance(conn, dict):
+            _die(f"cannot read the connection file {conn_file}: not a JSON object")
+        extra: tuple[str, ...] = ()
+        if runtime:
+            # k2lab's own kernel manager: ipc sockets in its private directory, whatever the file
+            extra = (_ipc_dir(runtime, conn),)
+        elif conn.get("transport", "tcp") == "ipc":
+            _die(
+                "refused: an ipc connection file from a kernel manager other than k2lab's "
+                "(its socket directory would be shared with the sandbox); use tcp"
+            )
+        else:
+            # another kernel manager (a kernel picker, a gateway) over TCP, its connection file
+            # in its own runtime directory: TCP needs the host's loopback, so share the network
             network = True
         inner_conn = "/run/k2lab/connection.json"
-        env = kernel_env("/tmp")
+        # the start directory: / of the fresh mount namespace, which no earlier sandbox saw;
+        # IPython's directory is the fresh /tmp's
+        env = kernel_env("/tmp", "/")
         fds = {inner_conn: _data_fd(json.dumps(conn))}
         for path, content in confine.passwd_files(ws).items():
             fds[path] = _data_fd(content)
-        cmd = [python, "-c", _BOOT, "-f", inner_conn, *_KERNEL_OPTS]
-        extra: tuple[str, ...] = ()
-        if conn.get("transport") == "ipc":
-            ipc_dir = os.path.dirname(os.path.abspath(conn["ip"]))
-            if not (ipc_dir + "/").startswith(ws.rstrip("/") + "/"):
-                extra = (ipc_dir,)
+        cmd = [python, "-s", "-c", _BOOT, "-f", inner_conn, *_KERNEL_OPTS]
         full = confine.bwrap_argv(
             cmd,
             workspace=ws,
@@ -180,13 +255,18 @@ def main(argv: list[str] | None = None) -> None:
     else:
         tmp = os.path.join(ws, ".k2lab", "tmp")
         os.makedirs(tmp, exist_ok=True)
-        env = kernel_env(tmp)
+        # a new directory per start (in the parent's private directory, which it removes):
+        # the start directory, and IPython's (whose startup files and config would run)
+        start = _fresh_dir(runtime or tmp)
+        env = kernel_env(tmp, start)
+        env["IPYTHONDIR"] = os.path.join(start, "ipython")
         if why:
             env["K2LAB_ISOLATION_REASON"] = why
-        os.chdir(ws)
+        os.chdir(start)
         rlimits()
         # the connection file is ipykernel's to read (and to complain about, into the log)
-        os.execve(python, [python, "-c", _BOOT, "-f", conn_file, *_KERNEL_OPTS], env)
+        cmd = [python, "-s", "-c", _BOOT, "-f", conn_file, *_KERNEL_OPTS]
+        os.execve(python, cmd, env)
 
 
 if __name__ == "__main__":

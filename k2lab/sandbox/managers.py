@@ -1,8 +1,9 @@
 """Who starts the sandbox kernel: our own ``AsyncKernelManager``, or a caller's kernel manager.
 
 ``KernelHandle`` is the small surface ``SandboxKernel`` needs (start, client, alive, interrupt,
-restart, shutdown). ``LocalHandle`` owns an ``AsyncKernelManager`` (ipc transport, sockets in the
-workspace). ``ProvidedHandle`` adapts what a Jupyter server hands over:
+restart, shutdown). ``LocalHandle`` owns an ``AsyncKernelManager`` (ipc transport, its files in a
+private directory of the parent, outside the workspace). ``ProvidedHandle`` adapts what a Jupyter
+server hands over:
 
 - a single kernel manager (``start_kernel(**kw)``, ``client()``, ...), or
 - a multi-kernel manager (``start_kernel(kernel_name=..., **kw) -> kernel_id``,
@@ -13,9 +14,11 @@ workspace). ``ProvidedHandle`` adapts what a Jupyter server hands over:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,8 @@ from jupyter_client.manager import AsyncKernelManager
 KERNEL_NAME = "k2lab-sandbox"
 #: The launcher's variable naming the fd of the kernel's lifeline pipe.
 LIFELINE_ENV = "K2LAB_SANDBOX_LIFELINE"
+#: The launcher's variable naming the parent's private kernel directory (see ``LocalHandle``).
+RUNTIME_ENV = "K2LAB_SANDBOX_RUNTIME"
 
 
 def kernel_spec_dict() -> dict[str, Any]:
@@ -46,18 +51,29 @@ async def _maybe(value: Any) -> Any:
 
 
 class LocalHandle:
-    """A kernel we start ourselves through jupyter_client."""
+    """A kernel we start ourselves through jupyter_client.
+
+    Its files live in ``runtime_dir``, a private directory of the parent outside the workspace:
+    the connection file and ``ipc/`` for the sockets. Only ``ipc/`` is shared with a bwrap
+    sandbox (its kernel binds the sockets there), and nothing is ever read back from it. The
+    launcher takes that directory from ``K2LAB_SANDBOX_RUNTIME`` and refuses a connection file
+    that disagrees; before every restart the connection file is written again from this
+    manager's memory, so whatever a process-level sandbox (which can reach it) wrote is not read.
+    """
 
     remote = False
 
-    def __init__(self, kernel_name: str, connection_dir: Path) -> None:
+    def __init__(self, kernel_name: str, runtime_dir: Path) -> None:
         #: write end of the kernel's lifeline pipe (see ``_lifeline``)
         self._lifeline_w: int | None = None
-        connection_dir.mkdir(parents=True, exist_ok=True)
+        self.runtime_dir = runtime_dir
+        self.ipc_dir = runtime_dir / "ipc"
+        self.ipc_dir.mkdir(mode=0o700, exist_ok=True)
         self.km = AsyncKernelManager(
             kernel_name=kernel_name,
             transport="ipc",
-            connection_file=str(connection_dir / "kernel.json"),
+            ip=str(self.ipc_dir / "kernel"),
+            connection_file=str(runtime_dir / "kernel.json"),
         )
         try:
             KernelSpecManager().get_kernel_spec(kernel_name)
@@ -66,6 +82,17 @@ class LocalHandle:
                 raise
             # not installed (e.g. a source checkout without the install hook): same spec in memory
             self.km._kernel_spec = KernelSpec(resource_dir="", **kernel_spec_dict())
+
+    def _fresh_files(self) -> None:
+        """Forget every file the last kernel's sandbox could have touched: the connection file is
+        written again from the manager's memory (jupyter_client would otherwise keep and re-read
+        it), the socket directory starts empty. The old kernel is dead by now."""
+        km = self.km
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(km.connection_file)
+        km._connection_file_written = False
+        shutil.rmtree(self.ipc_dir, ignore_errors=True)
+        self.ipc_dir.mkdir(mode=0o700, exist_ok=True)
 
     def _lifeline(self, env: dict[str, str]) -> int:
         """A new pipe whose read end the kernel inherits and watches: when this process dies,
@@ -88,6 +115,7 @@ class LocalHandle:
 
     async def start(self, env: dict[str, str], log: Any) -> None:
         env = dict(env)
+        env[RUNTIME_ENV] = str(self.runtime_dir)
         r = self._lifeline(env)
         try:
             await self.km.start_kernel(env=env, stdout=log, stderr=log, pass_fds=(r,))
@@ -119,6 +147,8 @@ class LocalHandle:
         env: dict[str, str] = dict(args.get("env") or {})
         if between is not None:
             env.update(between())
+        self._fresh_files()
+        env[RUNTIME_ENV] = str(self.runtime_dir)
         r = self._lifeline(env)
         args["env"], args["pass_fds"] = env, (r,)
         try:
