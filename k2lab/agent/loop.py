@@ -182,15 +182,14 @@ class Agent:
                 await self._loop(st)
         except _Finished as f:
             reason, error = f.reason, f.error
-        except TimeoutError:
-            if not deadline.expired():  # someone else's timeout: a bug, reported as one
-                raise
-            reason = "wall_time"
         except asyncio.CancelledError:
             reason = "stopped"
         except Exception as e:  # a bug in the loop itself: say so, keep the trace
-            reason, error = "error", f"internal error: {type(e).__name__}: {e}"
-            st.emit(Error(message=error, kind="internal", fatal=True))
+            if isinstance(e, TimeoutError) and deadline.expired():
+                reason = "wall_time"
+            else:
+                reason, error = "error", f"internal error: {type(e).__name__}: {e}"
+                st.emit(Error(message=error, kind="internal", fatal=True))
         finally:
             self._close_open_calls(st, wall_time=reason == "wall_time")
             st.emit(
