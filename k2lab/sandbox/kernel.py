@@ -163,8 +163,8 @@ class SandboxKernel(TransferMixin):
             if isinstance(e, asyncio.CancelledError):
                 raise
             raise SandboxError(f"the sandbox kernel did not start: {e}{tail}") from e
-        if info.get("level") == "process":
-            # a remote manager's kernel that runs here after all
+        if self._handle.remote and info.get("level") == "process":
+            # a remote manager's kernel that may run on this machine after all
             hide_parent_secrets()
         if self._handle.remote:
             self.isolation = "remote"
@@ -303,7 +303,8 @@ class SandboxKernel(TransferMixin):
             self._log.close()
             self._log = None
         if self._private is not None:
-            shutil.rmtree(self._private, ignore_errors=True)
+            # off the event loop: the sandbox may have filled its socket directory
+            await asyncio.to_thread(shutil.rmtree, self._private, ignore_errors=True)
             self._private = None
 
     async def restart(self) -> None:

@@ -1,10 +1,11 @@
 """Temporary sandbox directories whose engine died without shutting its sandbox down.
 
-``SandboxKernel.shutdown()`` removes the temporary workspace (``k2ws-*``) and connection directory
-(``k2c-*``) it made. An engine killed with SIGKILL cannot: its kernel dies with it (see
-``k2lab.sandbox.launch``) but the directories stay. Each such directory carries an owner mark
-(the engine's pid and that process's start time, so a reused pid is not taken for the owner);
-the next engine that starts a sandbox removes the marked directories whose owner is gone.
+``SandboxKernel.shutdown()`` removes the temporary workspace (``k2ws-*``) and the private kernel
+directory (``k2c-*``: connection file, log, ipc sockets) it made. An engine killed with SIGKILL
+cannot: its kernel dies with it (see ``k2lab.sandbox.launch``) but the directories stay. Each
+such directory carries an owner mark (the engine's pid and that process's start time, so a reused
+pid is not taken for the owner); the next engine that starts a sandbox removes the marked
+directories whose owner is gone.
 Directories without a mark (a caller's own workspace, older versions) are never touched.
 """
 

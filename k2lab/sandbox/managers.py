@@ -14,6 +14,7 @@ server hands over:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import json
@@ -147,7 +148,8 @@ class LocalHandle:
         env: dict[str, str] = dict(args.get("env") or {})
         if between is not None:
             env.update(between())
-        self._fresh_files()
+        # off the event loop: the sandbox may have left many files in the socket directory
+        await asyncio.to_thread(self._fresh_files)
         env[RUNTIME_ENV] = str(self.runtime_dir)
         r = self._lifeline(env)
         args["env"], args["pass_fds"] = env, (r,)

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from jupyter_client.multikernelmanager import AsyncMultiKernelManager
 
+from k2lab.sandbox import leftovers
 from k2lab.sandbox.kernel import SandboxKernel
 from tests.sandbox.conftest import skip_unavailable, small_limits
 
@@ -94,7 +95,8 @@ import glob, json, os
 mode, host = {mode!r}, {host!r}
 ws = os.getcwd()
 orig = {{}}
-for p in [ws + "/.k2lab/kernel.json", "/run/k2lab/connection.json"]:
+args = open("/proc/self/cmdline", "rb").read().decode().split("\0")
+for p in [ws + "/.k2lab/kernel.json", "/run/k2lab/connection.json", *args[-3:]]:
     try:
         orig = json.load(open(p))
         break
@@ -117,6 +119,9 @@ try:  # the directories of this kernel's unix sockets
             targets.add(os.path.join(os.path.dirname(parts[7]), "kernel.json"))
 except OSError:
     pass
+args = open("/proc/self/cmdline", "rb").read().decode().split("\0")
+if "-f" in args and args.index("-f") + 1 < len(args):  # this kernel's own connection file
+    targets.add(os.path.abspath(args[args.index("-f") + 1]))
 for fd in os.listdir("/proc/self/fd"):
     try:
         p = os.readlink("/proc/self/fd/" + fd)
@@ -191,6 +196,27 @@ async def test_tampered_connection_file_does_not_widen_the_next_sandbox(
     assert list(host.iterdir()) == [], "files appeared in a host directory outside the workspace"
 
 
+async def test_process_level_restart_ignores_a_tampered_connection_file(tmp_path: Path) -> None:
+    """Item 1 at the process level, where the sandbox can reach the connection file (it shares
+    the user): the restart writes it again from the manager's memory instead of re-reading it
+    (jupyter_client re-read it, and a missing field failed every later start)."""
+    mode = "missing-key"
+    host = tmp_path / "host"
+    host.mkdir()
+    async with SandboxKernel(isolation="process", limits=small_limits()) as sk:
+        r = await sk.execute(TAMPER.format(mode=mode, host=str(host)), timeout=10)
+        assert r.ok and "kernel.json" in r.text, r.text
+        r = await sk.execute("import os\nos._exit(3)", timeout=60)
+        assert r.restarted, r.text
+        r = await sk.execute("print('still works')", timeout=60)
+        assert r.ok and "still works" in r.text, r.text
+        km = sk._handle.km  # type: ignore[union-attr]
+        written = json.loads(Path(km.connection_file).read_text())
+        assert written["transport"] == "ipc" and written["ip"] == km.ip
+        assert written["key"] == km.session.key.decode()
+    assert list(host.iterdir()) == []
+
+
 @pytest.mark.parametrize("level", ["bwrap", "process"])
 async def test_kernel_files_are_outside_the_workspace(level: str, tmp_path: Path) -> None:
     """Item 1: the connection file and the log are not in (or under) the workspace, and what the
@@ -203,6 +229,7 @@ async def test_kernel_files_are_outside_the_workspace(level: str, tmp_path: Path
         assert not list(ws.rglob("*.json")) and not list(ws.rglob("*.log"))
         runtime = cf.parent
         assert runtime.stat().st_mode & 0o777 == 0o700
+        assert leftovers.owner_alive(runtime) is True  # swept if this engine is SIGKILLed
         if level == "bwrap":
             code = f"import os\nprint(sorted(os.listdir({str(runtime)!r})))"
             r = await sk.execute(code, timeout=10)
