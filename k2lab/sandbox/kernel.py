@@ -191,6 +191,14 @@ class SandboxKernel(TransferMixin):
             leftovers.mark(self._private)
         return self._private
 
+    def writable_dirs(self) -> list[Path]:
+        """Host directories sandbox code can write to: the workspace and, for a kernel started
+        here, the socket directory bound into bwrap (which a disk quota must count too)."""
+        dirs = [self.workspace]
+        if isinstance(self._handle, LocalHandle):
+            dirs.append(self._handle.ipc_dir)
+        return dirs
+
     def _open_log(self) -> IO[bytes]:
         """The kernel's stderr, in the private directory: created here (never a link or a file
         that was there before), kept open for the kernel's life and read through that fd."""

@@ -87,13 +87,16 @@ class LocalHandle:
     def _fresh_files(self) -> None:
         """Forget every file the last kernel's sandbox could have touched: the connection file is
         written again from the manager's memory (jupyter_client would otherwise keep and re-read
-        it), the socket directory starts empty. The old kernel is dead by now."""
+        it), the socket directory starts empty, the last start directory (the launcher's, at the
+        process level) goes. The old kernel is dead by now."""
         km = self.km
         with contextlib.suppress(FileNotFoundError):
             os.unlink(km.connection_file)
         km._connection_file_written = False
         shutil.rmtree(self.ipc_dir, ignore_errors=True)
         self.ipc_dir.mkdir(mode=0o700, exist_ok=True)
+        for old in self.runtime_dir.glob("start-*"):  # the process level's start directories
+            shutil.rmtree(old, ignore_errors=True)
 
     def _lifeline(self, env: dict[str, str]) -> int:
         """A new pipe whose read end the kernel inherits and watches: when this process dies,

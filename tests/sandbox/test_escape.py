@@ -234,6 +234,12 @@ async def test_kernel_files_are_outside_the_workspace(level: str, tmp_path: Path
             code = f"import os\nprint(sorted(os.listdir({str(runtime)!r})))"
             r = await sk.execute(code, timeout=10)
             assert r.text.strip() == "['ipc']", r.text  # the sockets only; no json, no log
+        # the socket directory is writable from the sandbox: it is named for the disk quota
+        assert sk.writable_dirs() == [sk.workspace, runtime / "ipc"]
+        for _ in range(2):
+            await sk.restart()
+        if level == "process":  # one start directory (IPython's) per kernel, not per start
+            assert len(list(runtime.glob("start-*"))) == 1
     assert not runtime.exists(), "the private kernel directory outlived the sandbox"
 
 
