@@ -6,6 +6,10 @@ where possible, sets rlimits, and execs into ipykernel, wrapped in bubblewrap at
 Nothing of the environment it was started with reaches the kernel: the kernel gets a freshly
 built one.
 
+It runs on the host, so nothing a sandbox can write may steer it: the mounts and the network come
+from the parent's settings (``K2LAB_SANDBOX_*``), never from the connection file, which must name
+the parent's socket directory or the start is refused (see ``_ipc_dir``).
+
 It runs on every kernel start, so it imports only the stdlib-lean ``confine`` and ``cgroup``
 (``k2lab.sandbox.isolation`` only in the rare case where the level is not decided yet).
 """
