@@ -115,6 +115,16 @@ def _output_html(text: str, cls: str) -> str:
     return body
 
 
+@lru_cache(maxsize=8)  # the live view re-sends a card's pieces; a 1 MB output takes ~0.7 s
+def html_output(source: str) -> str:
+    """An HTML output of sandbox code: in an ``<iframe sandbox>`` (no scripts, no access to the
+    page or its cookies) where nothing loads from outside: remote references are removed (see
+    ``remote.py``) and a CSP blocks everything but ``data:`` in case one got through."""
+    safe, images, others = safe_output_html(source)
+    frame = f'<iframe class="k2lab-html" sandbox="" srcdoc="{esc(CSP_META + safe)}"></iframe>'
+    return frame + remote_note(images, others)
+
+
 def display_html(item: dict[str, Any]) -> str:
     """One rich output of sandbox code (a Jupyter mime bundle), safely."""
     data = item.get("data") or {}
@@ -128,11 +138,7 @@ def display_html(item: dict[str, Any]) -> str:
         b64 = base64.b64encode(data["image/svg+xml"].encode()).decode()
         return f'<img class="k2lab-image" alt="output image" src="data:image/svg+xml;base64,{b64}">'
     if isinstance(data.get("text/html"), str):
-        # sandboxed: no scripts, no access to the page or its cookies; nothing loads from outside
-        # (remote references removed, and a CSP that blocks all but data: in case one got through)
-        safe, images, others = safe_output_html(data["text/html"])
-        frame = f'<iframe class="k2lab-html" sandbox="" srcdoc="{esc(CSP_META + safe)}"></iframe>'
-        return frame + remote_note(images, others)
+        return html_output(data["text/html"])
     if isinstance(data.get("text/markdown"), str):
         return f'<div class="k2lab-markdown">{markdown_html(data["text/markdown"])}</div>'
     if "text/plain" in data:
