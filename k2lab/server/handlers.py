@@ -8,7 +8,7 @@ translate HTTP to ``sessions`` calls: no agent logic lives here.
 
 from __future__ import annotations
 
-import json
+import asyncio
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -30,6 +30,7 @@ from k2lab.server.payloads import (
     parse,
 )
 from k2lab.server.sessions import Session, SessionError
+from k2lab.server.store import dumps_text, loads
 
 if TYPE_CHECKING:
     from k2lab.server.app import K2LabApp
@@ -57,10 +58,17 @@ class _Base(APIHandler):
         except SessionError as e:
             raise web.HTTPError(e.status, str(e)) from None
 
-    def reply(self, obj: Any, status: int = 200) -> None:
+    async def opened(self, sid: str) -> Session:
+        """The session with its events read (off the event loop)."""
+        try:
+            return await self.k2.sessions.open(sid)
+        except SessionError as e:
+            raise web.HTTPError(e.status, str(e)) from None
+
+    def reply(self, obj: Any, status: int = 200, *, text: str | None = None) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(obj))
+        self.finish(dumps_text(obj) if text is None else text)  # strict JSON: no NaN/Infinity
 
 
 class InfoHandler(_Base):
@@ -98,10 +106,16 @@ class SessionsHandler(_Base):
 class SessionHandler(_Base):
     @web.authenticated
     @authorized
-    def get(self, sid: str) -> None:
-        s = self.session(sid)
-        events = [{"index": i, "event": ev} for i, ev in enumerate(s.events)]
-        self.reply({**s.meta(), "events": events})
+    async def get(self, sid: str) -> None:
+        s = await self.opened(sid)
+        meta = s.meta()
+        n = len(s.log)
+
+        def body() -> str:  # read and encode a big log off the event loop
+            events = [{"index": i, "event": ev} for i, ev in enumerate(s.log.slice(0, n))]
+            return dumps_text({**meta, "events": events})
+
+        self.reply(None, text=await asyncio.to_thread(body))
 
     @web.authenticated
     @authorized
@@ -115,8 +129,8 @@ class SessionHandler(_Base):
 class MessagesHandler(_Base):
     @web.authenticated
     @authorized
-    def post(self, sid: str) -> None:
-        s = self.session(sid)
+    async def post(self, sid: str) -> None:
+        s = await self.opened(sid)
         req = self.body(SendMessage)
         try:
             run_id = s.send(req.prompt())
@@ -128,13 +142,14 @@ class MessagesHandler(_Base):
 class DecisionsHandler(_Base):
     @web.authenticated
     @authorized
-    def post(self, sid: str) -> None:
-        s = self.session(sid)
+    async def post(self, sid: str) -> None:
+        s = await self.opened(sid)
         req = self.body(DecideCall)
         try:
             s.decide(
                 req.call_id,
                 Decision(req.decision, arguments=req.arguments, feedback=req.feedback, by="user"),
+                run_id=req.run_id,
             )
         except SessionError as e:
             raise web.HTTPError(e.status, str(e)) from None
@@ -165,7 +180,7 @@ class ReplayHandler(_Base):
     @web.authenticated
     @authorized
     async def post(self, sid: str) -> None:
-        s = self.session(sid)
+        s = await self.opened(sid)
         req = self.body(ReplayCall)
         try:
             result = await self.k2.replay(s, req.call_id)
@@ -180,6 +195,8 @@ class EventsSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type: i
 
     auth_resource = AUTH_RESOURCE
     k2session: Session | None = None
+    #: live events that came while the backlog was read, sent right after it
+    _held: list[tuple[int, dict[str, Any]]] | None = None
 
     def set_default_headers(self) -> None:
         """No JupyterHandler security headers on a websocket upgrade (as the kernel socket)."""
@@ -191,7 +208,7 @@ class EventsSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type: i
         if not authorized_:
             raise web.HTTPError(403)
         try:
-            self.k2session = self.settings["k2lab"].sessions.get(sid)
+            self.k2session = await self.settings["k2lab"].sessions.open(sid)
         except SessionError as e:
             raise web.HTTPError(e.status, str(e)) from None
         raw = self.get_argument("after", "-1")
@@ -205,26 +222,39 @@ class EventsSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type: i
         await self.pre_get(sid)
         await super().get(sid)
 
-    def open(self, sid: str) -> None:  # type: ignore[override]
+    async def open(self, sid: str) -> None:  # type: ignore[override]
         super().open()
         s = self.k2session
         assert s is not None
-        # backlog and subscription in one synchronous step: no gap, no duplicate
-        for index, ev in s.subscribe(self, self.after):
-            self.deliver(index, ev)
+        # Subscribe first (live events are held), read the backlog before that point off the
+        # event loop, send it, then what was held: no gap, no duplicate, no stall on a big log.
+        self._held = []
+        first_live = s.subscribe(self)
+        backlog = await asyncio.to_thread(s.log.slice, self.after + 1, first_live)
+        held, self._held = self._held, None
+        try:
+            for index, ev in enumerate(backlog, start=max(self.after + 1, 0)):
+                self.deliver(index, ev)
+            for index, ev in held:
+                self.deliver(index, ev)
+        except WebSocketClosedError:
+            return
         s.bridge.attach(self)
 
     def deliver(self, index: int, event: dict[str, Any]) -> None:
+        if self._held is not None:
+            self._held.append((index, event))
+            return
         self.send_json({"kind": "event", "index": index, "event": event})
 
     def send_json(self, msg: dict[str, Any]) -> None:
         if self.ws_connection is None or self.ws_connection.is_closing():
             raise WebSocketClosedError()
-        self.write_message(json.dumps(msg))
+        self.write_message(dumps_text(msg))
 
     def on_message(self, message: str | bytes) -> None:
         try:
-            msg = json.loads(message)
+            msg = loads(message, strict=True)
         except ValueError:
             msg = None
         if not isinstance(msg, dict):

@@ -12,11 +12,24 @@ from typing import Any
 
 from k2lab.agent.context import Conversation
 from k2lab.agent.loop import STOPPED_BEFORE_RUN
-from k2lab.events import RunEnd
+from k2lab.events import RunEnd, ToolResult
+
+#: the event types the conversation is rebuilt from
+RESTORE_TYPES = frozenset({"run.start", "step.end", "tool.result", "notice", "run.end"})
 
 INTERRUPTED = (
     "The Jupyter server stopped while this run was in progress; the run ended there. "
     "Everything it streamed before is kept."
+)
+#: what a call that was still waiting (for a decision, or its turn) when the server stopped reads
+RESTART_BEFORE_RUN = (
+    "[not run: the Jupyter server stopped (or restarted) before this tool call executed; the run "
+    "ended there]"
+)
+#: what a call that had been approved, with no result yet, when the server stopped reads
+RESTART_WHILE_RUNNING = (
+    "[interrupted: the Jupyter server stopped (or restarted) while this tool call was running; it "
+    "may have had partial effects]"
 )
 
 
@@ -24,9 +37,9 @@ def restore_conversation(conversation: Conversation, events: list[dict[str, Any]
     """Replay the log into ``conversation`` (which holds the system prompt already)."""
     open_calls: list[str] = []
 
-    def close_open() -> None:
+    def close_open(text: str = STOPPED_BEFORE_RUN) -> None:
         for cid in open_calls:  # as the loop does after a stop: the history stays valid
-            conversation.add_tool_result(cid, STOPPED_BEFORE_RUN)
+            conversation.add_tool_result(cid, text)
         open_calls.clear()
 
     for ev in events:
@@ -48,33 +61,55 @@ def restore_conversation(conversation: Conversation, events: list[dict[str, Any]
         elif kind == "notice" and ev.get("kind") == "compaction":
             conversation.hide_tool_outputs()
         elif kind == "run.end":
-            close_open()
-    close_open()
+            # a run the server's stop cut off says so, not that the user stopped it
+            close_open(RESTART_BEFORE_RUN if ev.get("error") == INTERRUPTED else STOPPED_BEFORE_RUN)
+    close_open(RESTART_BEFORE_RUN)
 
 
-def interrupted_run_end(events: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """A ``run.end`` to append when the log's last run never ended (the server died mid-run)."""
-    last_start = None
-    for i in range(len(events) - 1, -1, -1):
-        kind = events[i].get("type")
-        if kind == "run.end":
-            return None
-        if kind == "run.start":
-            last_start = i
-            break
-    if last_start is None:
-        return None
-    run = events[last_start:]
-    steps = max((int(e.get("step", 0)) for e in run if e.get("type") == "step.start"), default=0)
-    seq = max((int(e.get("seq", -1)) for e in run), default=-1) + 1
-    ts = float(events[last_start].get("ts", time.time()))
+def _int(v: Any, default: int) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) else default
+
+
+def interrupted_run_end(run: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What to append when a run never ended (the server stopped mid-run), given the events from
+    its ``run.start`` on: a ``tool.result`` for each call left without one, saying the server's
+    stop cut it off, then a ``run.end`` with the same reason. ``[]`` when the run did end."""
+    if not run or run[0].get("type") != "run.start" or any(e.get("type") == "run.end" for e in run):
+        return []
+    run_id = str(run[0].get("run_id") or "")
+    steps = max((_int(e.get("step"), 0) for e in run if e.get("type") == "step.start"), default=0)
+    seq = max((_int(e.get("seq"), -1) for e in run), default=-1) + 1
+    ts = run[0].get("ts")
+    started = float(ts) if isinstance(ts, (int, float)) else time.time()
+    names: dict[str, str] = {}
+    approved: set[str] = set()
+    for e in run:
+        cid, kind = e.get("call_id"), e.get("type")
+        if not isinstance(cid, str):
+            continue
+        if kind == "tool.proposed" and not e.get("problem"):
+            names[cid] = str(e.get("name", ""))
+        elif kind == "tool.decision" and e.get("decision") in ("approve", "edit"):
+            approved.add(cid)
+        elif kind == "tool.result":
+            names.pop(cid, None)
+    out: list[dict[str, Any]] = []
+    for cid, name in names.items():
+        text = RESTART_WHILE_RUNNING if cid in approved else RESTART_BEFORE_RUN
+        out.append(
+            ToolResult(
+                seq=seq, call_id=cid, run_id=run_id, name=name, ok=False, output=text
+            ).to_dict()
+        )
+        seq += 1
     end = RunEnd(
         seq=seq,
         stop_reason="error",
         answer="",
         steps=steps,
         tool_calls=sum(1 for e in run if e.get("type") == "tool.proposed"),
-        elapsed=max(0.0, time.time() - ts),
+        elapsed=max(0.0, time.time() - started),
         error=INTERRUPTED,
     )
-    return end.to_dict()
+    out.append(end.to_dict())
+    return out

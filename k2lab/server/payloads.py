@@ -1,7 +1,8 @@
 """The JSON bodies the REST API accepts, declared once (pydantic, strict, no unknown keys).
 
-``parse(model, body)`` turns any problem (not JSON, wrong type, unknown key, value out of range)
-into a ``PayloadError`` whose message names the field, for a 400 answer.
+``parse(model, body)`` turns any problem (not JSON, wrong type, unknown key, value out of range,
+a non-finite number such as ``Infinity``/``NaN``, nesting too deep to parse) into a
+``PayloadError`` whose message names the field, for a 400 answer.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class PayloadError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class SessionSettings(_Strict):
@@ -98,6 +99,8 @@ class SendMessage(_Strict):
 
 class DecideCall(_Strict):
     call_id: str = Field(..., min_length=1, max_length=500)
+    #: the run the call belongs to (``tool.proposed.run_id``); default: the current run
+    run_id: str | None = Field(None, min_length=1, max_length=200)
     decision: Literal["approve", "edit", "reject"]
     arguments: str | None = Field(None, max_length=1_000_000)
     feedback: str | None = Field(None, max_length=20_000)
@@ -124,9 +127,15 @@ class ReplayCall(_Strict):
     call_id: str = Field(..., min_length=1, max_length=500)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows (only finite numbers are accepted)")
+
+
 def parse(model: type[M], body: bytes) -> M:
     try:
-        data = json.loads(body or b"{}")
+        data = json.loads(body or b"{}", parse_constant=_no_constant)
+    except RecursionError:
+        raise PayloadError("the body is not JSON this server accepts: nested too deeply") from None
     except ValueError as e:
         raise PayloadError(f"the body is not JSON: {e}") from e
     if not isinstance(data, dict):

@@ -5,15 +5,70 @@ reading the notebook. Tools that change the user's notebook or run code in the u
 are different: they are not sandboxed, so they always wait for a person, unless the user chose
 ``auto`` for this session themselves (in the panel's session settings) or pressed "Approve all"
 for the current run. A server-wide default of ``auto`` does not count as that choice.
+
+A call waiting for a person is known by ``(run_id, call_id)``: each run gets its own table, so an
+id the model (or an engine's fallback) repeats in a later run never collides with an earlier one,
+and an id repeated inside one run is answered at once (rejected) rather than waiting on a decision
+that can never be sent.
 """
 
 from __future__ import annotations
 
-from k2lab.agent.decisions import NEVER_FEEDBACK, Decision, PendingDecisions
+import asyncio
+
+from k2lab.agent.decisions import NEVER_FEEDBACK, Decision, DecisionError
 from k2lab.events import ToolProposed
 
 #: Tools that act outside the sandbox, on the user's notebook and kernel.
 ALWAYS_ASK = frozenset({"notebook_insert_cell", "notebook_replace_cell", "notebook_run_cell"})
+
+DUPLICATE_FEEDBACK = (
+    "[not run: this tool call repeats the id {call_id!r} of another call in this run, so no one "
+    "could approve it; send each call with its own id]"
+)
+
+
+class RunPending:
+    """The calls of one run that wait for a person, by call id."""
+
+    def __init__(self, run_id: str = "") -> None:
+        self.run_id = run_id
+        self._pending: dict[str, asyncio.Future[Decision]] = {}
+        self._seen: set[str] = set()
+        self.auto = False
+
+    @property
+    def pending(self) -> list[str]:
+        return [cid for cid, fut in self._pending.items() if not fut.done()]
+
+    async def decide(self, proposal: ToolProposed) -> Decision:
+        cid = proposal.call_id
+        if not cid or cid in self._seen:
+            return Decision("reject", feedback=DUPLICATE_FEEDBACK.format(call_id=cid), by="policy")
+        self._seen.add(cid)
+        if self.auto:
+            return Decision("approve", by="policy")
+        fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._pending[cid] = fut
+        try:
+            return await fut
+        finally:
+            self._pending.pop(cid, None)
+
+    def resolve(self, call_id: str, decision: Decision) -> None:
+        fut = self._pending.get(call_id)
+        if fut is None or fut.done():
+            if call_id in self._seen:
+                raise DecisionError(f"tool call {call_id!r} was already decided")
+            raise DecisionError(f"no tool call {call_id!r} is waiting for a decision")
+        if decision.kind == "edit" and decision.arguments is None:
+            raise DecisionError("an edit needs the arguments to run")
+        fut.set_result(decision)
+
+    def approve_all(self) -> None:
+        self.auto = True
+        for cid in self.pending:
+            self._pending[cid].set_result(Decision("approve", by="user"))
 
 
 class SessionDecisions:
@@ -24,11 +79,15 @@ class SessionDecisions:
             raise ValueError(f"unknown approval policy {policy!r} (use ask, auto or never)")
         self.policy = policy
         self.user_chose_auto = user_chose_auto
-        self.pending = PendingDecisions()
+        self.pending = RunPending()
 
-    def new_run(self) -> None:
-        """ "Approve all" lasts for one run; a new message starts asking again."""
-        self.pending.auto = False
+    @property
+    def run_id(self) -> str:
+        return self.pending.run_id
+
+    def new_run(self, run_id: str = "") -> None:
+        """A fresh table per run: "Approve all" lasts for one run, ids are the run's own."""
+        self.pending = RunPending(run_id)
 
     async def decide(self, proposal: ToolProposed) -> Decision:
         if self.policy == "never":

@@ -5,6 +5,12 @@ WebSockets) get every event after the index they name: the backlog and the regis
 one synchronous step on the event loop, so a reconnecting panel sees no duplicates and no gaps.
 Pending decisions are server-side futures, so reloading the page loses none of them.
 
+A session's events are opened only when asked for (``SessionManager.open``, off the event loop);
+the session list comes from each file's header and summary. A tool call is known by
+``(run_id, call_id)``, so an id repeated in another run never blocks a decision. A write that
+fails (a full disk) is an ``error`` event in the log (kind ``storage``), live in the panel, and the
+events wait in memory, in order, until they can be written (``store``).
+
 Errors meant for HTTP clients are ``SessionError`` with a status (404 unknown, 409 conflict).
 """
 
@@ -19,17 +25,50 @@ from typing import Any, Protocol
 
 from k2lab.agent.decisions import Decision, DecisionError
 from k2lab.config import K2Lab, Settings, resolve_settings
-from k2lab.events import Error, RunEnd, RunStart
+from k2lab.events import Error, Notice, RunEnd, RunStart
+from k2lab.scrub import Scrubber
 from k2lab.server.engine import AgentFactory, BuiltAgent
-from k2lab.server.history import interrupted_run_end, restore_conversation
+from k2lab.server.history import RESTORE_TYPES, interrupted_run_end, restore_conversation
 from k2lab.server.notebook_tools import NotebookBridge, notebook_tools
 from k2lab.server.policy import SessionDecisions
-from k2lab.server.store import SessionFile, SessionFileError, SessionHeader, read_session
+from k2lab.server.store import (
+    EventLog,
+    SessionFileError,
+    SessionHeader,
+    Summary,
+    summarize,
+    summary_path,
+)
 
 log = logging.getLogger(__name__)
 
-#: key sources that belong to the server's configured endpoint, not to any URL a panel names
-_GENERIC_KEYS = ("$K2LAB_API_KEY", "$MOONSHOT_API_KEY", "jupyter config")
+
+class _Calls:
+    """What the log says about tool calls, by ``(run_id, call_id)``, to answer 404 / 409."""
+
+    def __init__(self) -> None:
+        self.proposed: set[tuple[str, str]] = set()
+        self.decided: set[tuple[str, str]] = set()
+        #: the run each call id was last proposed in
+        self.last_run: dict[str, str] = {}
+        self.run = ""
+        self.runs = 0
+
+    def track(self, ev: dict[str, Any]) -> None:
+        kind, cid = ev.get("type"), ev.get("call_id")
+        if kind == "run.start":
+            self.runs += 1
+            # traces from before run ids were on every event: the run is the latest run.start
+            self.run = str(ev.get("run_id") or f"#{self.runs}")
+            return
+        if not isinstance(cid, str):
+            return
+        key = (str(ev.get("run_id") or self.run), cid)
+        if kind == "tool.proposed":
+            self.proposed.add(key)
+            self.last_run[cid] = key[0]
+        elif kind == "tool.decision":
+            self.decided.add(key)
 
 
 class SessionError(Exception):
@@ -46,26 +85,26 @@ class Session:
     def __init__(
         self,
         header: SessionHeader,
-        file: SessionFile,
-        events: list[dict[str, Any]],
+        path: Path,
         manager: SessionManager,
+        *,
+        events: EventLog | None = None,
+        summary: Summary | None = None,
     ) -> None:
         self.header = header
-        self.file = file
-        self.events = events
+        self.path = path
         self.manager = manager
         self.bridge = NotebookBridge()
+        self._log = events
+        self._summary = summary if summary is not None else Summary()
+        self._calls = _Calls()
+        self._opening: asyncio.Lock | None = None
         self._subscribers: list[Subscriber] = []
         self._built: BuiltAgent | None = None
         self._decisions: SessionDecisions | None = None
         self._task: asyncio.Task[None] | None = None
         #: a stop that came before the agent existed (its sandbox was still starting)
         self._stop_pending = False
-        # what the log says about tool calls, to answer 404 / 409 without guessing
-        self._proposed: set[str] = set()
-        self._decided: set[str] = set()
-        for ev in events:
-            self._track(ev)
 
     @property
     def id(self) -> str:
@@ -76,24 +115,28 @@ class Session:
         return self._task is not None and not self._task.done()
 
     @property
+    def loaded(self) -> bool:
+        return self._log is not None
+
+    @property
+    def summary(self) -> Summary:
+        return self._log.summary if self._log is not None else self._summary
+
+    @property
     def title(self) -> str:
         if self.header.title:
             return self.header.title
-        for ev in self.events:  # untitled: named after its first message
-            if ev.get("type") == "run.start":
-                first = str(ev.get("prompt", "")).strip().splitlines() or [""]
-                return first[0][:60] or "New chat"
-        return "New chat"
+        return self.summary.first_prompt[:60] or "New chat"  # untitled: its first message
 
     def meta(self) -> dict[str, Any]:
-        updated = self.events[-1].get("ts") if self.events else None
+        summary = self.summary
         return {
             "id": self.id,
             "title": self.title,
             "created": self.header.created,
-            "updated": updated if isinstance(updated, (int, float)) else None,
+            "updated": summary.updated,
             "running": self.running,
-            "n_events": len(self.events),
+            "n_events": summary.n_events,
             "settings": self.header.settings,
             "pending": self.pending_calls(),
             "panel_connected": self.bridge.connected,
@@ -101,40 +144,96 @@ class Session:
 
     @property
     def proposed_calls(self) -> set[str]:
-        return self._proposed
+        return {cid for _, cid in self._calls.proposed}
 
     def pending_calls(self) -> list[str]:
         return [] if self._decisions is None else self._decisions.pending.pending
 
     # -- the event log ---------------------------------------------------------------------------
-    def _track(self, ev: dict[str, Any]) -> None:
-        kind, cid = ev.get("type"), ev.get("call_id")
-        if kind == "tool.proposed" and isinstance(cid, str):
-            self._proposed.add(cid)
-        elif kind == "tool.decision" and isinstance(cid, str):
-            self._decided.add(cid)
+    def _read(self) -> tuple[EventLog, _Calls]:
+        calls = _Calls()
+        _, events = EventLog.open(self.path, calls.track)
+        return events, calls
+
+    @property
+    def log(self) -> EventLog:
+        """The events (opened here, blocking, if ``opened()`` was not awaited first)."""
+        if self._log is None:
+            self._log, self._calls = self._read()
+        return self._log
+
+    @property
+    def events(self) -> EventLog:
+        return self.log
+
+    async def opened(self) -> EventLog:
+        """The events, read from the file off the event loop the first time."""
+        if self._log is None:
+            if self._opening is None:
+                self._opening = asyncio.Lock()
+            async with self._opening:
+                if self._log is None:
+                    events, calls = await asyncio.to_thread(self._read)
+                    if self._log is None:
+                        self._log, self._calls = events, calls
+                    else:
+                        events.close()
+        return self._log
 
     def append(self, ev: dict[str, Any]) -> int:
-        index = len(self.events)
-        try:
-            self.file.append(ev)
-        except OSError as e:  # a full disk must not kill the run; say so once per event
-            log.error("k2lab: could not write session %s: %s", self.id, e)
-        self.events.append(ev)
-        self._track(ev)
+        events = self.log
+        was_unsaved = events.unsaved
+        stored = events.append(ev)
+        index = len(events) - 1
+        self._calls.track(stored)
         for sub in list(self._subscribers):
             try:
-                sub.deliver(index, ev)
+                sub.deliver(index, stored)
             except Exception:  # a dead socket unsubscribes itself on close
                 log.debug("k2lab: dropping a subscriber of %s", self.id, exc_info=True)
                 self.unsubscribe(sub)
+        if events.unsaved and not was_unsaved:
+            self._not_saved(index)
+        elif was_unsaved and not events.unsaved:
+            self._saved_again(was_unsaved + 1)
         return index
 
-    def subscribe(self, sub: Subscriber, after: int) -> list[tuple[int, dict[str, Any]]]:
-        """Register ``sub`` for live events and return the backlog after ``after`` (atomic)."""
+    def _not_saved(self, index: int) -> None:
+        err = self.log.error
+        log.error("k2lab: could not write session %s: %s", self.id, err)
+        self.append(
+            Error(
+                message=f"Events from #{index} on could not be saved to {self.path.name} ({err}). "
+                "They are kept in memory and written as soon as a write succeeds; if the server "
+                "stops before that, they are lost. Free some disk space.",
+                kind="storage",
+                fatal=False,
+            ).to_dict()
+        )
+
+    def _saved_again(self, n: int) -> None:
+        log.warning("k2lab: session %s: the %d unsaved events are written now", self.id, n)
+        self.append(
+            Notice(
+                message=f"The {n} events that could not be saved are now written to "
+                f"{self.path.name}.",
+                kind="storage",
+            ).to_dict()
+        )
+
+    def _retry_save(self) -> None:
+        events = self._log
+        if events is None or not events.unsaved:
+            return
+        n = events.unsaved
+        if events.retry():
+            self._saved_again(n)
+
+    def subscribe(self, sub: Subscriber) -> int:
+        """Register ``sub`` for live events; returns the index of the first one it will get (the
+        backlog before it is the caller's to read, e.g. with ``log.slice`` in a thread)."""
         self._subscribers.append(sub)
-        start = max(after + 1, 0)
-        return [(i, self.events[i]) for i in range(start, len(self.events))]
+        return len(self.log)
 
     def unsubscribe(self, sub: Subscriber) -> None:
         if sub in self._subscribers:
@@ -157,7 +256,7 @@ class Session:
             run_timeout=max(settings.tool_timeout, self.manager.notebook_timeout),
         )
         built = await self.manager.factory(settings, self._decisions, tools)
-        restore_conversation(built.agent.conversation, self.events)
+        restore_conversation(built.agent.conversation, self.log.select(RESTORE_TYPES))
         self._built = built
         return built
 
@@ -180,14 +279,25 @@ class Session:
             self._failed_start(prompt, run_id, None, stopped=True)
             return
         assert self._decisions is not None
-        self._decisions.new_run()
+        self._decisions.new_run(run_id)
         try:
             async for ev in built.agent.run(prompt, run_id=run_id):
                 self.append(ev.to_dict())
         except Exception as e:  # the loop promises not to raise; keep the log whole if it does
             log.exception("k2lab: run %s of session %s failed", run_id, self.id)
             err = Error(message=f"internal error: {e}", kind="internal", fatal=True)
-            self.append(err.to_dict())
+            self.append(self._scrubber().event(err).to_dict())
+        finally:
+            self._retry_save()
+            if self._log is not None:
+                self._log.save_summary()
+
+    def _scrubber(self) -> Scrubber:
+        try:
+            s = self.settings()
+        except ValueError:
+            return Scrubber.for_provider()
+        return Scrubber.for_provider(s.api_key, s.base_url)
 
     def _failed_start(
         self, prompt: str, run_id: str, err: Exception | None, *, stopped: bool = False
@@ -197,12 +307,14 @@ class Session:
             s = self.settings()
         except ValueError:  # the settings themselves are what failed: describe the run anyway
             s = Settings()
+        scrub = Scrubber.for_provider(s.api_key, s.base_url)
         msg = f"could not start the agent: {type(err).__name__}: {err}" if err else None
+        msg = scrub.text(msg) if msg else None
         self.append(
-            RunStart(
+            scrub.event(RunStart(
                 seq=0, run_id=run_id, prompt=prompt, model=s.model, model_label=s.model,
                 base_url=s.base_url, policy=s.approve, isolation="none", max_steps=s.max_steps,
-            ).to_dict()
+            )).to_dict()
         )  # fmt: skip
         seq = 1
         if msg:
@@ -214,6 +326,7 @@ class Session:
                 tool_calls=0, error=msg,
             ).to_dict()
         )  # fmt: skip
+        self._retry_save()
 
     def stop(self) -> bool:
         """Stop the run wherever it waits; False when nothing was running."""
@@ -233,12 +346,20 @@ class Session:
             await asyncio.shield(self._task)
 
     # -- decisions -------------------------------------------------------------------------------
-    def decide(self, call_id: str, decision: Decision) -> None:
-        if call_id not in self._proposed:
+    def decide(self, call_id: str, decision: Decision, run_id: str | None = None) -> None:
+        """Resolve a waiting call: ``(run_id, call_id)``; without ``run_id``, the call of that id
+        in the current run, else in the latest run that proposed it."""
+        calls = self._calls
+        current = self._decisions.run_id if self._decisions is not None and self.running else ""
+        run = run_id
+        if run is None:
+            run = current if (current, call_id) in calls.proposed else calls.last_run.get(call_id)
+        key = (run or "", call_id)
+        if key not in calls.proposed:
             raise SessionError(404, f"no tool call {call_id!r} in this session")
-        if call_id in self._decided:
+        if key in calls.decided:
             raise SessionError(409, f"tool call {call_id!r} was already decided")
-        if call_id not in self.pending_calls():
+        if key[0] != current or call_id not in self.pending_calls():
             raise SessionError(
                 409,
                 f"tool call {call_id!r} is not waiting for a decision "
@@ -275,7 +396,12 @@ class Session:
                 await built.aclose()
             except Exception:
                 log.warning("k2lab: closing session %s failed", self.id, exc_info=True)
-        self.file.close()
+        if self._log is not None:
+            self._retry_save()
+            if self._log.unsaved:
+                log.error("k2lab: session %s: %d events could not be saved and are lost",
+                          self.id, self._log.unsaved)  # fmt: skip
+            self._log.close()
 
 
 class SessionManager:
@@ -297,32 +423,45 @@ class SessionManager:
         return resolve_settings(None, config=self.config)
 
     def session_settings(self, overrides: dict[str, Any]) -> Settings:
-        s = resolve_settings(overrides, config=self.config)
-        # the server's key goes only to the endpoint it was configured for
-        if s.base_url != self.server_settings().base_url and s.sources.get("api_key") in (
-            _GENERIC_KEYS
-        ):
-            s.api_key = ""
-            s.sources["api_key"] = "withheld: this session names another endpoint"
-        return s
+        # the key rule (a key goes only to the endpoint it belongs to) is resolve_settings' own
+        return resolve_settings(overrides, config=self.config)
 
     def load(self) -> int:
-        """Open every session file in the directory; a run cut by a restart is ended."""
+        """List the session files in the directory (headers and summaries, not their events);
+        a run cut by a restart is ended, in the log, with the reason."""
         self.directory.mkdir(parents=True, exist_ok=True)
         for path in sorted(self.directory.glob("*.jsonl")):
             try:
-                header, events = read_session(path)
+                header, summary = summarize(path)
             except (OSError, SessionFileError) as e:
                 log.warning("k2lab: skipping session file %s: %s", path, e)
                 continue
             if not header.session_id or header.session_id in self.sessions:
                 header.session_id = path.stem
-            session = Session(header, SessionFile(path), events, self)
-            end = interrupted_run_end(events)
-            if end is not None:
-                session.append(end)
+            session = Session(header, path, self, summary=summary)
+            if summary.open_run:
+                try:
+                    self._end_cut_run(session)
+                except (OSError, SessionFileError) as e:
+                    log.warning("k2lab: skipping session file %s: %s", path, e)
+                    continue
             self.sessions[session.id] = session
         return len(self.sessions)
+
+    @staticmethod
+    def _end_cut_run(session: Session) -> None:
+        events = session.log
+        start = events.last_index_of("run.start")
+        if start >= 0:
+            for ev in interrupted_run_end(events.slice(start)):
+                session.append(ev)
+        events.save_summary()
+
+    async def open(self, sid: str) -> Session:
+        """The session with its events read (off the event loop the first time)."""
+        session = self.get(sid)
+        await session.opened()
+        return session
 
     def create(self, title: str = "", settings: dict[str, Any] | None = None) -> Session:
         overrides = dict(settings or {})
@@ -333,7 +472,11 @@ class SessionManager:
         sid = uuid.uuid4().hex[:12]
         header = SessionHeader(session_id=sid, title=title, settings=overrides)
         path = self.directory / f"{sid}.jsonl"
-        session = Session(header, SessionFile.create(path, header), [], self)
+        try:
+            events = EventLog.create(path, header)
+        except OSError as e:
+            raise SessionError(503, f"could not create the session file: {e}") from e
+        session = Session(header, path, self, events=events)
         self.sessions[sid] = session
         return session
 
@@ -351,7 +494,8 @@ class SessionManager:
         session = self.get(sid)
         del self.sessions[sid]
         await session.close()
-        session.file.path.unlink(missing_ok=True)
+        session.path.unlink(missing_ok=True)
+        summary_path(session.path).unlink(missing_ok=True)
 
     async def close(self) -> None:
         started = time.monotonic()

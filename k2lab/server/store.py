@@ -6,32 +6,116 @@ then one event dict per line (``Event.to_dict()``). An event's session-wide inde
 minus one, so nothing but the events themselves is stored, and ``k2lab.trace`` readers can open
 a session file like any trace.
 
-Every line is written with one ``write`` on an ``O_APPEND`` descriptor, so a crash can only cut the
-last line. Opening a file drops such a cut line (and truncates it away, so the next append starts on
-a clean line); a damaged line in the middle is skipped with a warning rather than losing the rest.
-This module owns the bytes on disk only: what the events mean is ``sessions``' business.
+Lines are strict JSON: a non-finite number (``NaN``, ``Infinity``, which sandbox code can put in
+display metadata) is written as ``null``, and such numbers in files written before are read as
+``null``, so every answer built from a session is valid JSON.
+
+Every line is written with one ``write`` on an ``O_APPEND`` descriptor and its length checked. A
+short or failed write (a full disk) is cut back to the last whole line at once, and that event and
+every later one wait in memory, in order, until a write succeeds again: the file is always a prefix
+of the session's events, whole line by whole line, so indices never shift. Opening a file drops a
+cut last line (and truncates it away); a damaged line in the middle is skipped with a warning.
+
+Memory: an ``EventLog`` keeps the offset and type of every event, and in memory only events up to
+``CACHE_MAX`` bytes that are not stream fragments (the ``step.end`` that follows a step's
+``reasoning.delta``/``content.delta`` carries the same text). Everything else is read back from
+the file when asked for. The server lists sessions from their headers and a small summary file
+written next to each log (``<id>.summary.json``), so it opens a session's events only when they
+are asked for. This module owns the bytes on disk only: what the events mean is ``sessions``'.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-from dataclasses import dataclass, field
+import re
+import threading
+from array import array
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 SESSION_VERSION = 1
 TRACE_VERSION = 1
 
+#: events up to this many bytes (one line) stay in memory once written or read
+CACHE_MAX = 64 * 1024
+#: stream fragments: never kept in memory (read back from the file when asked for)
+FRAGMENTS = frozenset({"reasoning.delta", "content.delta"})
+#: a summary scan parses lines up to this size; of longer lines it reads the type and time only
+SCAN_PARSE_MAX = 1024 * 1024
+#: what a too deeply nested value inside an event becomes
+TOO_DEEP = "[k2lab: nested too deeply to keep]"
+_MAX_DEPTH = 200
+_CHUNK = 1024 * 1024
+
 log = logging.getLogger(__name__)
+
+#: the one call that puts bytes into a session file (tests inject short writes here)
+_write = os.write
 
 
 class SessionFileError(Exception):
     """A session file that cannot be read at all (no header, or a newer format)."""
 
 
+# -- strict JSON ---------------------------------------------------------------------------------
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (only finite numbers are accepted)")
+
+
+def _null_constant(name: str) -> None:
+    return None
+
+
+def loads(raw: str | bytes, *, strict: bool = False) -> Any:
+    """Parse JSON. ``NaN``/``Infinity`` become ``None`` (``strict``: a ``ValueError``); a value
+    nested too deeply for the parser is a ``ValueError`` too, never a ``RecursionError``."""
+    try:
+        return json.loads(raw, parse_constant=_no_constant if strict else _null_constant)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
+
+
+def finite(obj: Any, depth: int = 0) -> Any:
+    """``obj`` with non-finite floats as ``None`` and containers deeper than 200 levels cut."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (dict, list, tuple)) and depth >= _MAX_DEPTH:
+        return TOO_DEEP
+    if isinstance(obj, dict):
+        return {str(k): finite(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v, depth + 1) for v in obj]
+    return obj
+
+
+def _text(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def dumps(obj: Any) -> tuple[bytes, Any]:
+    """One strict JSON line (``\\n``-terminated bytes) and the object it encodes, which differs
+    from ``obj`` only where a number was not finite or a value nested too deeply."""
+    try:
+        text = _text(obj)
+    except (ValueError, RecursionError, TypeError):
+        obj = finite(obj)
+        text = _text(obj)
+    # a lone surrogate (undecodable bytes from the sandbox) stays a JSON escape, not bad UTF-8
+    return (text + "\n").encode("utf-8", "backslashreplace"), obj
+
+
+def dumps_text(obj: Any) -> str:
+    """``json.dumps`` for HTTP answers: strict, and safe for values that are not."""
+    return dumps(obj)[0].decode("utf-8")[:-1]
+
+
+# -- the header ------------------------------------------------------------------------------------
 @dataclass(slots=True)
 class SessionHeader:
     session_id: str
@@ -62,43 +146,369 @@ class SessionHeader:
                 f"session format {version} is newer than this k2lab understands "
                 f"({SESSION_VERSION}); upgrade k2lab to open it"
             )
+        settings = d.get("settings")
+        # a value that was not finite (read as None) was never a valid setting: it is dropped
+        settings = {str(k): v for k, v in settings.items() if v is not None} if isinstance(
+            settings, dict
+        ) else {}  # fmt: skip
         return cls(
             session_id=str(d.get("session_id", "")),
             title=str(d.get("title", "")),
             created=str(d.get("created", "")),
-            settings=dict(d.get("settings") or {}),
+            settings=settings,
         )
 
 
-def _line(obj: dict[str, Any]) -> bytes:
-    return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+# -- reading lines without holding a huge one ----------------------------------------------------
+def _lines(f: IO[bytes], start: int, keep: int) -> Iterator[tuple[int, int, bytes, bool]]:
+    """``(offset, length, data, whole)`` for each ``\\n``-ended line from ``start``: ``data`` is
+    the line without its newline when at most ``keep`` bytes (``whole``), else its first ``keep``
+    bytes. A last line without a newline is reported with ``length`` -1 (a cut line)."""
+    f.seek(start)
+    cur = bytearray()
+    cur_len = 0
+    cur_start = start
+    while True:
+        chunk = f.read(_CHUNK)
+        if not chunk:
+            break
+        i = 0
+        while True:
+            j = chunk.find(b"\n", i)
+            end = len(chunk) if j < 0 else j
+            room = keep + 1 - len(cur)
+            if room > 0:
+                cur += chunk[i : min(end, i + room)]
+            cur_len += end - i
+            if j < 0:
+                break
+            whole = cur_len <= keep
+            yield cur_start, cur_len + 1, bytes(cur if whole else cur[:keep]), whole
+            cur_start += cur_len + 1
+            cur = bytearray()
+            cur_len = 0
+            i = j + 1
+    if cur_len:
+        yield cur_start, -1, bytes(cur[:keep]), False
 
 
-class SessionFile:
-    """An open session file: append event dicts, one flushed line each."""
+_TYPE_RE = re.compile(rb'"type"\s*:\s*"([A-Za-z0-9._-]{1,64})"')
+_TS_RE = re.compile(rb'"ts"\s*:\s*(-?[0-9][0-9.eE+-]{0,30})')
 
-    def __init__(self, path: Path) -> None:
+
+def _peek(prefix: bytes) -> dict[str, Any] | None:
+    """The type and time of an event line too long to parse for a summary."""
+    m = _TYPE_RE.search(prefix)
+    if m is None:
+        return None
+    ev: dict[str, Any] = {"type": m.group(1).decode()}
+    t = _TS_RE.search(prefix)
+    if t is not None:
+        try:
+            ev["ts"] = float(t.group(1))
+        except ValueError:
+            pass
+    return ev
+
+
+def _read_header(f: IO[bytes], path: Path) -> tuple[SessionHeader, int]:
+    first = next(_lines(f, 0, SCAN_PARSE_MAX), None)
+    if first is None or first[1] < 0:
+        raise SessionFileError(f"{path}: empty or cut before the end of its header")
+    if not first[3]:
+        raise SessionFileError(f"{path}: the header line is too long")
+    try:
+        d = loads(first[2])
+        if not isinstance(d, dict):
+            raise ValueError("not an object")
+        return SessionHeader.from_dict(d), first[1]
+    except (ValueError, AttributeError) as e:
+        raise SessionFileError(f"{path}: unreadable header ({e})") from e
+
+
+def _event(raw: bytes, path: Path, line: int) -> dict[str, Any] | None:
+    try:
+        ev = loads(raw)
+    except ValueError:
+        log.warning("k2lab: %s line %d is not JSON; skipped", path, line)
+        return None
+    if isinstance(ev, dict) and isinstance(ev.get("type"), str):
+        return ev
+    log.warning("k2lab: %s line %d is not an event; skipped", path, line)
+    return None
+
+
+def _cut_tail(path: Path, end: int, size: int, repair: bool) -> None:
+    log.warning("k2lab: %s ends with a cut line (%d bytes); dropped", path, size - end)
+    if repair:
+        with open(path, "r+b") as f:
+            f.truncate(end)
+
+
+# -- summaries: what the session list needs, without the events --------------------------------
+@dataclass(slots=True)
+class Summary:
+    #: bytes of whole lines the summary describes (it is stale when the file's size differs)
+    size: int = 0
+    n_events: int = 0
+    updated: float | None = None
+    first_prompt: str = ""
+    #: the last run has a run.start and no run.end (the server stopped while it ran)
+    open_run: bool = False
+
+    def see(self, ev: dict[str, Any]) -> None:
+        self.n_events += 1
+        ts = ev.get("ts")
+        if isinstance(ts, (int, float)) and not isinstance(ts, bool) and math.isfinite(ts):
+            self.updated = float(ts)
+        kind = ev.get("type")
+        if kind == "run.start":
+            self.open_run = True
+            if not self.first_prompt:
+                lines = str(ev.get("prompt", "")).strip().splitlines() or [""]
+                self.first_prompt = lines[0][:200]
+        elif kind == "run.end":
+            self.open_run = False
+
+
+def summary_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".summary.json")
+
+
+def summarize(path: Path) -> tuple[SessionHeader, Summary]:
+    """The header and summary of a session file: from its summary file when that is current,
+    else by one pass over the file that parses only lines up to 1 MiB."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header, start = _read_header(f, path)
+        try:
+            d = json.loads(summary_path(path).read_text())
+            s = Summary(**{f.name: d[f.name] for f in fields(Summary)})
+            if s.size == size and isinstance(s.n_events, int):
+                return header, s
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        s = Summary()
+        end = start
+        for n, (off, length, data, whole) in enumerate(_lines(f, start, SCAN_PARSE_MAX), 2):
+            if length < 0:
+                break
+            end = off + length
+            ev = _event(data, path, n) if whole else _peek(data)
+            if ev is not None:
+                s.see(ev)
+        s.size = end
+    return header, s
+
+
+@dataclass
+class _Scan:
+    offsets: array[int] = field(default_factory=lambda: array("q"))
+    lengths: array[int] = field(default_factory=lambda: array("q"))
+    types: list[str] = field(default_factory=list)
+    cache: dict[int, dict[str, Any]] = field(default_factory=dict)
+    summary: Summary = field(default_factory=Summary)
+
+
+def _scan(
+    path: Path, visit: Callable[[dict[str, Any]], None] | None, *, repair: bool
+) -> tuple[SessionHeader, _Scan]:
+    size = path.stat().st_size
+    out = _Scan()
+    with open(path, "rb") as f:
+        header, start = _read_header(f, path)
+        end = start
+        for n, (off, length, data, _) in enumerate(_lines(f, start, 1 << 62), 2):
+            if length < 0:
+                _cut_tail(path, end, size, repair)
+                break
+            end = off + length
+            ev = _event(data, path, n)
+            if ev is None:
+                continue
+            i = len(out.offsets)
+            out.offsets.append(off)
+            out.lengths.append(length)
+            out.types.append(str(ev["type"]))
+            out.summary.see(ev)
+            if visit is not None:
+                visit(ev)
+            if length <= CACHE_MAX and ev["type"] not in FRAGMENTS:
+                out.cache[i] = ev
+    out.summary.size = end
+    return header, out
+
+
+# -- the log ---------------------------------------------------------------------------------------
+class EventLog:
+    """A session's events, on disk one line each: append, count, read back (thread-safe reads)."""
+
+    def __init__(self, path: Path, size: int) -> None:
         self.path = path
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._fd: int | None = os.open(path, os.O_RDWR | os.O_APPEND)
+        self._size = size  # bytes of whole lines on disk
+        self._offsets = array("q")
+        self._lengths = array("q")
+        self._types: list[str] = []
+        self._cache: dict[int, dict[str, Any]] = {}
+        #: lines not on disk yet (a write failed), in order, after the saved ones
+        self._unsaved: list[bytes] = []
+        self._lock = threading.Lock()
+        self.summary = Summary(size=size)
+        #: the reason of the last failed write ("" while everything is saved)
+        self.error = ""
 
+    # creating and opening
     @classmethod
-    def create(cls, path: Path, header: SessionHeader) -> SessionFile:
+    def create(cls, path: Path, header: SessionHeader) -> EventLog:
         path.parent.mkdir(parents=True, exist_ok=True)
+        line, _ = dumps(header.to_dict())
         # O_EXCL: two sessions never share a file, even if ids collided
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, _line(header.to_dict()))
-        finally:
+            if _write(fd, line) != len(line):
+                raise OSError(f"{path}: short write of the session header")
+        except OSError:
             os.close(fd)
-        return cls(path)
+            path.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        return cls(path, len(line))
 
-    def append(self, event: dict[str, Any]) -> None:
+    @classmethod
+    def open(
+        cls, path: Path, visit: Callable[[dict[str, Any]], None] | None = None
+    ) -> tuple[SessionHeader, EventLog]:
+        """Read a session file once: offsets and types of all events, the small ones kept.
+        ``visit`` sees every event. Drops (and truncates away) a cut last line."""
+        header, scan = _scan(path, visit, repair=True)
+        self = cls(path, scan.summary.size)
+        self._offsets, self._lengths = scan.offsets, scan.lengths
+        self._types, self._cache, self.summary = scan.types, scan.cache, scan.summary
+        return header, self
+
+    # reading
+    def __len__(self) -> int:
+        return len(self._offsets) + len(self._unsaved)
+
+    @property
+    def saved(self) -> int:
+        """How many events are on disk (the rest wait for a write that succeeds)."""
+        return len(self._offsets)
+
+    @property
+    def unsaved(self) -> int:
+        return len(self._unsaved)
+
+    def type_of(self, i: int) -> str:
+        return self._types[i]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if i < 0:
+            i += len(self)
+        with self._lock:
+            ev = self._cache.get(i)
+            if ev is not None:
+                return ev
+            n = len(self._offsets)
+            if i >= n:
+                raw = self._unsaved[i - n]
+            else:
+                if self._fd is None:
+                    raise ValueError(f"session file {self.path} is closed")
+                raw = os.pread(self._fd, self._lengths[i], self._offsets[i])
+        try:
+            got = loads(raw)
+        except ValueError:
+            got = None
+        if not isinstance(got, dict):  # the file changed under us: say so, do not invent
+            return {"type": "error", "seq": -1, "ts": 0.0, "message": f"event {i} could not be read back "
+                    f"from {self.path.name}", "kind": "storage", "fatal": False}  # fmt: skip
+        return got
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self[i] for i in range(len(self)))
+
+    def slice(self, start: int, stop: int | None = None) -> list[dict[str, Any]]:
+        stop = len(self) if stop is None else min(stop, len(self))
+        return [self[i] for i in range(max(start, 0), stop)]
+
+    def select(self, types: Iterable[str], start: int = 0) -> list[dict[str, Any]]:
+        """The events of the given types (in order), without reading the others."""
+        wanted = frozenset(types)
+        return [self[i] for i in range(start, len(self)) if self._types[i] in wanted]
+
+    def last_index_of(self, kind: str) -> int:
+        for i in range(len(self) - 1, -1, -1):
+            if self._types[i] == kind:
+                return i
+        return -1
+
+    # writing
+    def append(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Write one event (after any still unsaved ones); returns the event as stored (strict
+        JSON). A failed write keeps it in memory, in order; ``unsaved`` says how many wait."""
+        line, stored = dumps(event)
+        clean: dict[str, Any] = stored
+        kind = str(clean.get("type", ""))
+        with self._lock:
+            i = len(self)
+            self._types.append(kind)
+            if len(line) <= CACHE_MAX and kind not in FRAGMENTS:
+                self._cache[i] = clean
+            self._unsaved.append(line)
+            self._flush()
+        self.summary.see(clean)
+        return clean
+
+    def retry(self) -> bool:
+        """Try the unsaved lines again; True when everything is on disk."""
+        with self._lock:
+            self._flush()
+            return not self._unsaved
+
+    def _flush(self) -> None:
         if self._fd is None:
-            raise ValueError(f"session file {self.path} is closed")
-        os.write(self._fd, _line(event))
+            self.error = "the session file is closed"
+            return
+        while self._unsaved:
+            line = self._unsaved[0]
+            try:
+                n = _write(self._fd, line)
+                err = "" if n == len(line) else f"short write: {n} of {len(line)} bytes"
+            except OSError as e:
+                err = f"{e.strerror or e}"
+            if err:
+                self.error = err
+                try:  # cut back to the last whole line: the next write starts a clean line
+                    os.ftruncate(self._fd, self._size)
+                except OSError as e:
+                    log.error("k2lab: could not cut %s back to %d bytes: %s", self.path,
+                              self._size, e)  # fmt: skip
+                return
+            self._offsets.append(self._size)
+            self._lengths.append(n)
+            self._size += n
+            self._unsaved.pop(0)
+        self.error = ""
+
+    def save_summary(self) -> None:
+        """Write ``<id>.summary.json`` (what the session list needs) when all events are saved."""
+        if self._unsaved:
+            return
+        self.summary.size = self._size
+        target = summary_path(self.path)
+        tmp = target.with_name(target.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(asdict(self.summary), allow_nan=False))
+            os.replace(tmp, target)
+        except (OSError, ValueError) as e:
+            log.warning("k2lab: could not write %s: %s", target, e)
+            tmp.unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._fd is not None:
+            self.save_summary()
             os.close(self._fd)
             self._fd = None
 
@@ -108,30 +518,6 @@ def read_session(path: Path, *, repair: bool = True) -> tuple[SessionHeader, lis
 
     With ``repair`` the cut line is also truncated away on disk, so appends stay line-aligned.
     """
-    data = path.read_bytes()
-    end = len(data)
-    if data and not data.endswith(b"\n"):
-        end = data.rfind(b"\n") + 1  # a crash mid-write: the partial line never happened
-        log.warning("k2lab: %s ends with a cut line (%d bytes); dropped", path, len(data) - end)
-        if repair:
-            with open(path, "r+b") as f:
-                f.truncate(end)
-    lines = data[:end].split(b"\n")[:-1] if end else []
-    if not lines:
-        raise SessionFileError(f"{path}: empty or cut before the end of its header")
-    try:
-        header = SessionHeader.from_dict(json.loads(lines[0]))
-    except (ValueError, AttributeError) as e:
-        raise SessionFileError(f"{path}: unreadable header ({e})") from e
     events: list[dict[str, Any]] = []
-    for n, raw in enumerate(lines[1:], start=2):
-        try:
-            ev = json.loads(raw)
-        except ValueError:
-            log.warning("k2lab: %s line %d is not JSON; skipped", path, n)
-            continue
-        if isinstance(ev, dict) and isinstance(ev.get("type"), str):
-            events.append(ev)
-        else:
-            log.warning("k2lab: %s line %d is not an event; skipped", path, n)
+    header, _ = _scan(path, events.append, repair=repair)
     return header, events
