@@ -62,7 +62,8 @@ class Outside:
     """Every request of a browser context that does not go to JupyterLab; outside ones get a PNG."""
 
     def __init__(self, page: Any, lab: Any) -> None:
-        self.requests: list[str] = []
+        self.requests: list[str] = []  # every attempt (one a CSP blocks is reported too)
+        self.sent: list[str] = []  # what reached the network (the route answered it)
         base = lab.url.rstrip("/")
         png = bytes.fromhex(
             "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -73,11 +74,12 @@ class Outside:
             if req.url.startswith(("http:", "https:")) and not req.url.startswith(base):
                 self.requests.append(req.url)
 
+        def answer(route: Any) -> None:
+            self.sent.append(route.request.url)
+            route.fulfill(status=200, content_type="image/png", body=png)
+
         page.context.on("request", on_request)
-        page.context.route(
-            re.compile(r"^https?://203\.0\.113\.7/.*"),
-            lambda route: route.fulfill(status=200, content_type="image/png", body=png),
-        )
+        page.context.route(re.compile(r"^https?://203\.0\.113\.7/.*"), answer)
 
     def settle(self, page: Any, ms: int = 1500) -> list[str]:
         """What went out after the page had time to fetch whatever it would fetch."""
@@ -326,3 +328,75 @@ def test_live_widget_view_loads_nothing_from_outside_until_a_click(
         assert gone_after == gone, gone_after
     finally:
         model.close()
+
+
+def _hostile_snippets() -> list[str]:
+    from tests.notebook.test_remote_content import HOSTILE
+
+    return [s.replace("http://203.0.113.7", OUTSIDE) for s in HOSTILE]
+
+
+def test_every_hostile_output_loads_nothing_in_the_trace_renderer(
+    jupyterlab: Any, page: Any
+) -> None:
+    """Each way an HTML output can fetch by itself, through rendermime's sanitizer and ours."""
+    outside = Outside(page, jupyterlab)
+    evs = _saved_events()
+    res = next(e for e in evs if e["type"] == "tool.result")
+    res["display"] = [{"data": {"text/html": s}, "metadata": {}} for s in _hostile_snippets()]
+    cell = nbformat.v4.new_code_cell("%k2 hostile")
+    cell.outputs = [nbformat.v4.new_output("display_data", data=trace_bundle("r-h", evs))]
+    nbformat.write(new_notebook([cell]), Path(jupyterlab.root_dir) / "hostile.ipynb")
+    open_lab(page, jupyterlab, "hostile.ipynb")
+    out = page.locator(".k2lab-trace-output")
+    out.locator(".k2lab-answer").wait_for(timeout=60_000)
+    assert out.locator(".k2lab-display-html").count() == len(res["display"])
+    assert outside.settle(page, 2500) == []
+
+
+def _fallback_page(frames: str) -> str:
+    return f"<!DOCTYPE html><html><body>{frames}</body></html>"
+
+
+def test_saved_html_fallback_loads_nothing_where_it_is_shown_as_is(
+    jupyterlab: Any, page: Any
+) -> None:
+    """The saved text/html as nbviewer (or a trusted notebook without k2lab) shows it: the page
+    itself with its sandboxed output iframes, every hostile output in it."""
+    outside = Outside(page, jupyterlab)
+    evs = _saved_events()
+    res = next(e for e in evs if e["type"] == "tool.result")
+    res["display"] = [{"data": {"text/html": s}, "metadata": {}} for s in _hostile_snippets()]
+    page.set_content(_fallback_page(trace_bundle("r-f", evs)["text/html"]))
+    assert page.locator("iframe.k2lab-html").count() == len(res["display"])
+    # Markdown image: a placeholder; raw HTML in the Markdown: shown as text
+    assert page.locator(".k2lab-answer .k2lab-remote").count() == 1
+    assert "<img src=" in page.locator(".k2lab-answer").inner_text()
+    assert outside.settle(page, 2500) == []
+
+
+def test_output_csp_alone_blocks_what_a_rewrite_might_miss(jupyterlab: Any, page: Any) -> None:
+    """The second line of defence: the raw hostile outputs (not rewritten) in iframes whose
+    srcdoc starts with the CSP send nothing either (Chromium reports the blocked attempts, which
+    never reach the network); without it they would."""
+    import html as _html
+
+    from k2lab.widgets.remote import CSP_META
+
+    # meta refresh is a navigation, which CSP does not govern: the rewrite removes it
+    snippets = [s for s in _hostile_snippets() if "refresh" not in s]
+
+    def frames(prefix: str) -> str:
+        return "".join(
+            f'<iframe sandbox="" srcdoc="{_html.escape(prefix + s, quote=True)}"></iframe>'
+            for s in snippets
+        )
+
+    outside = Outside(page, jupyterlab)
+    page.set_content(_fallback_page(frames(CSP_META)))
+    outside.settle(page, 2500)
+    assert outside.sent == [], outside.sent
+    assert outside.requests, "the control below shows the outputs do try"
+    page.set_content(_fallback_page(frames("")))  # the control: the same without the policy
+    outside.settle(page, 2500)
+    assert outside.sent != []
