@@ -154,7 +154,7 @@ class _Rewriter(HTMLParser):
                     self.found.append(value.strip())
             return
         kept: list[tuple[str, str]] = []
-        remote_src = ""
+        remote_src = remote_srcset = ""
         for name, value in attrs:
             value = (value or "").replace("\x00", "")
             if not _ATTR_OK.match(name) or name.startswith("on") or name.startswith("data-k2lab"):
@@ -172,7 +172,10 @@ class _Rewriter(HTMLParser):
                     continue
             elif name in _SRCSET:
                 if value.strip() and not _srcset_inline(value):
-                    self.found.append(value.strip().split()[0])
+                    if tag == "img":
+                        remote_srcset = value.strip().split()[0]
+                    else:
+                        self.found.append(value.strip().split()[0])
                     continue
             elif name in ("href", "xlink:href"):
                 v = value.strip()
@@ -186,6 +189,11 @@ class _Rewriter(HTMLParser):
                     continue
                 value = css
             kept.append((name, value))
+        if remote_srcset:
+            if remote_src or any(n == "src" and v.strip() for n, v in kept):
+                self.found.append(remote_srcset)  # the img still shows its own (data:) source
+            else:
+                remote_src = remote_srcset  # nothing left to show: a placeholder
         if remote_src:
             alt = next((v for n, v in kept if n == "alt"), "")
             self.images.append(remote_src)

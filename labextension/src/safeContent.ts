@@ -160,6 +160,7 @@ function neutralizeTree(root: DocumentFragment): string[] {
       continue;
     }
     let remoteSrc = '';
+    let remoteSrcset = '';
     for (const attr of Array.from(el.attributes)) {
       const name = attr.name.toLowerCase();
       const value = attr.value;
@@ -188,7 +189,11 @@ function neutralizeTree(root: DocumentFragment): string[] {
       } else if (SRCSET.has(name)) {
         if (v && !srcsetInline(value)) {
           drop = true;
-          found.push(v.split(/\s+/)[0]);
+          if (tag === 'img') {
+            remoteSrcset = v.split(/\s+/)[0];
+          } else {
+            found.push(v.split(/\s+/)[0]);
+          }
         }
       } else if (name === 'href' || name === 'xlink:href') {
         const ok =
@@ -219,6 +224,13 @@ function neutralizeTree(root: DocumentFragment): string[] {
         continue;
       }
       el.textContent = css;
+    }
+    if (remoteSrcset) {
+      if (remoteSrc || el.getAttribute('src')?.trim()) {
+        found.push(remoteSrcset); // the img still shows its own (data:) source
+      } else {
+        remoteSrc = remoteSrcset; // nothing left to show: a placeholder
+      }
     }
     if (remoteSrc) {
       el.replaceWith(

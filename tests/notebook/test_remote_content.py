@@ -136,6 +136,11 @@ def test_remote_images_become_placeholders_and_data_images_stay() -> None:
     assert f'<img src="{DATA}">' in doc
     note = piece[piece.index("</iframe>") :]
     assert 'data-k2lab-images="1"' in note and f'href="{OUT}/a.png?secret=1"' in note
+    # an img with only a remote srcset is a placeholder too; with a data: src it keeps that
+    out, images, others = safe_output_html(f'<img srcset="{OUT}/s.png 2x" alt="s">')
+    assert images == [f"{OUT}/s.png"] and 'data-k2lab-url="' in out and "<img" not in out
+    out, images, others = safe_output_html(f'<img src="{DATA}" srcset="{OUT}/s.png 2x">')
+    assert out == f'<img src="{DATA}">' and images == [] and others == [f"{OUT}/s.png"]
     # a placeholder forged by the output itself is not one
     forged = srcdoc_of(display_html({"data": {"text/html": HOSTILE[-3]}}))
     assert "forged.png" not in forged
