@@ -31,7 +31,7 @@ HOSTILE = [
     f"<IMG SRC='{OUT}/a.png'>",
     f'<img/src="{OUT}/a.png">',
     f'<img src=" {OUT}/a.png ">',
-    f'<img src="//203.0.113.7/a.png">',
+    '<img src="//203.0.113.7/a.png">',
     '<img src="/files/relative.png">',
     f'<img src="{DATA}" srcset="{OUT}/a.png 2x">',
     f'<img srcset="{DATA} 1x, {OUT}/a.png 2x">',
