@@ -18,7 +18,7 @@ import pytest
 
 from k2lab.trace.notebook import trace_bundle
 from k2lab.widgets.remote import CSP_META, OUTPUT_CSP, safe_css, safe_output_html
-from k2lab.widgets.render import display_html, markdown_html, markdown_safe
+from k2lab.widgets.render import display_html, markdown_html, markdown_safe, trace_css
 from tests.notebook.test_widget import run_events
 
 OUT = "http://203.0.113.7"
@@ -202,6 +202,7 @@ def test_saved_html_fallback_refers_to_nothing_remote() -> None:
     for piece in re.findall(r'<iframe[^>]*srcdoc="[^"]*"', page):
         no_automatic_fetch(srcdoc_of(piece))
     assert 'src="data:image/png;base64,iVBORw0KGgo="' in page  # the output's own image stays
+    assert "url(" not in trace_css() and "@import" not in trace_css()  # the embedded stylesheet
     assert page.count(f'data-k2lab-url="{OUT}/answer.png?secret=1"') >= 2  # content + answer
     # the Markdown fallback (GitHub renders images and raw HTML in it): model text is fenced
     text = b["text/markdown"]
