@@ -67,6 +67,9 @@ class RunStart(_Event):
     policy: str
     isolation: str
     max_steps: int
+    #: the tool names offered to the model (MCP tools as ``mcp__SERVER__TOOL``); never their
+    #: configuration (commands, env, headers)
+    tools: list[str] = field(default_factory=list)
     parent_run_id: str | None = None  # set for forks and resumed conversations
     forked_from_call: str | None = None
 

@@ -45,6 +45,7 @@ from k2lab.events import (
 )
 from k2lab.providers.base import ChatProvider, ProviderError
 from k2lab.scrub import Scrubber, env_secrets
+from k2lab.tools.base import requires_approval
 from k2lab.tools.registry import ToolRegistry
 
 STOPPED_BEFORE_RUN = "[not run: the user stopped the run before this tool call executed]"
@@ -149,6 +150,7 @@ class Agent:
                 policy=self.decisions.policy,
                 isolation=self.isolation,
                 max_steps=self.budgets.max_steps,
+                tools=self.tools.names,
                 parent_run_id=parent_run_id,
                 forked_from_call=forked_from_call,
             )
@@ -214,6 +216,7 @@ class Agent:
             self._check_budgets(st)
             st.step += 1
             st.emit(StepStart(step=st.step))
+            self._tool_notices(st)
             end = await self._model_step(st)
             calls = end.tool_calls
             self.conversation.add_assistant(end.content, end.reasoning, calls)
@@ -233,6 +236,12 @@ class Agent:
                 st.answer = end.content
             for call in calls:
                 await self._tool_call(st, call)
+                self._tool_notices(st)
+
+    def _tool_notices(self, st: _RunState) -> None:
+        """What tools reported since the last look (an MCP server that failed or died)."""
+        for message, kind in self.tools.take_notices():
+            st.emit(Notice(message=message, kind=kind))
 
     @staticmethod
     def _elapsed(st: _RunState) -> float:
@@ -309,7 +318,13 @@ class Agent:
         if problem is not None:
             self._result(st, ToolResult(call_id=cid, name=name, ok=False, output=problem))
             return
-        decision: Decision = await self.decisions.decide(proposal)
+        assert not isinstance(checked, str)
+        decision: Decision
+        if self.decisions.policy == "ask" and not requires_approval(checked[0]):
+            # the tool's own configuration relaxes "ask" (an MCP server with approve=auto)
+            decision = Decision("approve", by="policy")
+        else:
+            decision = await self.decisions.decide(proposal)
         st.emit(
             ToolDecision(
                 run_id=st.run_id,

@@ -53,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds for the whole run, enforced even while the model streams or a tool runs "
         "(default: unlimited); reaching it exits 3",
     )
+    run.add_argument(
+        "--mcp-config",
+        metavar="FILE",
+        help='MCP tool servers to offer the model: {"mcpServers": {NAME: {"command": ..., '
+        '"args": [...], "env": {...}} | {"url": ..., "headers": {...}}}} (default: '
+        "$K2LAB_MCP_CONFIG)",
+    )
     _sandbox_options(run)
     run.add_argument("--json", action="store_true", help="print events as JSON lines on stdout")
     run.add_argument("--trace", metavar="FILE", help="write the run's events to FILE (JSONL)")
@@ -140,6 +147,27 @@ def _dir(path: str | None) -> Path | None:
     return p
 
 
+def _mcp_config(path: str | None) -> Any:
+    """The MCP servers of ``--mcp-config`` (else ``$K2LAB_MCP_CONFIG``), checked before anything
+    starts: a malformed file is a usage error naming the field."""
+    import os
+
+    path = path or os.environ.get("K2LAB_MCP_CONFIG") or None
+    if path is None:
+        return None
+    from k2lab.tools.mcp_config import MCPConfigError, load_mcp_config
+
+    try:
+        cfg = load_mcp_config(path)
+    except MCPConfigError as e:
+        raise CliFailure(str(e), EXIT_USAGE) from e
+    from k2lab.cli.term import err
+
+    for w in cfg.warnings:
+        err(f"k2lab: warning: {w}")
+    return cfg
+
+
 def _read_prompt(prompt: str) -> str:
     if prompt == "-":
         prompt = sys.stdin.read()
@@ -175,9 +203,14 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
         if args.wall_time is not None and not (0 < args.wall_time < math.inf):
             raise CliFailure("--wall-time must be a positive number of seconds", EXIT_USAGE)
         settings = _settings(args)
+        mcp = _mcp_config(args.mcp_config)
         prompt = _read_prompt(args.prompt)
         opts = RunOptions(
-            json=args.json, trace=args.trace, verbose=args.verbose, workspace=_dir(args.workspace)
+            json=args.json,
+            trace=args.trace,
+            verbose=args.verbose,
+            workspace=_dir(args.workspace),
+            mcp=mcp,
         )
         code, answer = asyncio.run(execute_run(settings, prompt, opts))
         return report(code, answer, opts)

@@ -14,9 +14,10 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from k2lab.agent.decisions import DecisionSource, decision_source
 from k2lab.agent.loop import Agent
@@ -38,6 +39,9 @@ from k2lab.providers.base import ChatProvider
 from k2lab.providers.demo import DEMO_MODEL_LABEL
 from k2lab.runtime import build_agent, open_provider, open_sandbox
 from k2lab.sandbox.base import Sandbox
+from k2lab.tools.base import Tool
+from k2lab.tools.mcp import MCPToolSet
+from k2lab.tools.mcp_config import MCPConfig
 from k2lab.trace.jsonl import TraceWriter
 
 DEMO_NOTE = (
@@ -62,6 +66,8 @@ class RunOptions:
     announce_demo: bool = True
     #: the sandbox's workspace (None: a fresh temporary directory)
     workspace: Path | None = None
+    #: MCP tool servers started with the run and stopped with it (``--mcp-config``)
+    mcp: MCPConfig | None = None
 
 
 async def execute_run(settings: Settings, prompt: str, opts: RunOptions) -> tuple[int, str]:
@@ -92,7 +98,10 @@ async def execute_run(settings: Settings, prompt: str, opts: RunOptions) -> tupl
             note = getattr(sandbox, "isolation_note", "")
             if note:
                 progress.line(progress.dim(f"sandbox: {note}"))
-            return await _drive(settings, prompt, opts, progress, writer, provider, sandbox)
+            async with _mcp_tools(settings, opts.mcp) as mcp:
+                return await _drive(
+                    settings, prompt, opts, progress, writer, provider, sandbox, mcp
+                )
         finally:
             with contextlib.suppress(Exception):
                 await sandbox.shutdown()
@@ -101,6 +110,18 @@ async def execute_run(settings: Settings, prompt: str, opts: RunOptions) -> tupl
             await provider.aclose()
         if writer is not None:
             writer.close()
+
+
+@contextlib.asynccontextmanager
+async def _mcp_tools(settings: Settings, cfg: MCPConfig | None) -> AsyncIterator[MCPToolSet | None]:
+    """The MCP servers, started together for this run and stopped after it."""
+    if cfg is None or not cfg.servers:
+        yield None
+        return
+    async with MCPToolSet(cfg, timeout=settings.tool_timeout) as mcp:
+        for n in mcp.notices:  # a server that did not start: said even without --verbose
+            err(f"k2lab: warning: {n}")
+        yield mcp
 
 
 def _open_trace(path: str | None) -> TraceWriter | None:
@@ -120,6 +141,7 @@ async def _drive(
     writer: TraceWriter | None,
     provider: ChatProvider,
     sandbox: Sandbox,
+    mcp: MCPToolSet | None = None,
 ) -> tuple[int, str]:
     stopper: list[Agent] = []  # the agent, once built (the approver stops it)
 
@@ -136,7 +158,14 @@ async def _drive(
         decisions = approver
     else:
         decisions = decision_source(settings.approve)
-    agent = build_agent(settings, provider, sandbox, decisions)
+    extra = cast(list[Tool], mcp.tools) if mcp is not None else []
+    agent = build_agent(settings, provider, sandbox, decisions, extra_tools=extra)
+    if mcp is not None:
+        # the servers' env and header values are secrets: out of every event and the model's view
+        agent.scrubber = agent.scrubber.merged(mcp.scrubber)
+        for n in mcp.notices:
+            agent.tools.notice(n, "mcp")
+        mcp.on_notice = agent.tools.notice
     stopper.append(agent)
     interrupts = _install_sigint(agent.stop)
     end: RunEnd | None = None

@@ -2,6 +2,15 @@
 
 A tool never raises into the loop: ``call`` returns a ``ToolOutput`` with ``ok=False`` for every
 failure it can foresee, and the registry turns anything unforeseen into one too.
+
+Optional attributes a tool may set (read with ``getattr``, so existing tools need none):
+
+- ``parameters``: a JSON schema for the arguments, offered to the model instead of the params
+  model's schema and checked with ``jsonschema`` before the call is proposed (MCP tools).
+- ``requires_approval`` (default True): False lets the call run without asking under the ``ask``
+  policy (an MCP server configured with ``"approve": "auto"``); ``never`` still rejects it.
+- ``replayable`` (default False): running the call again is safe (python in a fresh sandbox, a
+  read-only MCP tool).
 """
 
 from __future__ import annotations
@@ -39,10 +48,27 @@ class Tool(Protocol):
     async def call(self, args: BaseModel) -> ToolOutput: ...
 
 
-def tool_schema(tool: Tool) -> dict[str, Any]:
-    """The OpenAI ``tools`` entry for a tool."""
+def tool_parameters(tool: Tool) -> dict[str, Any]:
+    """The JSON schema of a tool's arguments."""
+    own = getattr(tool, "parameters", None)
+    if isinstance(own, dict):
+        return own
     schema = tool.params.model_json_schema()
     schema.pop("title", None)
+    return schema
+
+
+def requires_approval(tool: Tool) -> bool:
+    return bool(getattr(tool, "requires_approval", True))
+
+
+def replayable(tool: Tool) -> bool:
+    return bool(getattr(tool, "replayable", False))
+
+
+def tool_schema(tool: Tool) -> dict[str, Any]:
+    """The OpenAI ``tools`` entry for a tool."""
+    schema = tool_parameters(tool)
     return {
         "type": "function",
         "function": {"name": tool.name, "description": tool.description, "parameters": schema},

@@ -28,6 +28,8 @@ _DESCRIPTION = (
 class PythonTool:
     name = "python"
     params = PythonParams
+    #: a trace's python calls can run again in a fresh sandbox (``k2lab replay``)
+    replayable = True
 
     def __init__(self, sandbox: Sandbox, *, timeout: float = 60.0) -> None:
         self.sandbox = sandbox
