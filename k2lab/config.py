@@ -5,9 +5,23 @@ Resolution order, lowest to highest: built-in defaults, a provider preset, Jupyt
 options (CLI flags, magic options, panel settings). ``Settings.sources`` records where each value
 came from, for ``%k2 config``.
 
-The API key is read from the environment (``K2LAB_API_KEY``, else ``MOONSHOT_API_KEY``, else the
-preset's own variable such as ``OPENROUTER_API_KEY``) or Jupyter config, is held only by the
-process that talks to the model, and is never part of ``Settings.public()``.
+The API key is read from the environment (``K2LAB_API_KEY``, the provider's own variable such as
+``MOONSHOT_API_KEY`` or ``OPENROUTER_API_KEY``) or Jupyter config, is held only by the process that
+talks to the model, and is never part of ``Settings.public()``.
+
+The key rule (``resolve_key``, the one place every face gets its key from): a key is sent only to
+the endpoint it belongs to.
+
+- ``K2LAB_API_KEY`` and ``c.K2Lab.api_key`` belong to the *configured* endpoint: the one set by
+  ``K2LAB_BASE_URL`` / ``K2LAB_PRESET`` / ``c.K2Lab.base_url`` / ``c.K2Lab.preset`` (Moonshot when
+  none is). An explicit option (a CLI flag, a magic option, a panel session's settings) that names
+  another endpoint gets no key, unless that endpoint is listed in ``c.K2Lab.allowed_key_endpoints``
+  or ``K2LAB_ALLOWED_KEY_ENDPOINTS`` (comma-separated), which only an administrator / the user's
+  own environment can set.
+- A provider's own variable goes only to that provider: ``MOONSHOT_API_KEY`` to api.moonshot.ai /
+  api.moonshot.cn, ``OPENROUTER_API_KEY`` to openrouter.ai, wherever that endpoint is named from.
+
+Endpoints compare by scheme, host, port and path (no user info, query, or trailing slash).
 """
 
 from __future__ import annotations
@@ -15,11 +29,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
-from traitlets import Bool, Float, Int, Unicode
+from traitlets import Bool, Float, Int, List, Unicode
 from traitlets.config import Configurable
 
-from k2lab.providers.presets import PRESETS, preset_for_url
+from k2lab.providers.presets import PRESETS
 
 DEFAULT_BASE_URL = "https://api.moonshot.ai/v1"
 DEFAULT_MODEL = "kimi-k2-thinking"
@@ -71,6 +86,13 @@ class K2Lab(Configurable):
     approve = Unicode("ask", config=True, help="Approval policy: ask | auto | never.")
     isolation = Unicode("auto", config=True, help="Sandbox isolation: auto | bwrap | process.")
     network = Bool(False, config=True, help="Let sandbox code reach the network.")
+    allowed_key_endpoints = List(
+        Unicode(),
+        [],
+        config=True,
+        help="Base URLs besides the configured one that may receive the configured key "
+        "(K2LAB_API_KEY / c.K2Lab.api_key) when a session or option names them.",
+    )
 
 
 _ENV = {
@@ -128,28 +150,77 @@ def resolve_settings(
         put("model", p.model, f"preset {preset_name}")
     for source, layer in layers:
         for name, value in layer.items():
-            if name in ("api_key", "preset"):
+            if name in ("api_key", "preset", "allowed_key_endpoints"):
                 continue
             put(name, value, source)
 
-    key, key_source = "", "none"
-    if config is not None and config.api_key:
-        key, key_source = config.api_key, "jupyter config"
-    # K2LAB_API_KEY always wins; then the endpoint's own variable (so a Moonshot key is never
-    # sent to OpenRouter); MOONSHOT_API_KEY only for Moonshot or the default endpoint.
-    preset = PRESETS.get(s.preset) or preset_for_url(s.base_url)
-    own_var = preset.key_env if preset is not None else ""
-    candidates = ["K2LAB_API_KEY"]
-    if own_var:
-        candidates.append(own_var)
-    if not s.base_url or own_var == "MOONSHOT_API_KEY":
-        candidates.append("MOONSHOT_API_KEY")
-    for var in candidates:
-        if env.get(var):
-            key, key_source = env[var], f"${var}"
-            break
-    s.api_key = key
-    s.sources["api_key"] = key_source
+    named = any(v is not None for v in (overrides or {}).values())
+    configured = _configured_base_url(config, env) if named else s.base_url
+    allowed = list(config.allowed_key_endpoints) if config is not None else []
+    allowed += [u for u in env.get("K2LAB_ALLOWED_KEY_ENDPOINTS", "").replace(",", " ").split()]
+    s.api_key, s.sources["api_key"] = resolve_key(
+        s.base_url,
+        configured=configured,
+        config_key=config.api_key if config is not None else "",
+        environ=env,
+        allowed=allowed,
+    )
     if s.approve not in ("ask", "auto", "never"):
         raise ValueError(f"unknown approval policy {s.approve!r} (use ask, auto or never)")
     return s
+
+
+def _configured_base_url(config: K2Lab | None, env: dict[str, str] | os._Environ[str]) -> str:
+    """The endpoint the configuration (not an option) names: what the configured key is for."""
+    return resolve_settings(None, config=config, environ=dict(env)).base_url
+
+
+def endpoint(url: str) -> str:
+    """A base URL as the key rule compares it (``""`` is Moonshot's default endpoint)."""
+    u = urlsplit(url or DEFAULT_BASE_URL)
+    scheme = u.scheme.lower()
+    try:
+        port = u.port or {"http": 80, "https": 443}.get(scheme, 0)
+    except ValueError:
+        return url
+    return f"{scheme}://{(u.hostname or '').lower()}:{port}{u.path.rstrip('/')}"
+
+
+def resolve_key(
+    base_url: str,
+    *,
+    configured: str,
+    config_key: str = "",
+    environ: dict[str, str] | os._Environ[str] | None = None,
+    allowed: list[str] | tuple[str, ...] = (),
+) -> tuple[str, str]:
+    """The key for ``base_url`` and where it came from (the module's key rule).
+
+    ``configured`` is the endpoint the configuration names (``K2LAB_BASE_URL``, presets, Jupyter
+    config, not options); ``allowed`` lists further endpoints the configured key may go to.
+    """
+    env = os.environ if environ is None else environ
+    target = endpoint(base_url)
+    generic_ok = target in {endpoint(configured), *(endpoint(u) for u in allowed)}
+    own = [p.key_env for p in PRESETS.values() if p.key_env and endpoint(p.base_url) == target]
+    candidates: list[tuple[str, str]] = []
+    if env.get("K2LAB_API_KEY"):
+        candidates.append(("$K2LAB_API_KEY", env["K2LAB_API_KEY"]))
+    for var in dict.fromkeys(own):
+        if env.get(var):
+            candidates.append((f"${var}", env[var]))
+    if config_key:
+        candidates.append(("jupyter config", config_key))
+    withheld = ""
+    for source, key in candidates:
+        if source in ("$K2LAB_API_KEY", "jupyter config") and not generic_ok:
+            withheld = withheld or source
+            continue
+        return key, source
+    if withheld:
+        return "", (
+            f"withheld: the key from {withheld} belongs to {configured or DEFAULT_BASE_URL}, not "
+            f"to {base_url}; an administrator can allow that endpoint with "
+            "c.K2Lab.allowed_key_endpoints (or $K2LAB_ALLOWED_KEY_ENDPOINTS)"
+        )
+    return "", "none"

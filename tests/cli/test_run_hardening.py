@@ -57,7 +57,8 @@ def test_a_key_echoed_by_the_provider_is_in_no_output_trace_or_json(
         "run", "--base-url", fake_model.base_url, "--approve", "auto", "--json", "-v",
         "--trace", str(trace),
         *FAST, "hello",
-        env=clean_env(K2LAB_API_KEY=KEY),
+        # the key belongs to K2LAB_BASE_URL: a --base-url naming another endpoint gets none
+        env=clean_env(K2LAB_API_KEY=KEY, K2LAB_BASE_URL=fake_model.base_url),
         timeout=120,
     )  # fmt: skip
     assert fake_model.headers[1]["authorization"] == f"Bearer {KEY}"  # it was echoed

@@ -155,6 +155,9 @@ class Socket:
     def send(self, msg: dict[str, Any]) -> None:
         self.conn.write_message(json.dumps(msg))
 
+    def send_raw(self, text: str) -> None:
+        self.conn.write_message(text)
+
     def close(self) -> None:
         self.conn.close()
 
