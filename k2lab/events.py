@@ -72,6 +72,8 @@ class RunStart(_Event):
     tools: list[str] = field(default_factory=list)
     parent_run_id: str | None = None  # set for forks and resumed conversations
     forked_from_call: str | None = None
+    #: the offline demo model answers (faces read this, never a regex on ``model_label``)
+    demo: bool = False
 
 
 @dataclass(slots=True, kw_only=True)

@@ -45,6 +45,7 @@ def open_provider(settings: Settings) -> ChatProvider:
             api_key="",  # the demo needs none; never send a real key to it
             model=settings.model,
             model_label=DEMO_MODEL_LABEL,
+            demo=True,
             temperature=settings.temperature,
             max_tokens=settings.max_tokens,
         )

@@ -153,6 +153,7 @@ class Agent:
                 tools=self.tools.names,
                 parent_run_id=parent_run_id,
                 forked_from_call=forked_from_call,
+                demo=getattr(self.provider, "demo", False) is True,
             )
         )
         self._task = asyncio.ensure_future(self._drive(state))

@@ -133,8 +133,11 @@ class OpenAICompatProvider:
         max_step_chars: int = MAX_STEP_CHARS,
         max_line_bytes: int = MAX_LINE_BYTES,
         scrubber: Scrubber | None = None,
+        demo: bool = False,
     ) -> None:
         self.base_url = base_url
+        #: the offline demo model (``run.start.demo``)
+        self.demo = demo
         self.model = model
         self.model_label = model_label or model
         self.temperature = temperature

@@ -1,15 +1,18 @@
 """Replay: run a trace's tool calls again and say which outputs changed.
 
 What runs is what ran: the arguments of the ``tool.decision`` when the call was edited, else the
-model's. Rejected calls, calls whose arguments were invalid and calls stopped before running are
-skipped (they never executed). Only ``python`` calls can be replayed; other tools are reported as
-skipped. ``replay_all`` runs the calls in their original order in one sandbox, so later calls see
-the state earlier ones built; ``replay_call`` runs one call's code in the sandbox it is given (the
-caller decides whether the state it needs is there, e.g. by ``replay_all(..., upto=call_id)``).
+model's. Which calls ran is the run view's answer (``k2lab.trace.view``: ``Call.executed``):
+rejected calls, calls whose arguments (or edited arguments) were invalid and calls stopped while
+they waited for a decision are skipped (they never executed). Only ``python`` calls can be
+replayed; other tools are reported as skipped. ``replay_all`` runs the calls in their original
+order in one sandbox, so later calls see the state earlier ones built; ``replay_call`` runs one
+call's code in the sandbox it is given (the caller decides whether the state it needs is there,
+e.g. by ``replay_all(..., upto=call_id)``).
 
-Comparison is of the text the model read, after removing what cannot match between two runs of the
-same code: the "[The user edited ...]" marker the loop adds, trailing whitespace, and object
-addresses (``0x7f...``).
+Comparison is of the recorded output without the "[The user edited ...]" note the loop adds for the
+model (the view's ``shown_output``, cut by the edit's own arguments), after removing what cannot
+match between two runs of the same code: trailing whitespace and object addresses (``0x7f...``).
+``normalize`` still drops such a note found in a text, for callers holding raw outputs.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from k2lab.events import Event, ToolDecision, ToolProposed, ToolResult
+from k2lab.events import Event, ToolResult
 from k2lab.sandbox.base import Sandbox
+from k2lab.trace.view import Call, view_of
 
 _EDIT_MARK = re.compile(r"^\[The user edited the arguments before running: .*?\]\n", re.S)
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{6,}")
@@ -47,17 +51,18 @@ class ReplayResult:
 
 @dataclass(slots=True)
 class RecordedCall:
-    """One tool call as the trace recorded it."""
+    """One tool call as the trace recorded it (read from the run view)."""
 
     call_id: str
     name: str
     arguments: str  # what actually ran (the edit, if edited)
-    decision: str | None  # approve | edit | reject | None (invalid or never decided)
+    #: the view's vocabulary: approve | edit | reject | stop | not_run | None (never decided)
+    decision: str | None
     result: ToolResult | None
-
-    @property
-    def executed(self) -> bool:
-        return self.decision in ("approve", "edit") and self.result is not None
+    executed: bool = False
+    run_id: str = ""
+    #: the recorded output without the edit note the loop wrote for the model
+    shown_output: str = ""
 
     @property
     def code(self) -> str:
@@ -71,24 +76,36 @@ class RecordedCall:
         return code
 
 
+def _recorded(call: Call) -> RecordedCall:
+    result = None
+    if call.result is not None:
+        r = call.result
+        result = ToolResult(
+            call_id=call.call_id,
+            name=call.name,
+            run_id=call.run_id,
+            ok=r["ok"],
+            output=r["output"],
+            display=r["display"],
+            duration=r["duration"],
+            truncated=r["truncated"],
+        )
+    return RecordedCall(
+        call.call_id,
+        call.name,
+        call.ran_arguments,
+        call.decision,
+        result,
+        executed=call.executed,
+        run_id=call.run_id,
+        shown_output="" if call.result is None else call.result["shown_output"],
+    )
+
+
 def recorded_calls(events: Iterable[Event]) -> list[RecordedCall]:
-    """Tool calls in trace order. A call id seen twice (two conversations in one file) is kept
-    twice; lookups by id take the latest."""
-    calls: list[RecordedCall] = []
-    open_: dict[str, RecordedCall] = {}
-    for ev in events:
-        if isinstance(ev, ToolProposed):
-            rc = RecordedCall(ev.call_id, ev.name, ev.arguments, None, None)
-            calls.append(rc)
-            open_[ev.call_id] = rc
-        elif isinstance(ev, ToolDecision) and ev.call_id in open_:
-            rc = open_[ev.call_id]
-            rc.decision = ev.decision
-            if ev.decision == "edit" and ev.arguments is not None:
-                rc.arguments = ev.arguments
-        elif isinstance(ev, ToolResult) and ev.call_id in open_:
-            open_.pop(ev.call_id).result = ev
-    return calls
+    """Tool calls in trace order, from the run view. A call id seen in two runs of one file is kept
+    twice (calls are keyed by ``(run_id, call_id)``); lookups by id take the latest."""
+    return [_recorded(c) for c in view_of(events).all_calls()]
 
 
 def normalize(text: str) -> str:
@@ -115,12 +132,12 @@ async def _run(rc: RecordedCall, sandbox: Sandbox, timeout: float) -> ReplayResu
     code = rc.code
     tool = PythonTool(sandbox, timeout=timeout)
     out = await tool.call(tool.params.model_validate({"code": code}))
-    old = rc.result.output
+    old = rc.shown_output
     changed = normalize(old) != normalize(out.output) or rc.result.ok != out.ok
     return ReplayResult(
         call_id=rc.call_id,
         code=code,
-        old_output=_EDIT_MARK.sub("", old, count=1),
+        old_output=old,
         new_output=out.output,
         changed=changed,
         old_ok=rc.result.ok,

@@ -1,0 +1,577 @@
+"""The one run view: a pure, incremental fold of events into run state.
+
+``RunView().apply(event)`` takes an ``Event`` or its dict form (``Event.to_dict()``, a JSONL line,
+a WebSocket message) and updates, in O(1) amortised per event (streamed text is a list of fragments
+joined only when read):
+
+- ``runs``: one ``RunState`` per ``run.start`` (a trace or a session log may hold several), with its
+  identity (``run_id``, ``lane``), model, base URL, isolation, ``demo`` flag (a field of
+  ``run.start``, never a regex on the label), steps, calls, answer, retries, notices, errors,
+  totals and stop reason;
+- ``calls``: every tool call keyed by ``(run_id, call_id)`` (Kimi's ids repeat across runs).
+
+Only ``k2lab.events`` is imported: ``trace`` never imports ``widgets`` (no package cycle), and every
+face (widget, fallbacks, export, replay, fork, CLI, panel) reads the same state. The golden traces
+in ``tests/trace/data/*.jsonl`` with their ``*.view.json`` pin these rules, for Python and for the
+browser-side renderers alike.
+
+Rules (where the older folds disagreed, the choice made here):
+
+- **Identity.** An event with a non-empty ``run_id`` belongs to that run; one without (step and
+  delta events, tool events of traces written before tool events carried it) belongs to the latest
+  ``run.start``. Events before any ``run.start`` go to an implicit run with ``run_id=""``. The lane
+  is ``run.start.lane`` when present, else ``""``.
+- **Call states**, one vocabulary. ``decision`` is ``None`` while the call waits, then one of
+  ``approve`` / ``edit`` (``edited_arguments`` ran; ``arguments`` stays the model's original) /
+  ``reject`` (``feedback``) / ``stop`` (the run stopped or ran out of time while the call waited for
+  a decision: no ``tool.decision`` came; ``reason`` is the run's ``stop_reason``) / ``not_run``
+  (``reason``: ``invalid`` for a ``problem`` at proposal, ``invalid_edit`` for edited arguments that
+  are not a JSON object, ``no_result`` for a decided call the trace never answered).
+  ``status`` is ``pending`` -> ``running`` (decided, not answered) -> ``done`` / ``error``
+  (executed; ``ok`` true / false), or ``rejected`` / ``not_run``. ``executed`` is true only for
+  approved or edited calls that got a result (a call interrupted while running counts as executed:
+  it may have had effects). A call stopped while it waited for approval was **not** run: export
+  and replay both leave it out (``widgets/commands.executed_code`` used to export it).
+- **Edits as fields.** ``result.output`` is what the model read; ``result.shown_output`` drops the
+  exact note the loop prepends for an edit (built from ``edited_arguments``, not found by regex).
+- **Step restart.** ``notice(kind="step_restart")`` in an unfinished step drops that step's streamed
+  reasoning and content (the provider streams the step again), so a cut stream is never shown
+  twice; ``restarts`` counts them. ``step.end`` replaces both texts with the assembled message,
+  which is always the truth.
+- **Retries.** ``retry.attempt`` is 1 for the first retry; the view numbers *attempts*: a retry
+  entry's ``attempt`` is the attempt it starts (``retry.attempt + 1``) out of ``max_attempts``
+  attempts in all, shown as "attempt 2 of 4" (``retry_text``). The CLI read ``attempt/max-1`` and
+  the widget ``attempt/max``; both now read this.
+- **Tokens.** A step's ``usage`` sums its ``usage`` events (``None`` until one arrives; counting
+  deltas is not a token count). Run totals sum the usage events, and ``run.end``'s own counts win
+  when they are non-zero.
+- **Answer.** Before ``run.end``: the content of the latest step without tool calls, or of a step
+  with calls when it has content (the loop's rule); ``run.end.answer`` wins.
+- **Ended without answers.** At ``run.end`` a call still waiting becomes ``stop``; a decided call
+  with no result becomes ``not_run`` / ``no_result``.
+- Unknown event types are ignored (a newer writer), missing fields read as defaults: bad input
+  never raises here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from k2lab.events import EVENT_TYPES, Event
+
+EDIT_NOTE = "[The user edited the arguments before running: {arguments}]\n"
+CALL_STATUSES = ("pending", "running", "done", "error", "rejected", "not_run")
+DECISIONS = ("approve", "edit", "reject", "stop", "not_run")
+
+
+class _Get(Protocol):
+    def get(self, key: str, default: Any = None, /) -> Any: ...
+
+
+class _Attrs:
+    """``.get`` over an event object's attributes (no dict built per streamed fragment)."""
+
+    __slots__ = ("_ev",)
+
+    def __init__(self, ev: object) -> None:
+        self._ev = ev
+
+    def get(self, key: str, default: Any = None, /) -> Any:
+        return getattr(self._ev, key, default)
+
+
+class Text:
+    """Streamed text: appends are O(1) (a list of fragments), joined only when read."""
+
+    __slots__ = ("_parts", "length")
+
+    def __init__(self, value: str = "") -> None:
+        self._parts = [value] if value else []
+        self.length = len(value)
+
+    def append(self, piece: str) -> None:
+        if piece:
+            self._parts.append(piece)
+            self.length += len(piece)
+
+    def __str__(self) -> str:
+        if len(self._parts) > 1:
+            self._parts = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
+
+
+def retry_text(retry: dict[str, Any]) -> str:
+    """The one wording of a retry: "attempt 2 of 4 in 1.0 s: <reason>"."""
+    return (
+        f"attempt {retry['attempt']} of {retry['max_attempts']} in {retry['delay']:.1f} s: "
+        f"{retry['reason']}"
+    )
+
+
+def _str(v: Any, default: str = "") -> str:
+    return v if isinstance(v, str) else default
+
+
+def _num(v: Any) -> float:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0.0
+
+
+def _int(v: Any) -> int:
+    return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0
+
+
+def _json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except (ValueError, TypeError):
+        return False
+
+
+class Step:
+    __slots__ = (
+        "index",
+        "reasoning",
+        "content",
+        "started",
+        "duration",
+        "done",
+        "finish_reason",
+        "usage",
+        "calls",
+        "restarts",
+    )
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.reasoning = Text()
+        self.content = Text()
+        self.started: float | None = None
+        self.duration: float | None = None
+        self.done = False
+        self.finish_reason: str | None = None
+        self.usage: dict[str, int] | None = None
+        self.calls: list[str] = []
+        self.restarts = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "reasoning": str(self.reasoning),
+            "content": str(self.content),
+            "started": self.started,
+            "duration": self.duration,
+            "done": self.done,
+            "finish_reason": self.finish_reason,
+            "usage": None if self.usage is None else dict(self.usage),
+            "calls": list(self.calls),
+            "restarts": self.restarts,
+        }
+
+
+class Call:
+    __slots__ = (
+        "run_id",
+        "call_id",
+        "model_id",
+        "step",
+        "name",
+        "arguments",
+        "problem",
+        "decision",
+        "by",
+        "edited_arguments",
+        "feedback",
+        "reason",
+        "status",
+        "executed",
+        "result",
+    )
+
+    def __init__(self, run_id: str, call_id: str, step: int, name: str, arguments: str) -> None:
+        self.run_id = run_id
+        self.call_id = call_id
+        self.model_id: str | None = None  # the model's own id, when the engine renamed it
+        self.step = step
+        self.name = name
+        self.arguments = arguments  # as the model proposed them
+        self.problem: str | None = None
+        self.decision: str | None = None
+        self.by: str | None = None
+        self.edited_arguments: str | None = None
+        self.feedback: str | None = None
+        self.reason: str | None = None
+        self.status = "pending"
+        self.executed = False
+        self.result: dict[str, Any] | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.run_id, self.call_id)
+
+    @property
+    def ran_arguments(self) -> str:
+        """The arguments that ran (or would have): the edit when edited, else the model's."""
+        if self.decision == "edit" and self.edited_arguments is not None:
+            return self.edited_arguments
+        return self.arguments
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+class RunState:
+    __slots__ = (
+        "run_id",
+        "lane",
+        "prompt",
+        "model",
+        "model_label",
+        "base_url",
+        "policy",
+        "isolation",
+        "max_steps",
+        "demo",
+        "tools",
+        "parent_run_id",
+        "forked_from_call",
+        "status",
+        "started",
+        "stop_reason",
+        "error",
+        "answer",
+        "steps",
+        "calls",
+        "retries",
+        "notices",
+        "errors",
+        "totals",
+        "current",
+        "_model_ids",
+    )
+
+    def __init__(self, run_id: str = "") -> None:
+        self.run_id = run_id
+        self.lane = ""
+        self.prompt = ""
+        self.model = ""
+        self.model_label = ""
+        self.base_url = ""
+        self.policy = ""
+        self.isolation = ""
+        self.max_steps = 0
+        self.demo = False
+        self.tools: list[str] = []
+        self.parent_run_id: str | None = None
+        self.forked_from_call: str | None = None
+        self.status = "running"  # running | ended
+        self.started: float | None = None
+        self.stop_reason: str | None = None
+        self.error: str | None = None
+        self.answer = ""
+        self.steps: dict[int, Step] = {}
+        self.calls: dict[str, Call] = {}  # by call_id, in proposal order
+        self.retries: list[dict[str, Any]] = []
+        self.notices: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+        self.totals: dict[str, Any] = {
+            "steps": 0,
+            "calls": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "cached_tokens": 0,
+            "reasoning_tokens": 0,
+            "duration": None,
+        }
+        self.current: int | None = None  # the step streaming now
+        self._model_ids: dict[str, str] = {}
+
+    def step(self, index: int) -> Step:
+        st = self.steps.get(index)
+        if st is None:
+            st = self.steps[index] = Step(index)
+        return st
+
+    def to_dict(self) -> dict[str, Any]:
+        head = {k: getattr(self, k) for k in self.__slots__[:18]}  # run_id .. answer
+        head["tools"] = list(self.tools)
+        return {
+            **head,
+            "steps": [self.steps[n].to_dict() for n in sorted(self.steps)],
+            "calls": [c.to_dict() for c in self.calls.values()],
+            "retries": [dict(r) for r in self.retries],
+            "notices": [dict(n) for n in self.notices],
+            "errors": [dict(e) for e in self.errors],
+            "totals": dict(self.totals),
+        }
+
+
+class RunView:
+    """Events in, run state out. Pure: no I/O, no clock, no UI."""
+
+    def __init__(self) -> None:
+        self.runs: list[RunState] = []
+        self.calls: dict[tuple[str, str], Call] = {}
+        self._by_id: dict[str, RunState] = {}
+        self.last_seq = -1
+
+    # -- reading -------------------------------------------------------------------------------
+    @property
+    def run(self) -> RunState | None:
+        """The latest run."""
+        return self.runs[-1] if self.runs else None
+
+    def call(self, run_id: str, call_id: str) -> Call | None:
+        return self.calls.get((run_id, call_id))
+
+    def find_call(self, call_id: str) -> Call | None:
+        """The latest call with this id, whatever its run."""
+        for run in reversed(self.runs):
+            c = run.calls.get(call_id)
+            if c is not None:
+                return c
+        return None
+
+    def all_calls(self) -> list[Call]:
+        """Every call, runs in order, calls in proposal order."""
+        return [c for run in self.runs for c in run.calls.values()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"runs": [r.to_dict() for r in self.runs]}
+
+    # -- folding -------------------------------------------------------------------------------
+    def apply(self, ev: Event | dict[str, Any]) -> None:
+        d: _Get = ev if isinstance(ev, dict) else _Attrs(ev)
+        handler = _HANDLERS.get(d.get("type"))
+        if handler is None:
+            return
+        seq = d.get("seq")
+        if isinstance(seq, int) and not isinstance(seq, bool) and seq > self.last_seq:
+            self.last_seq = seq
+        handler(self, d)
+
+    def extend(self, events: Iterable[Event | dict[str, Any]]) -> RunView:
+        for ev in events:
+            self.apply(ev)
+        return self
+
+    def _run_of(self, d: _Get) -> RunState:
+        rid = d.get("run_id")
+        if isinstance(rid, str) and rid:
+            run = self._by_id.get(rid)
+            if run is not None:
+                return run
+        if not self.runs:
+            self._add_run(RunState(rid if isinstance(rid, str) else ""))
+        return self.runs[-1]
+
+    def _add_run(self, run: RunState) -> None:
+        self.runs.append(run)
+        self._by_id[run.run_id] = run
+
+    def _on_run_start(self, d: _Get) -> None:
+        run = RunState(_str(d.get("run_id")))
+        run.lane = _str(d.get("lane"))
+        for k in ("prompt", "model", "model_label", "base_url", "policy", "isolation"):
+            setattr(run, k, _str(d.get(k)))
+        run.max_steps = _int(d.get("max_steps"))
+        run.demo = d.get("demo") is True
+        tools = d.get("tools")
+        run.tools = [t for t in tools if isinstance(t, str)] if isinstance(tools, list) else []
+        parent = d.get("parent_run_id")
+        run.parent_run_id = parent if isinstance(parent, str) else None
+        fork = d.get("forked_from_call")
+        run.forked_from_call = fork if isinstance(fork, str) else None
+        ts = d.get("ts")
+        run.started = float(ts) if isinstance(ts, int | float) else None
+        self._add_run(run)
+
+    def _on_step_start(self, d: _Get) -> None:
+        run = self._run_of(d)
+        n = _int(d.get("step"))
+        st = run.step(n)
+        ts = d.get("ts")
+        st.started = float(ts) if isinstance(ts, int | float) else None
+        run.current = n
+        run.totals["steps"] = max(run.totals["steps"], len(run.steps))
+
+    def _on_reasoning_delta(self, d: _Get) -> None:
+        self._run_of(d).step(_int(d.get("step"))).reasoning.append(_str(d.get("text")))
+
+    def _on_content_delta(self, d: _Get) -> None:
+        self._run_of(d).step(_int(d.get("step"))).content.append(_str(d.get("text")))
+
+    def _on_step_end(self, d: _Get) -> None:
+        run = self._run_of(d)
+        st = run.step(_int(d.get("step")))
+        st.reasoning = Text(_str(d.get("reasoning"), str(st.reasoning)))
+        st.content = Text(_str(d.get("content"), str(st.content)))
+        dur = d.get("duration")
+        st.duration = float(dur) if isinstance(dur, int | float) and dur else None
+        if st.duration is None and st.started is not None and isinstance(d.get("ts"), int | float):
+            st.duration = float(d.get("ts")) - st.started
+        st.done = True
+        fr = d.get("finish_reason")
+        st.finish_reason = fr if isinstance(fr, str) else None
+        calls = d.get("tool_calls")
+        calls = [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
+        for c in calls:
+            mid = c.get("model_id")
+            if isinstance(mid, str) and isinstance(c.get("id"), str):
+                run._model_ids[c["id"]] = mid
+        content = str(st.content)
+        if not calls or content:
+            run.answer = content
+        if run.current == st.index:
+            run.current = None
+
+    def _on_usage(self, d: _Get) -> None:
+        run = self._run_of(d)
+        st = run.step(_int(d.get("step")))
+        if st.usage is None:
+            st.usage = dict.fromkeys(_USAGE_KEYS, 0)
+        for k in _USAGE_KEYS:
+            v = _int(d.get(k))
+            st.usage[k] += v
+            run.totals[k] += v
+
+    def _on_tool_proposed(self, d: _Get) -> None:
+        run = self._run_of(d)
+        cid = _str(d.get("call_id"))
+        step = _int(d.get("step"))
+        call = Call(run.run_id, cid, step, _str(d.get("name")), _str(d.get("arguments")))
+        call.model_id = run._model_ids.get(cid)
+        problem = d.get("problem")
+        if isinstance(problem, str) and problem:
+            call.problem = problem
+            call.decision, call.reason, call.status = "not_run", "invalid", "not_run"
+        run.calls.pop(cid, None)  # the same id twice in one run: the latest wins
+        run.calls[cid] = call
+        self.calls[call.key] = call
+        st = run.step(step)
+        st.calls.append(cid)
+        run.totals["calls"] += 1
+
+    def _call_of(self, d: _Get) -> Call | None:
+        return self._run_of(d).calls.get(_str(d.get("call_id")))
+
+    def _on_tool_decision(self, d: _Get) -> None:
+        call = self._call_of(d)
+        if call is None or call.status != "pending":
+            return
+        kind = d.get("decision")
+        by = d.get("by")
+        call.by = by if isinstance(by, str) else None
+        if kind == "reject":
+            call.decision, call.status = "reject", "rejected"
+            fb = d.get("feedback")
+            call.feedback = fb if isinstance(fb, str) else None
+        elif kind == "edit":
+            call.decision, call.status = "edit", "running"
+            args = d.get("arguments")
+            call.edited_arguments = args if isinstance(args, str) else None
+        elif kind == "approve":
+            call.decision, call.status = "approve", "running"
+
+    def _on_tool_result(self, d: _Get) -> None:
+        call = self._call_of(d)
+        if call is None or call.result is not None:
+            return  # answered already: the first answer is the one the model read
+        output = _str(d.get("output"))
+        shown = output
+        if call.decision == "edit" and call.edited_arguments is not None:
+            note = EDIT_NOTE.format(arguments=call.edited_arguments)
+            if output.startswith(note):
+                shown = output[len(note) :]
+        display = d.get("display")
+        ok = d.get("ok") is True
+        call.result = {
+            "ok": ok,
+            "output": output,
+            "shown_output": shown,
+            "display": list(display) if isinstance(display, list) else [],
+            "duration": _num(d.get("duration")),
+            "truncated": d.get("truncated") is True,
+        }
+        if call.status == "pending":  # answered without a decision: the run stopped
+            call.decision, call.status = "stop", "not_run"
+        elif call.status == "running":
+            if (
+                call.decision == "edit"
+                and call.edited_arguments is not None
+                and not _json_object(call.edited_arguments)
+            ):
+                call.reason, call.status = "invalid_edit", "not_run"
+            else:
+                call.executed = True
+                call.status = "done" if ok else "error"
+
+    def _on_retry(self, d: _Get) -> None:
+        run = self._run_of(d)
+        run.retries.append(
+            {
+                "step": run.current,
+                "attempt": _int(d.get("attempt")) + 1,
+                "max_attempts": _int(d.get("max_attempts")),
+                "delay": _num(d.get("delay")),
+                "reason": _str(d.get("reason")),
+            }
+        )
+
+    def _on_error(self, d: _Get) -> None:
+        run = self._run_of(d)
+        run.errors.append(
+            {
+                "step": run.current,
+                "kind": _str(d.get("kind"), "error"),
+                "message": _str(d.get("message")),
+                "fatal": d.get("fatal") is True,
+            }
+        )
+
+    def _on_notice(self, d: _Get) -> None:
+        run = self._run_of(d)
+        kind = _str(d.get("kind"), "info")
+        run.notices.append({"step": run.current, "kind": kind, "message": _str(d.get("message"))})
+        if kind == "step_restart" and run.current is not None:
+            st = run.steps[run.current]
+            st.reasoning, st.content = Text(), Text()
+            st.restarts += 1
+
+    def _on_run_end(self, d: _Get) -> None:
+        run = self._run_of(d)
+        reason = _str(d.get("stop_reason"), "error")
+        run.status, run.stop_reason = "ended", reason
+        err = d.get("error")
+        run.error = err if isinstance(err, str) else None
+        answer = d.get("answer")
+        if isinstance(answer, str):
+            run.answer = answer
+        for call in run.calls.values():
+            if call.status == "pending":
+                call.decision, call.status = "stop", "not_run"
+            elif call.status == "running":
+                call.reason, call.status = "no_result", "not_run"
+            if call.decision == "stop" and call.reason is None:
+                call.reason = reason
+        t = run.totals
+        t["steps"] = max(t["steps"], _int(d.get("steps")))
+        t["calls"] = max(t["calls"], _int(d.get("tool_calls")))
+        for k in ("prompt_tokens", "completion_tokens"):
+            if _int(d.get(k)):
+                t[k] = _int(d.get(k))
+        el = d.get("elapsed")
+        t["duration"] = float(el) if isinstance(el, int | float) else None
+        run.current = None
+
+
+_USAGE_KEYS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens")
+
+_HANDLERS: dict[Any, Any] = {
+    name: getattr(RunView, "_on_" + name.replace(".", "_")) for name in EVENT_TYPES
+}
+
+
+def view_of(events: Iterable[Event | dict[str, Any]]) -> RunView:
+    return RunView().extend(events)
