@@ -85,3 +85,37 @@ async def test_replay_in_a_real_sandbox() -> None:
         assert not upto[-1].changed
     finally:
         await sandbox.shutdown()
+
+
+STOPPED_AND_BAD_EDIT: list[Event] = [
+    *_call(0, "y = 1", "", decision="approve"),
+    # edited to arguments that are not JSON: the loop answers with the check's error, never runs it
+    ToolProposed(step=2, call_id="functions.python:1", name="python", arguments='{"code": "1"}'),
+    ToolDecision(call_id="functions.python:1", decision="edit", by="user", arguments="{oops"),
+    ToolResult(call_id="functions.python:1", name="python", ok=False, output="Error: bad JSON"),
+    # stopped while it waited for approval: no decision, the loop's closing result
+    ToolProposed(step=3, call_id="functions.python:2", name="python", arguments='{"code": "2"}'),
+    ToolResult(
+        call_id="functions.python:2",
+        name="python",
+        ok=False,
+        output="[not run: the user stopped the run before this tool call executed]",
+    ),
+]
+
+
+async def test_calls_that_never_ran_are_skipped_not_fatal() -> None:
+    calls = {c.call_id: c for c in recorded_calls(STOPPED_AND_BAD_EDIT)}
+    assert calls["functions.python:0"].executed
+    assert not calls["functions.python:1"].executed  # was: "executed", and replay_all raised
+    assert not calls["functions.python:2"].executed
+    assert calls["functions.python:2"].decision == "stop"
+    skipped = [c.call_id for c in skipped_calls(STOPPED_AND_BAD_EDIT)]
+    assert skipped == ["functions.python:1", "functions.python:2"]
+    sandbox = SandboxKernel(isolation="process")
+    await sandbox.start()
+    try:
+        results = await replay_all(STOPPED_AND_BAD_EDIT, sandbox, timeout=20)
+        assert [r.call_id for r in results] == ["functions.python:0"]
+    finally:
+        await sandbox.shutdown()
