@@ -235,6 +235,9 @@ class MCPServerConnection:
         except BaseException:
             await self.stop()
             raise
+        finally:
+            if ready.done() and not ready.cancelled():
+                ready.exception()  # retrieved: no "never retrieved" warning for a stopped start
 
     def _transport(self) -> Any:
         from mcp import StdioServerParameters
@@ -369,6 +372,8 @@ class MCPServerConnection:
         if task is None or task.done():
             return
         try:
+            if self.client is None:  # still starting: nothing to wind down gently
+                raise TimeoutError
             await asyncio.wait_for(asyncio.shield(task), 10)
         except (TimeoutError, Exception):
             task.cancel()
