@@ -65,6 +65,12 @@ class _Base(APIHandler):
         except SessionError as e:
             raise web.HTTPError(e.status, str(e)) from None
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 405:  # RFC 9110: say which methods the route has
+            own = [m for m in ("GET", "POST", "DELETE") if m.lower() in vars(type(self))]
+            self.set_header("Allow", ", ".join(own))
+        super().write_error(status_code, **kwargs)
+
     def reply(self, obj: Any, status: int = 200, *, text: str | None = None) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")

@@ -422,8 +422,9 @@ class EventLog:
         except ValueError:
             got = None
         if not isinstance(got, dict):  # the file changed under us: say so, do not invent
-            return {"type": "error", "seq": -1, "ts": 0.0, "message": f"event {i} could not be read back "
-                    f"from {self.path.name}", "kind": "storage", "fatal": False}  # fmt: skip
+            msg = f"event {i} could not be read back from {self.path.name}"
+            return {"type": "error", "seq": -1, "ts": 0.0, "message": msg, "kind": "storage",
+                    "fatal": False}  # fmt: skip
         return got
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

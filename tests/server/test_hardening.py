@@ -229,7 +229,14 @@ async def test_a_call_id_repeated_in_a_later_run_can_still_be_decided(
     first_call = ""
     for n, text in ((1, "one"), (2, "two")):
         await api.post("sessions", sid, "messages", body={"text": text})
-        evs = await api.wait_for(sid, lambda evs: bool(session.pending_calls()), timeout=60)
+        evs = await api.wait_for(
+            sid,
+            lambda evs: (
+                [e["type"] for e in evs].count("tool.proposed") == n  # noqa: B023
+                and bool(session.pending_calls())
+            ),
+            timeout=60,
+        )
         proposed = [e for e in evs if e["type"] == "tool.proposed"][-1]
         code, data = await api.post(
             "sessions", sid, "decisions",
