@@ -2,12 +2,18 @@
 
 Shown when stderr is a terminal or with ``--verbose``. It renders events and nothing else (the
 loop is the engine's), and keeps long code and outputs short: the trace has them in full.
+
+Facts come from the run view (``k2lab.trace.view``), folded from the same events as every other
+face: decisions and edits from the call's fields, a result's status (``ok`` / ``error`` /
+``rejected`` / ``not run``) and its output without the loop's edit note, retries as
+"attempt 2 of 4" (``retry_text``), totals from the view. Streamed reasoning is printed as it comes;
+after a ``step_restart`` notice the line ends and the restarted stream starts a new one.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TextIO
+from typing import Any, TextIO
 
 from k2lab.events import (
     ContentDelta,
@@ -24,6 +30,7 @@ from k2lab.events import (
     ToolProposed,
     ToolResult,
 )
+from k2lab.trace.view import Call, RunView, retry_text
 
 MAX_CODE_LINES = 25
 MAX_OUTPUT_LINES = 15
@@ -57,6 +64,8 @@ class Progress:
         self.enabled = enabled
         self.color = color
         self._in_reasoning = False
+        #: the run so far, as every face sees it
+        self.view = RunView()
 
     def _style(self, text: str, code: str) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
@@ -80,7 +89,12 @@ class Progress:
             self._in_reasoning = False
         self._write(text + "\n")
 
+    def _call(self, call_id: str, run_id: str) -> Call | None:
+        run = self.view.run
+        return None if run is None else self.view.call(run_id or run.run_id, call_id)
+
     def show(self, ev: Event) -> None:
+        self.view.apply(ev)
         if not self.enabled:
             return
         if isinstance(ev, ReasoningDelta):
@@ -91,9 +105,11 @@ class Progress:
         elif isinstance(ev, ContentDelta):
             pass  # the answer goes to stdout at the end, once
         elif isinstance(ev, RunStart):
+            run = self.view.run
+            assert run is not None
             self.line(
-                self.bold(f"k2lab: {ev.model_label}")
-                + f" · sandbox: {ev.isolation} · approve: {ev.policy} · max steps {ev.max_steps}"
+                self.bold(f"k2lab: {run.model_label}")
+                + f" · sandbox: {run.isolation} · approve: {run.policy} · max steps {run.max_steps}"
             )
         elif isinstance(ev, StepStart):
             self.line(self.dim(f"── step {ev.step}"))
@@ -103,27 +119,30 @@ class Progress:
         elif isinstance(ev, ToolProposed):
             self._proposed(ev)
         elif isinstance(ev, ToolDecision):
-            self._decision(ev)
+            call = self._call(ev.call_id, ev.run_id)
+            if call is not None:
+                self._decision(call)
         elif isinstance(ev, ToolResult):
-            mark = "ok" if ev.ok else "error"
-            extra = f", {len(ev.display)} rich output(s)" if ev.display else ""
-            self.line(f"  ← {mark} ({ev.duration:.2f} s{extra})")
-            if ev.output.strip():
-                self.line(indent(clip(ev.output, MAX_OUTPUT_LINES)))
+            call = self._call(ev.call_id, ev.run_id)
+            if call is not None and call.result is not None:
+                self._result(call, call.result)
         elif isinstance(ev, Retry):
-            self.line(
-                f"  retry {ev.attempt}/{ev.max_attempts - 1} in {ev.delay:.1f} s: {ev.reason}"
-            )
+            run = self.view.run
+            if run is not None and run.retries:
+                self.line(f"  retry: {retry_text(run.retries[-1])}")
         elif isinstance(ev, Error):
             self.line(f"  error ({ev.kind}): {ev.message}")
         elif isinstance(ev, Notice):
             self.line(f"  note: {ev.message}")
         elif isinstance(ev, RunEnd):
-            tokens = f", {ev.prompt_tokens} + {ev.completion_tokens} tokens"
+            run = self.view.run
+            assert run is not None
+            t = run.totals
+            tokens = f", {t['prompt_tokens']} + {t['completion_tokens']} tokens"
             self.line(
                 self.dim(
-                    f"── {ev.stop_reason}: {ev.steps} steps, {ev.tool_calls} tool calls, "
-                    f"{ev.elapsed:.1f} s{tokens}"
+                    f"── {run.stop_reason}: {t['steps']} steps, {t['calls']} tool calls, "
+                    f"{t['duration'] or 0.0:.1f} s{tokens}"
                 )
             )
 
@@ -135,14 +154,24 @@ class Progress:
         if ev.problem:
             self.line(f"  ✗ not run: {ev.problem}")
 
-    def _decision(self, ev: ToolDecision) -> None:
-        who = "policy" if ev.by == "policy" else "you"
-        if ev.decision == "approve":
+    def _decision(self, call: Call) -> None:
+        who = "policy" if call.by == "policy" else "you"
+        if call.decision == "approve":
             self.line(self.dim(f"  approved ({who})"))
-        elif ev.decision == "edit":
+        elif call.decision == "edit":
             self.line(f"  edited ({who}); running instead:")
-            code = code_of(ev.arguments or "")
-            self.line(indent(clip(code if code is not None else ev.arguments or "", 25)))
-        else:
-            fb = f": {ev.feedback}" if ev.feedback else ""
+            args = call.edited_arguments or ""
+            code = code_of(args)
+            self.line(indent(clip(code if code is not None else args, MAX_CODE_LINES)))
+        elif call.decision == "reject":
+            fb = f": {call.feedback}" if call.feedback else ""
             self.line(f"  rejected ({who}){fb}")
+
+    def _result(self, call: Call, result: dict[str, Any]) -> None:
+        mark = {"done": "ok", "error": "error", "rejected": "rejected"}.get(call.status, "not run")
+        shown = len(result["display"])
+        extra = f", {shown} rich output(s)" if shown else ""
+        self.line(f"  ← {mark} ({result['duration']:.2f} s{extra})")
+        output: str = result["shown_output"]
+        if output.strip():
+            self.line(indent(clip(output, MAX_OUTPUT_LINES)))
