@@ -205,6 +205,14 @@ export class K2Panel extends Widget {
 
   private onEvent(ev: IEventBase): void {
     this.view.add(ev);
+    if (ev.kind === 'storage') {
+      // the server could not save events (a full disk): keep saying so until it can again
+      if (ev.type === 'error') {
+        this.say(String(ev.message), true);
+      } else if (ev.type === 'notice') {
+        this.say(String(ev.message), false);
+      }
+    }
     if (ev.type === 'run.start' || ev.type === 'run.end') {
       void this.refreshSessions();
       if (ev.type === 'run.end') {
