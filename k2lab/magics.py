@@ -4,7 +4,7 @@
 Everything heavy (widgets, the agent, the model client, the sandbox) is imported when a magic runs,
 not when ``%load_ext k2lab`` does. The options come first and the prompt is the rest of the line,
 verbatim (so apostrophes need no quoting); with ``%%k2`` the cell body is the prompt. A few words
-are subcommands when they come first: config, runs, stop, export, replay, fork.
+are subcommands when they come first: config, runs, show, stop, export, replay, fork.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-SUBCOMMANDS = ("config", "runs", "stop", "export", "replay", "fork")
+SUBCOMMANDS = ("config", "runs", "show", "stop", "export", "replay", "fork")
 _OPTION = re.compile(r"\s*(--?[A-Za-z][\w-]*)(?:=(\S+))?")
 
 
@@ -77,6 +77,7 @@ class K2Magics(Magics):
           %%k2 [options]               # the cell body is the prompt
           %k2 config                   # effective settings and where each came from
           %k2 runs                     # the runs of this kernel session
+          %k2 show [RUN]               # a run's view again (its cell was lost), or its trace
           %k2 stop                     # stop every run of this kernel session
           %k2 export [RUN] [--out F]   # a run's tool calls as a new notebook (--cell: next cell)
           %k2 replay [RUN] [--file F]  # re-execute a run's calls, say which outputs changed

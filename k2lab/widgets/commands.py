@@ -1,9 +1,10 @@
 # mypy: disable-error-code="no-untyped-call"
 """What each ``%k2`` form does, given the parsed options (``k2lab.magics`` only parses).
 
-``ask`` starts a run; ``config``, ``runs``, ``export``, ``replay`` and ``fork`` are the
-subcommands. Saved runs are read from a notebook file with ``k2lab.trace.notebook``; the default
-file is this notebook (``$JPY_SESSION_NAME``, which jupyter_server sets for the kernel).
+``ask`` starts a run; ``config``, ``runs``, ``show``, ``stop``, ``export``, ``replay`` and
+``fork`` are the subcommands. Saved runs are read from a notebook file with
+``k2lab.trace.notebook``; the default file is this notebook (``$JPY_SESSION_NAME``, which
+jupyter_server sets for the kernel).
 """
 
 from __future__ import annotations
@@ -149,11 +150,34 @@ def stop(session: Any, opts: Any, arg: str, cell: str | None) -> None:
 
 def runs(session: Any, opts: Any, arg: str, cell: str | None) -> None:
     lines = []
+    waiting = False
     for r in session.runs:
         head = r.widget.state.head
         status = head["stop_reason"] or head["status"]
-        lines.append(f"{r.run_id}  {status:<10} {head['tool_calls']:>3} calls  {r.prompt[:60]!r}")
+        line = f"{r.run_id}  {status:<10} {head['tool_calls']:>3} calls  {r.prompt[:60]!r}"
+        if r.waits_for_person():
+            waiting = True
+            line += f"  waits for a decision on {', '.join(r.widget.state.pending_calls())}"
+        lines.append(line)
+    if waiting:
+        lines.append(
+            "(a run whose cell is gone: `%k2 show RUN` shows its view here, `%k2 stop` stops it)"
+        )
     print("\n".join(lines) or "no runs yet in this kernel session")  # noqa: T201
+
+
+def show(session: Any, opts: Any, arg: str, cell: str | None) -> None:
+    """``%k2 show [RUN]``: a run's view again (its cell was lost, e.g. a reload before saving);
+    the trace if it ended. The view is the run's own display, so it becomes the trace too."""
+    try:
+        rec = session.run(arg.strip() or "last")
+    except KeyError as e:
+        raise UsageError(str(e.args[0])) from None
+    if rec.final is not None:
+        display(rec.final, raw=True, metadata={"k2lab": {"run_id": rec.run_id}})
+        return
+    meta = rec.metadata()
+    display(rec.widget, display_id=meta["k2lab"]["display_id"], metadata=meta)
 
 
 def executed_code(events: list[dict[str, Any]]) -> list[tuple[str, str]]:

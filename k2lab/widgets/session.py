@@ -12,6 +12,18 @@ trace, not a widget that would need the kernel), and an empty slot a "Fork from 
 shown in. ``wait()`` (``await k2lab.wait()``) waits for the runs and re-publishes their final
 outputs from the waiting cell, because headless runners such as nbclient only record messages
 whose parent is the cell they are executing.
+
+A page reload must not lose a trace. JupyterLab routes ``update_display_data`` by the display ids
+*this page* saw being displayed, so after a reload the update is dropped. Every k2lab display
+therefore carries its display id in its output metadata (``{"k2lab": {"display_id", "run_id"}}``,
+saved in the ``.ipynb``), and the labextension replaces the outputs whose metadata names the id of
+an update it sees on the kernel's IOPub channel (``labextension/src/liveTrace.ts``). A view that
+opens (``hello``) after its run ended gets the final bundle published again, for a page that was
+away when the run ended. A run whose view is gone altogether (a reload before saving, a re-run
+cell) while it waits for a decision is found when the next run would queue behind it: its views
+are asked to answer (``ping``); if none does within ``view_timeout`` seconds, the run is stopped
+with a notice that says why, and its trace is shown in the new run's cell, so it stays in the
+notebook (and in the conversation ``--resume`` rebuilds).
 """
 
 from __future__ import annotations
@@ -34,7 +46,7 @@ from k2lab.agent.decisions import (
 )
 from k2lab.agent.loop import Agent
 from k2lab.config import K2Lab, Settings, resolve_settings
-from k2lab.events import Error, RunEnd, RunStart
+from k2lab.events import Error, Notice, RunEnd, RunStart
 from k2lab.providers.base import ChatProvider
 from k2lab.sandbox.base import Sandbox
 from k2lab.trace.notebook import scrub_event, trace_bundle
@@ -42,7 +54,23 @@ from k2lab.widgets.fork import ForkDecisions, ForkProvider, fork_conversation
 from k2lab.widgets.state import arguments_for
 from k2lab.widgets.trace_widget import TraceWidget
 
+#: seconds a view gets to answer a ping (see the module docstring)
+VIEW_TIMEOUT = 5.0
 _SECRET_VARS = ("K2LAB_API_KEY", "MOONSHOT_API_KEY", "OPENROUTER_API_KEY")
+
+
+def new_display_id() -> str:
+    return uuid.uuid4().hex
+
+
+def empty_slot(text: str = "") -> DisplayHandle:
+    """An output to fill later (a fork's view, an abandoned run's trace), findable after a
+    reload by the display id in its metadata."""
+    did = new_display_id()
+    handle: DisplayHandle = display(
+        {"text/plain": text}, raw=True, display_id=did, metadata={"k2lab": {"display_id": did}}
+    )
+    return handle
 
 
 class RunRecord:
@@ -56,8 +84,11 @@ class RunRecord:
         self.events: list[dict[str, Any]] = []
         self.decisions: DecisionSource = decision_source(settings.approve)
         self.widget = TraceWidget(self)
+        self.display_id = new_display_id()
         self.handle: DisplayHandle | None = None
         self.fork_slot: DisplayHandle | None = None
+        #: other outputs showing this run's trace (an abandoned run's, in the next run's cell)
+        self.extra_handles: list[DisplayHandle] = []
         self.fork_slot_used = False
         self.task: asyncio.Task[None] | None = None
         self.agent: Agent | None = None
@@ -70,14 +101,45 @@ class RunRecord:
     def show(self, *, slot: DisplayHandle | None = None) -> None:
         if slot is not None:  # a fork shows in its parent's slot
             self.handle = slot
-            slot.update(self.widget)
+            slot.update(self.widget, metadata=self.metadata())
             return
-        self.handle = display(self.widget, display_id=True)
-        self.fork_slot = display({"text/plain": ""}, raw=True, display_id=True)
+        self.handle = display(self.widget, display_id=self.display_id, metadata=self.metadata())
+        self.fork_slot = empty_slot()
+
+    def metadata(self) -> dict[str, Any]:
+        """What the output's metadata says (saved in the notebook): which display and run it is."""
+        did = self.handle.display_id if self.handle is not None else self.display_id
+        return {"k2lab": {"display_id": did, "run_id": self.run_id}}
 
     def publish_final(self) -> None:
-        if self.final is not None and self.handle is not None:
-            self.handle.update(self.final, raw=True)
+        if self.final is None:
+            return
+        if self.handle is not None:
+            self.handle.update(self.final, raw=True, metadata=self.metadata())
+        for h in self.extra_handles:
+            h.update(
+                self.final,
+                raw=True,
+                metadata={"k2lab": {**self.metadata()["k2lab"], "display_id": h.display_id}},
+            )
+
+    def view_opened(self) -> None:
+        """A view said hello: if the run already ended (the page was away then), publish the
+        trace again, so the page that shows the view replaces it."""
+        self.publish_final()
+
+    @property
+    def going(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def waits_for_person(self) -> bool:
+        return self.going and bool(self.widget.state.pending_calls())
+
+    def abandon(self, reason: str) -> None:
+        """Stop this run because nobody can see it; the notice says so in its trace."""
+        ev = Notice(message=reason, kind="stopped").to_dict()
+        self.feed(ev)
+        self.stop()
 
     # -- events ------------------------------------------------------------------------------------
     def feed(self, ev: dict[str, Any]) -> None:
@@ -190,6 +252,8 @@ class NotebookSession:
         self._providers: dict[tuple[Any, ...], ChatProvider] = {}
         self._sandboxes: dict[tuple[Any, ...], Sandbox] = {}
         self._last_task: asyncio.Task[None] | None = None
+        #: seconds a waiting run's views get to answer before the run counts as abandoned
+        self.view_timeout = VIEW_TIMEOUT
         #: other displays to re-publish in ``wait()`` (replay tables)
         self.outputs: list[tuple[DisplayHandle, dict[str, Any]]] = []
 
@@ -256,11 +320,43 @@ class NotebookSession:
         if conversation is not None:
             self.conversation = conversation
         rec = RunRecord(self, prompt, settings)
+        # earlier runs waiting for a person: if their views are gone, this run must not wait
+        # behind them for ever; their traces then go in this cell (shown before this run's view)
+        waiting = [(r, empty_slot()) for r in self.runs if r.waits_for_person()] if show else []
         self.runs.append(rec)
         if show:
             rec.show()
-        rec.task = self.schedule(self._drive(rec, in_kernel=in_kernel, parent=parent_run_id))
+        rec.task = self.schedule(
+            self._drive(rec, in_kernel=in_kernel, parent=parent_run_id),
+            before=self._reap(rec, waiting) if waiting else None,
+        )
         return rec
+
+    async def _reap(self, new: RunRecord, waiting: list[tuple[RunRecord, DisplayHandle]]) -> None:
+        """Stop the runs in ``waiting`` that no view answers for; show their traces in their
+        slots (in the cell that started the run behind them)."""
+        answers = await asyncio.gather(
+            *(r.widget.probe(self.view_timeout) for r, _ in waiting), return_exceptions=True
+        )
+        gone = [
+            (r, slot) for (r, slot), seen in zip(waiting, answers, strict=True) if seen is False
+        ]
+        for r, _ in gone:
+            if r.waits_for_person():
+                r.abandon(
+                    f"stopped: this run waited for a decision on "
+                    f"{', '.join(r.widget.state.pending_calls())}, but no view of it was open "
+                    f"(its cell was re-run or cleared, or the page was reloaded before saving) "
+                    f"when run {new.run_id} was started; its trace is shown in that "
+                    "run's cell"
+                )
+        for r, slot in gone:
+            if r.task is not None:
+                with contextlib.suppress(BaseException):
+                    await r.task
+            if r.final is not None:
+                r.extra_handles.append(slot)
+                r.publish_final()
 
     def fork(
         self, parent: RunRecord, call_id: str, arguments: str | None, *, slot: Any = None
@@ -279,10 +375,14 @@ class NotebookSession:
         )
         return rec
 
-    def schedule(self, coro: Any) -> asyncio.Task[None]:
+    def schedule(self, coro: Any, *, before: Any = None) -> asyncio.Task[None]:
+        """Run ``coro`` after every run scheduled so far (``before`` first, if given)."""
         prev = self._last_task
 
         async def chained() -> None:
+            if before is not None:
+                with contextlib.suppress(Exception):
+                    await before
             if prev is not None and not prev.done():
                 with contextlib.suppress(BaseException):
                     await prev

@@ -3,7 +3,9 @@
 Python keeps the state (``TraceState``); the browser keeps nothing it cannot ask for again. Events
 are folded in as they arrive, and a patch of what changed goes out at most every ``interval``
 seconds (0.04 s: 25 messages/s however fast the model streams), as an anywidget custom message. A
-view that opens late, or missed a patch, asks ``{"action": "hello"}`` and gets a snapshot.
+view that opens late, or missed a patch, asks ``{"action": "hello"}`` and gets a snapshot. A
+``{"kind": "ping"}`` from Python is answered ``{"action": "pong"}`` by every open view (``probe``:
+is anyone still looking at this run?).
 
 Buttons send ``{"action": ..., "call_id"?, "code"?, "feedback"?}``; the widget hands them to its
 ``RunControls`` (the notebook session implements it) and answers errors with
@@ -71,6 +73,7 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
         self._flush_handle: asyncio.TimerHandle | None = None
         self._last_flush = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._seen = asyncio.Event()  # set when a view answers (``probe``)
         #: the kernel's main loop, where the run and its decisions live
         self._loop: asyncio.AbstractEventLoop | None
         try:
@@ -162,8 +165,13 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
     def handle_action(self, action: str, content: dict[str, Any]) -> None:
         """One button press (also the entry point tests use to click without a browser)."""
         call_id = content.get("call_id")
-        if action == "hello":
-            self.send(self.snapshot())
+        if action in ("hello", "pong"):
+            self._seen.set()  # some view of this run is open
+            if action == "hello":
+                self.send(self.snapshot())
+                opened = getattr(self.controls, "view_opened", None)
+                if opened is not None:
+                    opened()
             return
         if self.controls is None:
             raise RuntimeError("this run is no longer attached to the kernel session")
@@ -189,6 +197,17 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
             self.send({"kind": "info", "message": note})
         else:
             raise ValueError(f"unknown action {action!r}")
+
+    async def probe(self, timeout: float) -> bool:
+        """Whether a view of this widget is open anywhere: True when one answers a ping (or says
+        hello) within ``timeout`` seconds. A page reloaded before saving has none."""
+        self._seen = asyncio.Event()
+        self.send({"kind": "ping"})
+        try:
+            await asyncio.wait_for(self._seen.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -16,6 +16,7 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
 import { k2Icon } from './icon';
 import { insertCellPlugin } from './insertCell';
+import { liveTracePlugin } from './liveTrace';
 import { K2Panel } from './panel/panel';
 import { IPanelSettings, readSettings } from './panel/settings';
 
@@ -75,4 +76,4 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default [plugin, insertCellPlugin];
+export default [plugin, insertCellPlugin, liveTracePlugin];

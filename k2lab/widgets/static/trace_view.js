@@ -421,6 +421,7 @@ function render({ model, el }) {
       renderHead();
       return;
     }
+    if (msg.kind === "ping") send("pong"); // Python asks whether any view of this run is open
     if (msg.kind === "error") note(msg.message, "error");
     if (msg.kind === "info") note(msg.message, "info");
   }
