@@ -17,17 +17,24 @@ from k2lab.cli.term import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliFailure, err, ou
 from k2lab.config import Settings
 from k2lab.runtime import open_sandbox
 from k2lab.trace.jsonl import TraceError, load_trace
-from k2lab.trace.replay import ReplayError, normalize, recorded_calls, replay_all
+from k2lab.trace.replay import RecordedCall, ReplayError, normalize, recorded_calls, replay_all
 
 MAX_DIFF_LINES = 20
 
 
-def _skip_reason(decision: str | None, executed: bool, name: str) -> str:
-    if decision == "reject":
+def _skip_reason(c: RecordedCall) -> str:
+    """Why a call is not replayed, in the run view's vocabulary (``k2lab.trace.view``)."""
+    if c.decision == "reject":
         return "rejected: it never ran"
-    if not executed:
-        return "never ran (invalid arguments or stopped)"
-    return f"not a python call ({name})"
+    if c.decision == "stop":
+        return "the run stopped while it waited for approval: it never ran"
+    if c.reason == "invalid":
+        return "invalid arguments or unknown tool: it never ran"
+    if c.reason == "invalid_edit":
+        return "the edited arguments were invalid: it never ran"
+    if not c.executed:
+        return "never ran (no result in the trace)"
+    return f"not a python call ({c.name})"
 
 
 async def replay_command(
@@ -84,7 +91,7 @@ async def replay_command(
         if not (c.executed and c.name == "python") and (call is None or c.call_id == call)
     ]
     for c in skipped:
-        reason = _skip_reason(c.decision, c.executed, c.name)
+        reason = _skip_reason(c)
         if as_json:
             out(json.dumps({"status": "skipped", "call_id": c.call_id, "reason": reason}))
         else:

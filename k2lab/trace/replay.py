@@ -63,6 +63,8 @@ class RecordedCall:
     run_id: str = ""
     #: the recorded output without the edit note the loop wrote for the model
     shown_output: str = ""
+    #: why a call did not run (the view's ``Call.reason``: invalid, invalid_edit, stopped...)
+    reason: str | None = None
 
     @property
     def code(self) -> str:
@@ -99,6 +101,7 @@ def _recorded(call: Call) -> RecordedCall:
         executed=call.executed,
         run_id=call.run_id,
         shown_output="" if call.result is None else call.result["shown_output"],
+        reason=call.reason,
     )
 
 

@@ -71,3 +71,14 @@ def test_replay_unreadable_trace(run_cli: RunCli, tmp_path: Path) -> None:
     future.write_text('{"k2lab_trace": 7, "created": "2030-01-01T00:00:00+00:00"}\n')
     r = run_cli("replay", str(future))
     assert r.returncode == 2 and "version 7" in r.stderr and "Upgrade k2lab" in r.stderr
+
+
+def test_replay_says_why_a_call_never_ran(run_cli: RunCli) -> None:
+    """A call stopped while it waited for approval: skipped, and the reason names the stop."""
+    trace = Path(__file__).parents[1] / "trace" / "data" / "stopped_waiting.jsonl"
+    rep = run_cli("replay", "--json", "--isolation", "process", str(trace))
+    by_id = {e["call_id"]: e for e in json_events(rep.stdout)}
+    assert by_id["functions.python:0"]["status"] in ("same", "changed")  # it ran: replayed
+    skipped = by_id["functions.python:1"]
+    assert skipped["status"] == "skipped"
+    assert skipped["reason"] == "the run stopped while it waited for approval: it never ran"
