@@ -161,11 +161,7 @@ async def _drive(
     extra = cast(list[Tool], mcp.tools) if mcp is not None else []
     agent = build_agent(settings, provider, sandbox, decisions, extra_tools=extra)
     if mcp is not None:
-        # the servers' env and header values are secrets: out of every event and the model's view
-        agent.scrubber = agent.scrubber.merged(mcp.scrubber)
-        for n in mcp.notices:
-            agent.tools.notice(n, "mcp")
-        mcp.on_notice = agent.tools.notice
+        mcp.attach(agent)  # its secrets out of every event, its notices into the run
     stopper.append(agent)
     interrupts = _install_sigint(agent.stop)
     end: RunEnd | None = None

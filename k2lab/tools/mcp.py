@@ -38,13 +38,16 @@ import re
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import BaseModel, ConfigDict
 
 from k2lab.scrub import Scrubber
 from k2lab.tools.base import ToolOutput
 from k2lab.tools.mcp_config import HttpServer, MCPConfig, ServerConfig, StdioServer
+
+if TYPE_CHECKING:
+    from k2lab.agent.loop import Agent
 
 NoticeFn = Callable[[str, str], None]
 
@@ -53,7 +56,8 @@ MAX_OUTPUT = 40_000
 MAX_DESCRIPTION = 2_000
 #: a server listing more tools than this is cut (and says so)
 MAX_TOOLS = 200
-MAX_IMAGE_BYTES = 8 * 1024 * 1024
+#: rich outputs of one result, in base64 characters (the python tool's display limit)
+MAX_DISPLAY_CHARS = 1024**2
 _SHOWN_IMAGES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 _NAME_OK = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _BAD_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
@@ -114,12 +118,14 @@ def _image(
     mime: str, data: str, what: str, parts: list[str], display: list[dict[str, Any]]
 ) -> None:
     size = _b64_size(data) if isinstance(data, str) else None
+    used = sum(len(next(iter(d["data"].values()))) for d in display)
     if size is None:
         parts.append(f"[{what}: {mime}, not valid base64: not shown]")
     elif mime not in _SHOWN_IMAGES:
         parts.append(f"[{what}: {mime}, {_size(size)}: this type is not shown]")
-    elif size > MAX_IMAGE_BYTES:
-        parts.append(f"[{what}: {mime}, {_size(size)}: too large to show]")
+    elif used + len(data) > MAX_DISPLAY_CHARS:
+        limit = _size(MAX_DISPLAY_CHARS)
+        parts.append(f"[{what}: {mime}, {_size(size)}: over the {limit} display limit]")
     else:
         display.append(
             {"data": {mime: data, "text/plain": f"[{mime} from an MCP tool]"}, "metadata": {}}
@@ -441,6 +447,15 @@ class MCPToolSet:
             f"MCP server {server.name!r} stopped: {server.reason}. Its tools now return an "
             "error; the run goes on with the other tools."
         )
+
+    def attach(self, agent: Agent) -> None:
+        """Wire this set into an agent built with ``extra_tools=self.tools``: the servers' env and
+        header values join the agent's scrubber (out of every event and of what the model reads),
+        start-up notices go into its next run, later ones (a server that died) as they happen."""
+        agent.scrubber = agent.scrubber.merged(self.scrubber)
+        for n in self.notices:
+            agent.tools.notice(n, "mcp")
+        self.on_notice = agent.tools.notice
 
     async def __aenter__(self) -> MCPToolSet:
         conns = [

@@ -294,6 +294,13 @@ def test_convert_result_blocks() -> None:
     assert not empty_error.ok and "error" in empty_error.output
     structured = convert_result(mt.CallToolResult(content=[], structured_content={"n": 1}))
     assert structured.output == '{"n": 1}'
+    huge = base64.b64encode(b"\x89PNG" + b"x" * 600_000).decode()
+    two = convert_result(
+        mt.CallToolResult(
+            content=[mt.ImageContent(type="image", data=huge, mime_type="image/png")] * 2
+        )
+    )
+    assert len(two.display) == 1 and "display limit" in two.output.splitlines()[1]
     big = convert_result(mt.CallToolResult(content=[mt.TextContent(type="text", text="x" * 10**6)]))
     assert big.truncated and len(big.output) < MAX_OUTPUT + 100
 

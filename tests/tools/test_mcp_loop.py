@@ -22,9 +22,11 @@ from tests.tools.conftest import stdio_spec
 
 def agent_for(fake: FakeModel, ts: MCPToolSet, decisions: DecisionSource) -> Agent:
     provider = OpenAICompatProvider(base_url=fake.base_url, api_key="k", model="kimi-k2-thinking")
-    reg = ToolRegistry(list(ts.tools))
-    ts.on_notice = reg.notice
-    return Agent(provider, reg, decisions, system_prompt="You are a test.")
+    agent = Agent(
+        provider, ToolRegistry(list(ts.tools)), decisions, system_prompt="You are a test."
+    )
+    ts.attach(agent)
+    return agent
 
 
 def tool_messages(body: dict[str, Any]) -> list[str]:
@@ -157,3 +159,17 @@ async def test_a_server_dying_mid_run_is_a_notice_and_the_run_goes_on(
     assert events[-1].stop_reason == "completed" and events[-1].answer == "two"
     # the model read each outcome
     assert json.dumps(tool_messages(fake_model.requests[3])).count("'dies'") == 2
+
+
+async def test_a_servers_env_secret_is_out_of_events_and_the_models_view(
+    fake_model: FakeModel,
+) -> None:
+    secret = "loop-secret-93c1f0aa"
+    cfg = parse_mcp_config({"mcpServers": {"s": stdio_spec(env={"MCP_SECRET": secret})}})
+    fake_model.script([Turn(tool_calls=[Call("mcp__s__whoami", {})]), Turn(content="ok")])
+    async with MCPToolSet(cfg, timeout=30) as ts:
+        events = await run_all(agent_for(fake_model, ts, AutoApprove()), "who?")
+    (r,) = of_type(events, "tool.result")
+    assert r.ok and r.output == "my secret is [redacted]"
+    assert secret not in json.dumps([e.to_dict() for e in events])
+    assert secret not in json.dumps(fake_model.requests)
