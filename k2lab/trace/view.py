@@ -343,7 +343,8 @@ class RunView:
     # -- folding -------------------------------------------------------------------------------
     def apply(self, ev: Event | dict[str, Any]) -> None:
         d: _Get = ev if isinstance(ev, dict) else _Attrs(ev)
-        handler = _HANDLERS.get(d.get("type"))
+        kind = d.get("type")
+        handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
         if handler is None:
             return
         seq = d.get("seq")

@@ -7,6 +7,10 @@ Each trace is a real ``Agent`` run against the fake model over HTTP, with script
 what cannot repeat between two runs is pinned afterwards (``ts``, durations, retry delays, the fake
 server's port). The expected ``*.view.json`` files are NOT written here: they are checked by hand
 (a draft from ``--draft`` is a starting point, to be read line by line against the trace).
+
+The format of ``NAME.view.json``: ``{"trace": "NAME.jsonl", "final": VIEW, "partial": [{"events":
+N, "view": VIEW}]}`` where VIEW is ``RunView.to_dict()`` after folding all events (``final``) or
+the first N events after the header line (``partial``: live states, e.g. before ``step.end``).
 """
 
 from __future__ import annotations
@@ -240,7 +244,7 @@ async def main(draft: bool) -> None:
             events = await record(name, spec, fake)
             print(write(name, events))  # noqa: T201
             if draft:
-                view = view_of(events).to_dict()
+                view = {"trace": f"{name}.jsonl", "final": view_of(events).to_dict()}
                 (DATA / f"{name}.view.draft.json").write_text(
                     json.dumps(view, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
                 )

@@ -212,6 +212,8 @@ def test_hostile_input_never_raises() -> None:
     view = RunView()
     for d in [
         {"type": "nope"},
+        {"type": ["run.start"]},
+        {"type": "tool.proposed", "call_id": ["x"], "step": None, "problem": 3},
         {},
         {"type": "reasoning.delta", "step": "x", "text": 5},
         {"type": "step.end", "tool_calls": "zz", "duration": "slow"},
