@@ -34,7 +34,7 @@ from k2lab.cli.term import (
     out,
 )
 from k2lab.config import Settings
-from k2lab.events import RunEnd, ToolProposed
+from k2lab.events import Notice, RunEnd, ToolProposed
 from k2lab.providers.base import ChatProvider
 from k2lab.providers.demo import DEMO_MODEL_LABEL
 from k2lab.runtime import build_agent, open_provider, open_sandbox
@@ -119,8 +119,6 @@ async def _mcp_tools(settings: Settings, cfg: MCPConfig | None) -> AsyncIterator
         yield None
         return
     async with MCPToolSet(cfg, timeout=settings.tool_timeout) as mcp:
-        for n in mcp.notices:  # a server that did not start: said even without --verbose
-            err(f"k2lab: warning: {n}")
         yield mcp
 
 
@@ -172,6 +170,8 @@ async def _drive(
             if opts.json:
                 out(json.dumps(ev.to_dict(), ensure_ascii=False))
             progress.show(ev)
+            if isinstance(ev, Notice) and ev.kind == "mcp" and not progress.enabled:
+                err(f"k2lab: warning: {ev.message}")  # a server that failed or died: always said
             if approver is not None and isinstance(ev, ToolProposed):
                 approver.proposal_shown(ev.call_id)
             if isinstance(ev, RunEnd):

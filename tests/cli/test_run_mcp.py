@@ -122,3 +122,26 @@ def test_approve_auto_in_the_config_needs_no_answer(
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert r.stdout == "4\n"
+
+
+def test_a_server_dying_mid_run_is_said_on_stderr(
+    fake_model: FakeModel, run_cli: RunCli, tmp_path: Path
+) -> None:
+    cfg = write_config(tmp_path / "mcp.json", {"calc": stdio_spec()})
+    fake_model.script(
+        [
+            Turn(tool_calls=[Call("mcp__calc__crash", {})]),
+            Turn(tool_calls=[Call("python", {"code": "print(1 + 1)"})]),
+            Turn(content="python still works"),
+        ]
+    )
+    r = run_cli(
+        "run", "--base-url", fake_model.base_url, "--approve", "auto", *FAST,
+        "--mcp-config", str(cfg), "crash it",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "python still works\n"
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("k2lab: warning: MCP server 'calc' stopped")
+    assert "stopped while running 'crash'" in tool_messages(fake_model.requests[1])[0]
+    assert tool_messages(fake_model.requests[2])[-1] == "2"
