@@ -277,7 +277,7 @@ def summary_path(path: Path) -> Path:
 
 def summarize(path: Path) -> tuple[SessionHeader, Summary]:
     """The header and summary of a session file: from its summary file when that is current,
-    else by one pass over the file that parses only lines up to 1 MiB."""
+    else by one pass over the file that parses only ``run.start`` lines (up to 1 MiB)."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         header, start = _read_header(f, path)
@@ -294,11 +294,26 @@ def summarize(path: Path) -> tuple[SessionHeader, Summary]:
             if length < 0:
                 break
             end = off + length
-            ev = _event(data, path, n) if whole else _peek(data)
+            ev = _peek(data[:512])  # the type and time are all a summary needs, but a title
+            if ev is None or ev["type"] == "run.start":
+                ev = _event(data, path, n) if whole else ev
             if ev is not None:
                 s.see(ev)
         s.size = end
+    if end == size:  # whole: the next start lists this session without a scan
+        write_summary(path, s)
     return header, s
+
+
+def write_summary(path: Path, summary: Summary) -> None:
+    target = summary_path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(asdict(summary), allow_nan=False))
+        os.replace(tmp, target)
+    except (OSError, ValueError) as e:
+        log.warning("k2lab: could not write %s: %s", target, e)
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -310,30 +325,54 @@ class _Scan:
     summary: Summary = field(default_factory=Summary)
 
 
+#: the event types a session tracks when its log is opened (run ids, tool-call ids)
+TRACKED = frozenset({"run.start", "tool.proposed", "tool.decision"})
+
+
 def _scan(
-    path: Path, visit: Callable[[dict[str, Any]], None] | None, *, repair: bool
+    path: Path,
+    visit: Callable[[dict[str, Any]], None] | None,
+    *,
+    repair: bool,
+    want: frozenset[str] | None = None,
 ) -> tuple[SessionHeader, _Scan]:
+    """One pass over a session file. ``visit`` sees every event (``want`` None) or only those
+    of the types in ``want``; then events that are neither cached nor wanted are not parsed at
+    all (their type and time come from the line's start) and long lines are never held whole."""
     size = path.stat().st_size
     out = _Scan()
+    keep = 1 << 62 if want is None else CACHE_MAX
     with open(path, "rb") as f:
         header, start = _read_header(f, path)
         end = start
-        for n, (off, length, data, _) in enumerate(_lines(f, start, 1 << 62), 2):
+        for n, (off, length, data, whole) in enumerate(_lines(f, start, keep), 2):
             if length < 0:
                 _cut_tail(path, end, size, repair)
                 break
             end = off + length
-            ev = _event(data, path, n)
+            parsed = True
+            if want is None:
+                ev = _event(data, path, n)
+            else:
+                head = _peek(data[:512])
+                kind = head["type"] if head is not None else None
+                if kind is None or kind in want or (whole and kind not in FRAGMENTS):
+                    if not whole:
+                        data = os.pread(f.fileno(), length - 1, off)
+                    ev = _event(data, path, n)
+                else:
+                    ev, parsed = head, False
             if ev is None:
                 continue
+            kind = str(ev["type"])
             i = len(out.offsets)
             out.offsets.append(off)
             out.lengths.append(length)
-            out.types.append(str(ev["type"]))
+            out.types.append(kind)
             out.summary.see(ev)
-            if visit is not None:
+            if visit is not None and (want is None or kind in want):
                 visit(ev)
-            if length <= CACHE_MAX and ev["type"] not in FRAGMENTS:
+            if parsed and length <= CACHE_MAX and kind not in FRAGMENTS:
                 out.cache[i] = ev
     out.summary.size = end
     return header, out
@@ -380,8 +419,8 @@ class EventLog:
         cls, path: Path, visit: Callable[[dict[str, Any]], None] | None = None
     ) -> tuple[SessionHeader, EventLog]:
         """Read a session file once: offsets and types of all events, the small ones kept.
-        ``visit`` sees every event. Drops (and truncates away) a cut last line."""
-        header, scan = _scan(path, visit, repair=True)
+        ``visit`` sees the ``TRACKED`` events. Drops (and truncates away) a cut last line."""
+        header, scan = _scan(path, visit, repair=True, want=TRACKED)
         self = cls(path, scan.summary.size)
         self._offsets, self._lengths = scan.offsets, scan.lengths
         self._types, self._cache, self.summary = scan.types, scan.cache, scan.summary
@@ -498,14 +537,7 @@ class EventLog:
         if self._unsaved:
             return
         self.summary.size = self._size
-        target = summary_path(self.path)
-        tmp = target.with_name(target.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps(asdict(self.summary), allow_nan=False))
-            os.replace(tmp, target)
-        except (OSError, ValueError) as e:
-            log.warning("k2lab: could not write %s: %s", target, e)
-            tmp.unlink(missing_ok=True)
+        write_summary(self.path, self.summary)
 
     def close(self) -> None:
         if self._fd is not None:
