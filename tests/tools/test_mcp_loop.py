@@ -173,3 +173,31 @@ async def test_a_servers_env_secret_is_out_of_events_and_the_models_view(
     assert r.ok and r.output == "my secret is [redacted]"
     assert secret not in json.dumps([e.to_dict() for e in events])
     assert secret not in json.dumps(fake_model.requests)
+
+
+async def test_stopping_a_run_during_an_mcp_call_leaves_the_server_usable(
+    fake_model: FakeModel,
+) -> None:
+    cfg = parse_mcp_config({"mcpServers": {"s": stdio_spec()}})
+    fake_model.script(
+        [
+            Turn(tool_calls=[Call("mcp__s__hang", {})]),
+            Turn(tool_calls=[Call("mcp__s__add", {"a": 2, "b": 2})]),
+            Turn(content="4"),
+        ]
+    )
+    async with MCPToolSet(cfg, timeout=60) as ts:
+        agent = agent_for(fake_model, ts, AutoApprove())
+
+        async def stop_when_running(ev: Event) -> None:
+            if ev.type == "tool.decision":
+                await asyncio.sleep(0.5)  # the call is with the server now
+                agent.stop()
+
+        events = await run_all(agent, "hang", stop_when_running)
+        assert events[-1].stop_reason == "stopped"
+        (r,) = of_type(events, "tool.result")
+        assert not r.ok and "interrupted" in r.output
+        follow_up = await run_all(agent, "again")  # same conversation, same server
+    assert follow_up[-1].stop_reason == "completed"
+    assert [r.output for r in of_type(follow_up, "tool.result")] == ["4"]
