@@ -255,8 +255,10 @@ class Session:
             timeout=self.manager.notebook_timeout,
             run_timeout=max(settings.tool_timeout, self.manager.notebook_timeout),
         )
+        events = await self.opened()
+        history = await asyncio.to_thread(events.select, RESTORE_TYPES)  # big ones from disk
         built = await self.manager.factory(settings, self._decisions, tools)
-        restore_conversation(built.agent.conversation, self.log.select(RESTORE_TYPES))
+        restore_conversation(built.agent.conversation, history)
         self._built = built
         return built
 

@@ -428,7 +428,7 @@ class EventLog:
 
     # reading
     def __len__(self) -> int:
-        return len(self._offsets) + len(self._unsaved)
+        return len(self._types)  # one per event, saved or not (exact while a flush runs)
 
     @property
     def saved(self) -> int:
@@ -450,12 +450,14 @@ class EventLog:
             if ev is not None:
                 return ev
             n = len(self._offsets)
+            raw = b""
             if i >= n:
                 raw = self._unsaved[i - n]
-            else:
-                if self._fd is None:
-                    raise ValueError(f"session file {self.path} is closed")
-                raw = os.pread(self._fd, self._lengths[i], self._offsets[i])
+            elif self._fd is not None:  # closed: the session was deleted or the server stops
+                try:
+                    raw = os.pread(self._fd, self._lengths[i], self._offsets[i])
+                except OSError as e:
+                    log.warning("k2lab: reading event %d of %s: %s", i, self.path, e)
         try:
             got = loads(raw)
         except ValueError:
