@@ -21,6 +21,10 @@ class PayloadError(ValueError):
     pass
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows (only finite numbers are accepted)")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
@@ -111,7 +115,9 @@ class DecideCall(_Strict):
             if self.arguments is None:
                 raise ValueError("an edit needs 'arguments' (the JSON object to run instead)")
             try:
-                parsed = json.loads(self.arguments)
+                parsed = json.loads(self.arguments, parse_constant=_no_constant)
+            except RecursionError:
+                raise ValueError("'arguments' is nested too deeply") from None
             except ValueError as e:
                 raise ValueError(f"'arguments' is not valid JSON: {e}") from e
             if not isinstance(parsed, dict):
@@ -125,10 +131,6 @@ class DecideCall(_Strict):
 
 class ReplayCall(_Strict):
     call_id: str = Field(..., min_length=1, max_length=500)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows (only finite numbers are accepted)")
 
 
 def parse(model: type[M], body: bytes) -> M:

@@ -120,6 +120,15 @@ async def test_deeply_nested_bodies_are_400(api, route):
         assert "nested" in data["message"] or "JSON" in data["message"]
 
 
+async def test_deeply_nested_or_non_finite_edit_arguments_are_400(api):
+    sid = await api.new_session()
+    for args in ("[" * 100_000, '{"a": NaN}', '{"a": Infinity}'):
+        body = {"call_id": "c", "decision": "edit", "arguments": args}
+        code, data = await api.post("sessions", sid, "decisions", body=body)
+        assert code == 400, (args[:20], code, data)
+        assert "arguments" in data["message"]
+
+
 async def test_a_deeply_nested_socket_message_gets_an_error_not_a_crash(api):
     sid = await api.new_session()
     sock = await api.socket(sid)
