@@ -181,8 +181,28 @@ def keep_questions(lines: list[str]) -> list[str]:
     return out
 
 
+def _hook_shutdown(ipython: Any) -> None:
+    """Runs still going when the kernel shuts down or restarts are stopped first, so each leaves
+    its trace in its cell (see ``NotebookSession.finish_at_shutdown``)."""
+    kernel = getattr(ipython, "kernel", None)
+    if kernel is None or getattr(kernel, "_k2lab_shutdown_hooked", False):
+        return
+    original = kernel.do_shutdown
+
+    def do_shutdown(restart: bool) -> Any:
+        magics = ipython.magics_manager.registry.get("K2Magics")
+        session = getattr(magics, "_session", None)
+        if session is not None:
+            session.finish_at_shutdown()
+        return original(restart)
+
+    kernel.do_shutdown = do_shutdown
+    kernel._k2lab_shutdown_hooked = True
+
+
 def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(K2Magics)
+    _hook_shutdown(ipython)
     if keep_questions not in ipython.input_transformers_cleanup:
         ipython.input_transformers_cleanup.append(keep_questions)
 

@@ -23,7 +23,8 @@ away when the run ended. A run whose view is gone altogether (a reload before sa
 cell) while it waits for a decision is found when the next run would queue behind it: its views
 are asked to answer (``ping``); if none does within ``view_timeout`` seconds, the run is stopped
 with a notice that says why, and its trace is shown in the new run's cell, so it stays in the
-notebook (and in the conversation ``--resume`` rebuilds).
+notebook (and in the conversation ``--resume`` rebuilds). A kernel shutdown or restart stops the
+runs still going, with a notice, and waits (up to ``SHUTDOWN_WAIT``) for their traces to go out.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ from k2lab.widgets.trace_widget import TraceWidget
 
 #: seconds a view gets to answer a ping (see the module docstring)
 VIEW_TIMEOUT = 5.0
+#: seconds a kernel shutdown waits for the runs it stops to publish their traces (jupyter_client
+#: waits 5 s for a kernel to exit before it kills it)
+SHUTDOWN_WAIT = 3.0
 _SECRET_VARS = ("K2LAB_API_KEY", "MOONSHOT_API_KEY", "OPENROUTER_API_KEY")
 
 
@@ -252,6 +256,7 @@ class NotebookSession:
         self._providers: dict[tuple[Any, ...], ChatProvider] = {}
         self._sandboxes: dict[tuple[Any, ...], Sandbox] = {}
         self._last_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the kernel's, where runs live
         #: seconds a waiting run's views get to answer before the run counts as abandoned
         self.view_timeout = VIEW_TIMEOUT
         #: other displays to re-publish in ``wait()`` (replay tables)
@@ -310,7 +315,7 @@ class NotebookSession:
         show: bool = True,
     ) -> RunRecord:
         try:
-            asyncio.get_running_loop()
+            self._loop = asyncio.get_running_loop()
         except RuntimeError:
             raise UsageError(
                 "%k2 runs on a Jupyter kernel's event loop; in a terminal use `k2lab run PROMPT`"
@@ -445,6 +450,39 @@ class NotebookSession:
         for r in going:
             r.stop()
         return len(going)
+
+    async def finish_all(self, reason: str) -> None:
+        """Stop every run still going, saying why, and wait until their traces are published."""
+        going = [r for r in self.runs if r.going]
+        for r in going:
+            if r.agent is not None and r.agent.running:
+                r.abandon(reason)
+            else:
+                r.stop()
+        for r in going:
+            if r.task is not None:
+                with contextlib.suppress(BaseException):
+                    await r.task
+
+    def finish_at_shutdown(self, timeout: float = SHUTDOWN_WAIT) -> None:
+        """The kernel is shutting down or restarting (called from ipykernel's control thread):
+        stop the runs so each leaves its trace in its cell before the process goes."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or not any(r.going for r in self.runs):
+            return
+        reason = "stopped: the kernel was shut down or restarted while this run was going"
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:  # no control thread: we cannot wait here without blocking the run
+            for r in self.runs:
+                if r.going:
+                    r.abandon(reason)
+            return
+        fut = asyncio.run_coroutine_threadsafe(self.finish_all(reason), loop)
+        with contextlib.suppress(Exception):
+            fut.result(timeout)
 
     async def wait(self) -> None:
         """Wait for every run of the session; then re-publish their saved traces from here."""

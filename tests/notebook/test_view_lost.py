@@ -199,3 +199,22 @@ def test_show_brings_back_a_view_that_becomes_the_trace(
     # once ended, show gives the trace itself
     (trace,) = kernel.run("%k2 show")["outputs"]
     assert MIMETYPE in trace["data"]
+
+
+def test_a_kernel_shutdown_stops_the_runs_and_publishes_their_traces(
+    fake_model: FakeModel,
+) -> None:
+    fake_model.script([Turn(tool_calls=[Call("python", {"code": "print('R')"})])])
+    k = Kernel({"K2LAB_API_KEY": FAKE_KEY, "K2LAB_ISOLATION": "process"})
+    try:
+        res = start(k, fake_model, "run R", "--new --approve ask")
+        did = res["outputs"][0]["transient"]["display_id"]
+        k.wait_pending(0, "functions.python:0")
+        k.kc.shutdown(restart=True)  # what a restart from JupyterLab sends first
+        final = collect(k, update_for(did), timeout=30)[-1]["content"]
+        events = final["data"][MIMETYPE]["events"]
+        assert events[-1]["type"] == "run.end" and events[-1]["stop_reason"] == "stopped"
+        (notice,) = [e for e in events if e["type"] == "notice"]
+        assert "kernel was shut down or restarted" in notice["message"]
+    finally:
+        k.close()
