@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,17 @@ async def test_a_non_finite_number_in_an_event_is_null_on_the_socket_in_get_and_
     assert code == 200 and one["events"][0]["event"]["display"][0]["metadata"] == want
     for line in session.path.read_text().splitlines():
         strict(line)
+
+
+async def test_undecodable_text_from_the_sandbox_is_kept_not_lost(api, jp_serverapp):
+    """A lone surrogate (bytes the sandbox printed that are not UTF-8) is saved as a JSON escape."""
+    sid = await api.new_session()
+    session = _ext(jp_serverapp).sessions.get(sid)
+    out = "bad byte: \udcff, fine: é"
+    session.append(ToolResult(call_id="c", name="python", ok=True, output=out).to_dict())
+    await restart(jp_serverapp, sessions_dir=session.path.parent)
+    code, one = await raw_get(api, "sessions", sid)
+    assert code == 200 and one["events"][0]["event"]["output"] == out
 
 
 # -- item 13: deep nesting ------------------------------------------------------------------------
@@ -388,8 +400,17 @@ async def test_sessions_are_listed_without_reading_their_events(
     meta = listed["sessions"][0]
     assert (meta["n_events"], meta["updated"], meta["title"]) == (n, 4.5, "Think hard")
     assert not session.loaded
-    # opening reads it; only small, non-fragment events stay in memory
+    # opening reads it, off the event loop's thread; only small, non-fragment events stay
+    threads: list[str] = []
+    real_open = EventLog.open.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: Any, *a: Any, **k: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return real_open(cls, *a, **k)
+
+    monkeypatch.setattr(EventLog, "open", classmethod(spy))
     code, one = await api.get("sessions", "bbbbbbbbbbbb")
+    assert threads and threading.main_thread().name not in threads
     assert code == 200 and len(one["events"]) == n and session.loaded
     assert one["events"][-2]["event"]["reasoning"] == "y" * 3 * SCAN_MAX
     cached = session.log._cache
