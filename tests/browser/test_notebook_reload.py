@@ -140,3 +140,26 @@ def test_reload_without_saving_then_rerun_keeps_both_traces(
     assert any(e["type"] == "notice" and e["kind"] == "stopped" for e in stopped.events)
     assert done.events[-1]["stop_reason"] == "completed"
     assert shot.stat().st_size > 5_000
+
+
+def test_a_kernel_restart_during_a_run_leaves_its_trace(
+    jupyterlab: Any, page: Any, screenshot: Any
+) -> None:
+    name = "restart-during-run.ipynb"
+    _write(jupyterlab.root_dir, name)
+    _open(page, jupyterlab, name)
+    live = _run_both(page)
+    run_id = live.get_attribute("data-k2lab-run-id")
+    _restart_kernel(jupyterlab, name)
+    # the run was stopped before the kernel went: its trace replaced the view
+    cell = page.locator(".jp-Cell").nth(1)
+    cell.locator(SAVED_TRACE).filter(has_text="kernel was shut down or restarted").first.wait_for(
+        timeout=60_000
+    )
+    assert page.locator(".k2lab-live").count() == 0
+    page.wait_for_selector("text=| Idle", timeout=60_000)
+    shot = screenshot("notebook-restart-during-run")
+    _save(page)
+    (run,) = runs_from_notebook(nbformat.read(jupyterlab.root_dir / name, as_version=4))
+    assert run.run_id == run_id and run.events[-1]["stop_reason"] == "stopped"
+    assert shot.stat().st_size > 5_000
