@@ -33,6 +33,7 @@ import os
 import re
 import threading
 from array import array
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -391,7 +392,8 @@ class EventLog:
         self._types: list[str] = []
         self._cache: dict[int, dict[str, Any]] = {}
         #: lines not on disk yet (a write failed), in order, after the saved ones
-        self._unsaved: list[bytes] = []
+        self._unsaved: deque[bytes] = deque()
+        self._needs_cut = False
         self._lock = threading.Lock()
         self.summary = Summary(size=size)
         #: the reason of the last failed write ("" while everything is saved)
@@ -513,6 +515,8 @@ class EventLog:
         if self._fd is None:
             self.error = "the session file is closed"
             return
+        if self._needs_cut and not self._cut_back():  # never write after a half line
+            return
         while self._unsaved:
             line = self._unsaved[0]
             try:
@@ -522,17 +526,26 @@ class EventLog:
                 err = f"{e.strerror or e}"
             if err:
                 self.error = err
-                try:  # cut back to the last whole line: the next write starts a clean line
-                    os.ftruncate(self._fd, self._size)
-                except OSError as e:
-                    log.error("k2lab: could not cut %s back to %d bytes: %s", self.path,
-                              self._size, e)  # fmt: skip
+                self._cut_back()
                 return
             self._offsets.append(self._size)
             self._lengths.append(n)
             self._size += n
-            self._unsaved.pop(0)
+            self._unsaved.popleft()
         self.error = ""
+
+    def _cut_back(self) -> bool:
+        """Truncate to the last whole line, so the next write starts a clean line."""
+        assert self._fd is not None
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError as e:
+            log.error("k2lab: could not cut %s back to %d bytes: %s", self.path, self._size, e)
+            self._needs_cut = True
+            self.error = self.error or f"could not cut the file back: {e.strerror or e}"
+            return False
+        self._needs_cut = False
+        return True
 
     def save_summary(self) -> None:
         """Write ``<id>.summary.json`` (what the session list needs) when all events are saved."""

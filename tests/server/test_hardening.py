@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,34 @@ def test_a_failed_write_is_cut_back_to_the_last_whole_line(tmp_path, monkeypatch
     assert elog.retry() and elog.unsaved == 0
     elog.close()
     header, events = store.read_session(path)
+    assert [e["message"][0] for e in events] == ["a", "b", "c"]
+
+
+def test_no_line_is_glued_to_a_half_line_even_when_cutting_back_fails(tmp_path, monkeypatch):
+    disk = FullDisk(store._write)
+    monkeypatch.setattr(store, "_write", disk)
+    real_truncate = os.ftruncate
+    fail = {"n": 2}
+
+    def flaky_truncate(fd: int, size: int) -> None:
+        if fail["n"]:
+            fail["n"] -= 1
+            raise OSError(errno.EIO, "Input/output error")
+        real_truncate(fd, size)
+
+    monkeypatch.setattr(store.os, "ftruncate", flaky_truncate)
+    path = tmp_path / "s.jsonl"
+    elog = EventLog.create(path, SessionHeader(session_id="s"))
+    disk.full = True
+    elog.append({"type": "notice", "seq": 0, "ts": 1.0, "message": "a" * 100})  # half written
+    assert not path.read_bytes().endswith(b"\n")  # the cut failed: a half line is there
+    disk.full = False
+    elog.append({"type": "notice", "seq": 1, "ts": 2.0, "message": "b"})  # cut fails again
+    assert elog.saved == 0 and elog.unsaved == 2
+    elog.append({"type": "notice", "seq": 2, "ts": 3.0, "message": "c"})  # cut works: written
+    assert elog.unsaved == 0
+    elog.close()
+    _, events = store.read_session(path)
     assert [e["message"][0] for e in events] == ["a", "b", "c"]
 
 
