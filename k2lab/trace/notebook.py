@@ -87,8 +87,13 @@ def read_bundle(value: Any) -> tuple[str, list[dict[str, Any]], int]:
 
 
 def runs_from_notebook(nb: Any) -> list[SavedRun]:
-    """Every saved run of a notebook (an ``nbformat`` node or a plain dict), in cell order."""
+    """Every saved run of a notebook (an ``nbformat`` node or a plain dict), in cell order.
+
+    A run shown twice (``%k2 show``, or the trace of a run whose view was thought gone, shown in
+    the next run's cell as well as its own) counts once, where it first appears, with the
+    longest of its event lists."""
     runs: list[SavedRun] = []
+    seen: dict[str, SavedRun] = {}
     for i, cell in enumerate(nb["cells"]):
         if cell.get("cell_type") != "code":
             continue
@@ -96,5 +101,13 @@ def runs_from_notebook(nb: Any) -> list[SavedRun]:
             data = out.get("data") or {}
             if MIMETYPE in data:
                 run_id, events, version = read_bundle(data[MIMETYPE])
-                runs.append(SavedRun(run_id, events, version, i, cell.get("id")))
+                first = seen.get(run_id) if run_id else None
+                if first is not None:
+                    if len(events) > len(first.events):
+                        first.events, first.version = events, version
+                    continue
+                run = SavedRun(run_id, events, version, i, cell.get("id"))
+                runs.append(run)
+                if run_id:
+                    seen[run_id] = run
     return runs

@@ -18,11 +18,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import nbformat
 import pytest
 
-from k2lab.trace.notebook import MIMETYPE
+from k2lab.trace.notebook import MIMETYPE, runs_from_notebook, trace_bundle
 from tests.fixtures.fake_server import Call, FakeModel, Turn
 from tests.notebook.kernel import FAKE_KEY, Kernel
+from tests.notebook.test_state import run_events
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -218,3 +220,28 @@ def test_a_kernel_shutdown_stops_the_runs_and_publishes_their_traces(
         assert "kernel was shut down or restarted" in notice["message"]
     finally:
         k.close()
+
+
+def test_a_run_shown_twice_in_a_notebook_counts_once() -> None:
+    """An abandoned run's trace in the next cell, and in its own (a view that answered late), or
+    a ``%k2 show``: one run for ``--resume``, where it first appears, with its longest record."""
+    full, partial, other = run_events(), run_events()[:3], run_events()
+    for e in other:
+        e["run_id"] = "r2"
+    out = nbformat.v4.new_output
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "a", outputs=[out("display_data", data=trace_bundle("r1", partial))]
+        ),
+        nbformat.v4.new_code_cell(
+            "b",
+            outputs=[
+                out("display_data", data=trace_bundle("r1", full)),
+                out("display_data", data=trace_bundle("r2", other)),
+            ],
+        ),
+    ]
+    runs = runs_from_notebook(nbformat.reads(nbformat.writes(nb), as_version=4))
+    assert [(r.run_id, r.cell_index) for r in runs] == [("r1", 0), ("r2", 1)]
+    assert runs[0].events == full
