@@ -17,8 +17,11 @@ from typing import Any
 from k2lab.cli.term import EXIT_USAGE, CliFailure, fail
 
 _EPILOG = """\
-The API key comes from K2LAB_API_KEY, else MOONSHOT_API_KEY (or the preset's own variable, e.g.
-OPENROUTER_API_KEY). With no key and no --base-url the offline demo model answers (and says so).
+The API key comes from K2LAB_API_KEY, or the provider's own variable (MOONSHOT_API_KEY,
+OPENROUTER_API_KEY), and goes only to the endpoint it belongs to: K2LAB_API_KEY to K2LAB_BASE_URL /
+K2LAB_PRESET (Moonshot if neither is set), a provider's variable to that provider. A --base-url or
+--preset naming another endpoint gets no key unless it is listed in K2LAB_ALLOWED_KEY_ENDPOINTS.
+With no key and no --base-url the offline demo model answers (and says so).
 Presets: moonshot, moonshot-cn, openrouter, vllm, sglang.
 """
 
