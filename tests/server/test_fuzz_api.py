@@ -122,6 +122,7 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     max_examples=EXAMPLES,
     deadline=None,
     derandomize=True,
+    database=None,  # no .hypothesis directory in the tree
     suppress_health_check=list(HealthCheck),
 )
 def test_the_api_keeps_to_its_description(case: Any, fuzz_server: Server) -> None:
