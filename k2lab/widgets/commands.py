@@ -144,8 +144,15 @@ def config(session: Any, opts: Any, arg: str, cell: str | None) -> None:
 
 
 def stop(session: Any, opts: Any, arg: str, cell: str | None) -> None:
+    going = [r.run_id for r in session.runs if r.going]
     n = session.stop_all()
-    print(f"stopped {n} run(s)" if n else "no run is going")  # noqa: T201
+    if not n:
+        print("no run is going")  # noqa: T201
+        return
+    print(  # noqa: T201
+        f"stopped {n} run(s): {', '.join(going)}; each trace replaces its view "
+        "(a run whose cell is gone: `%k2 show RUN` puts its trace here)"
+    )
 
 
 def runs(session: Any, opts: Any, arg: str, cell: str | None) -> None:

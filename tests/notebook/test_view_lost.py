@@ -245,3 +245,19 @@ def test_a_run_shown_twice_in_a_notebook_counts_once() -> None:
     runs = runs_from_notebook(nbformat.reads(nbformat.writes(nb), as_version=4))
     assert [(r.run_id, r.cell_index) for r in runs] == [("r1", 0), ("r2", 1)]
     assert runs[0].events == full
+
+
+def test_stop_names_the_runs_and_show_gives_their_traces(
+    kernel: Kernel, fake_model: FakeModel
+) -> None:
+    fake_model.script([Turn(tool_calls=[Call("python", {"code": "print('T')"})])])
+    start(kernel, fake_model, "run T", "--new --approve ask")
+    i = int(kernel.value("len(_k2s().runs)")) - 1
+    kernel.wait_pending(i, "functions.python:0")
+    run_id = kernel.value(f"_k2s().runs[{i}].run_id")
+    out = kernel.run("%k2 stop")["stdout"]
+    assert run_id in out and "%k2 show" in out
+    kernel.wait_ended(i)
+    (trace,) = kernel.run(f"%k2 show {run_id}")["outputs"]
+    assert trace["data"][MIMETYPE]["run_id"] == run_id
+    assert "no run 'nope'" in kernel.run("%k2 show nope")["stdout"]
