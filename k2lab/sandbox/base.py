@@ -42,9 +42,14 @@ class Limits:
     #: Processes/threads (a pids cgroup where writable, else RLIMIT_NPROC, which Linux does not
     #: enforce for root).
     processes: int = 256
-    #: Total size of the workspace directory, checked while code runs, bytes.
+    #: Total size of the workspace directory (and the kernel's socket directory), bytes: blocks
+    #: plus 1 KiB per entry, checked in a thread every half second or so while the kernel lives,
+    #: between calls too (``k2lab.sandbox.quota``).
     workspace_size: int = 1024**3
-    #: Size of the private /tmp under bwrap (a tmpfs), bytes.
+    #: Entries (files, folders, links) in the workspace, counted like ``workspace_size``.
+    workspace_files: int = 100_000
+    #: Size of each private tmpfs under bwrap (/tmp, /var/tmp, /dev/shm; /run gets at most
+    #: 16 MiB), bytes; the rest of the sandbox's file system is read-only.
     tmp_size: int = 256 * 1024**2
     #: Characters of output the model reads per call (head and tail kept).
     model_chars: int = 12_000

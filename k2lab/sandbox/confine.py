@@ -84,6 +84,8 @@ _ETC = (
 _ETC_NET = ("/etc/resolv.conf", "/etc/hosts", "/etc/host.conf", "/etc/gai.conf")
 
 SANDBOX_UID = 1000
+#: Size of the sandbox's /run (it holds the kernel's connection file), at most ``tmp_size``.
+RUN_SIZE = 16 * 1024**2
 _PASSWD = f"sandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:k2lab sandbox:{{home}}:/bin/sh\n"
 _GROUP = f"sandbox:x:{SANDBOX_UID}:\n"
 
@@ -130,9 +132,16 @@ def bwrap_argv(
     for p in _ETC + (_ETC_NET if network else ()):
         argv += ["--ro-bind-try", p, p]
     argv += ["--proc", "/proc", "--dev", "/dev"]
-    size = str(tmp_size) if tmp_size else None
-    for tmp in ("/tmp", "/var/tmp", "/run"):
-        argv += (["--size", size] if size else []) + ["--tmpfs", tmp]
+    # every writable place outside the workspace is a tmpfs of a known size (RAM the sandbox may
+    # fill): /tmp, /var/tmp and /dev/shm get ``tmp_size`` each, /run (a few small files) less.
+    # ``--dev``'s own /dev/shm is a plain folder on its unsized /dev tmpfs, so it is replaced
+    for tmp, cap in (
+        ("/tmp", tmp_size),
+        ("/var/tmp", tmp_size),
+        ("/dev/shm", tmp_size),
+        ("/run", min(tmp_size, RUN_SIZE)),
+    ):
+        argv += (["--size", str(cap)] if cap > 0 else []) + ["--tmpfs", tmp]
     # after the tmpfs mounts: a venv that lives under /tmp (a CI checkout) must stay visible
     for root in python_roots():
         argv += ["--ro-bind", root, root]
@@ -142,6 +151,9 @@ def bwrap_argv(
         argv += ["--bind", d, d]
     for path, fd in (data_fds or {}).items():
         argv += ["--ro-bind-data", str(fd), path]
+    # last, after every mount point is made: bwrap's root and /dev are tmpfs mounts without a
+    # size (half the machine's RAM); read-only, nothing can be written there
+    argv += ["--remount-ro", "/dev", "--remount-ro", "/"]
     argv += ["--clearenv"]
     argv += ["--", *command]
     return argv

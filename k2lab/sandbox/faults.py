@@ -1,10 +1,8 @@
-"""Small helpers for reporting faults: how a kernel ended, how big the workspace has grown."""
+"""Small helpers for reporting faults: how a kernel ended (the workspace quota is ``quota``)."""
 
 from __future__ import annotations
 
-import os
 import signal
-from pathlib import Path
 
 
 def describe_exit(code: int | None) -> str:
@@ -25,25 +23,3 @@ def describe_exit(code: int | None) -> str:
         }
         return f"{name}, {hints[name]}" if name in hints else name
     return f"exit code {code}"
-
-
-def dir_size(path: Path, stop_at: int) -> int:
-    """Bytes under ``path`` (not following links); stops counting once past ``stop_at``."""
-    total = 0
-    stack = [str(path)]
-    while stack:
-        try:
-            with os.scandir(stack.pop()) as it:
-                for e in it:
-                    try:
-                        if e.is_dir(follow_symlinks=False):
-                            stack.append(e.path)
-                        elif e.is_file(follow_symlinks=False):
-                            total += e.stat(follow_symlinks=False).st_blocks * 512
-                    except OSError:
-                        continue
-                    if total > stop_at:
-                        return total
-        except OSError:
-            continue
-    return total

@@ -25,7 +25,7 @@ import zmq
 from k2lab.sandbox import cgroup, leftovers
 from k2lab.sandbox.base import ExecutionResult, Limits
 from k2lab.sandbox.confine import ENV_PREFIX
-from k2lab.sandbox.faults import describe_exit, dir_size
+from k2lab.sandbox.faults import describe_exit
 from k2lab.sandbox.isolation import (
     ISOLATION_NOTES,
     SandboxConfig,
@@ -40,12 +40,13 @@ from k2lab.sandbox.managers import (
 )
 from k2lab.sandbox.output import OutputCollector
 from k2lab.sandbox.parent import hide_parent_secrets
+from k2lab.sandbox.quota import MAX_DEPTH, QuotaGuard, Usage
 from k2lab.sandbox.transfer import TransferMixin
 
-#: How often a running call checks that the kernel is alive and the workspace within its quota.
+#: How often a running call checks that the kernel is alive and the workspace within its quota
+#: (the quota itself is scanned by a ``QuotaGuard`` task, in a thread).
 _POLL = 0.2
 _POLL_REMOTE = 2.0
-_QUOTA_EVERY = 0.5
 _START_TIMEOUT = 30.0
 
 
@@ -98,6 +99,17 @@ class SandboxKernel(TransferMixin):
         #: the workspace; see ``_private_dir``
         self._private: Path | None = None
         self._abandoned: str | None = None
+        #: the workspace quota, enforced between calls too (see ``_watch_quota``)
+        self._guard = QuotaGuard(
+            self.writable_dirs,
+            max_bytes=self.limits.workspace_size,
+            max_files=self.limits.workspace_files,
+        )
+        self._guard_task: asyncio.Task[None] | None = None
+        #: what the guard did between calls, told to the model at the next call
+        self._quota_note = ""
+        #: between-call breaches in a row (a writer that even a restart did not stop)
+        self._quota_strikes = 0
 
     # -- description --------------------------------------------------------------------------
     @property
@@ -176,6 +188,76 @@ class SandboxKernel(TransferMixin):
             # the launcher had to share the network (a TCP kernel manager): say so
             self.network = True
             self.isolation_reason = self.isolation_reason or "network shared: TCP transport"
+        self._watch_quota()
+
+    # -- the workspace quota ------------------------------------------------------------------
+    def _watch_quota(self) -> None:
+        """Start the guard that scans the workspace (in a thread) while the kernel lives, so code
+        left running after its call returned cannot fill the disk unseen. Not for a kernel that
+        runs elsewhere: its workspace is not on this machine."""
+        if not self._guard.enabled or self._handle_remote():
+            return
+        if self._guard_task is None or self._guard_task.done():
+            self._guard_task = asyncio.get_running_loop().create_task(
+                self._guard.run(self._quota_breached), name="k2lab-quota"
+            )
+
+    async def _stop_quota(self) -> None:
+        task, self._guard_task = self._guard_task, None
+        if task is None or task is asyncio.current_task() or task.done():
+            return
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+
+    def _quota_what(self, u: Usage) -> str:
+        g = self._guard
+        if u.too_deep:
+            return f"The workspace holds folders nested deeper than {MAX_DEPTH} levels"
+        if g.max_files and u.files > g.allowed_files:
+            return (
+                f"The workspace grew past its limit of {g.max_files:,} files ({u.describe()}); "
+                "delete files to free space"
+            )
+        return (
+            f"The workspace grew past its {g.max_bytes / 1024**2:.0f} MB limit "
+            f"({u.describe()}); delete files to free space"
+        )
+
+    async def _quota_breached(self, u: Usage) -> None:
+        """The guard found the workspace over its allowance. A running call deals with it itself
+        (it polls ``guard.breach``; the lock waits for it to end). Between calls, what writes is
+        code left running in the background: the kernel is stopped (with everything it started)
+        and restarted, and the next call is told."""
+        async with self._lock:
+            if self._closed or self._handle is None:
+                return
+            now = await self._guard.measure()
+            if not self._guard.exceeded(now):
+                self._guard.breach = None
+                return
+            what = self._quota_what(now)
+            self._quota_strikes += 1
+            if self._quota_strikes > 2:
+                # restarts did not stop it: a process outside the kernel's reach (no cgroup)
+                self._guard.settle(await self._guard.measure(whole=True))
+                self._quota_note = (
+                    f"[Between calls: {what}. Something the kernel started keeps writing even "
+                    "after the kernel was restarted; stop it and delete files.]"
+                )
+                return
+            try:
+                await self.restart()
+                done = "the kernel was stopped and restarted, so all variables were lost"
+            except Exception as e:
+                done = f"the kernel was stopped; restarting it failed ({e}), the next call retries"
+            after = await self._guard.measure(whole=True)
+            self._guard.settle(after)
+            self._quota_note = (
+                f"[Between calls, code left running in the background (a thread or a process): "
+                f"{what}. To stop it, {done}. The workspace now holds {after.describe()}; "
+                f"its limit is {self._guard.limit_text()}.]"
+            )
 
     def _private_dir(self) -> Path:
         """The parent's private directory for the kernel's files (connection file, log, ipc
@@ -297,6 +379,7 @@ class SandboxKernel(TransferMixin):
 
     async def _teardown(self) -> None:
         self._abandoned = None  # a cancelled call's id means nothing to the next kernel
+        await self._stop_quota()
         if self._kc is not None:
             with contextlib.suppress(Exception):
                 self._kc.stop_channels()
@@ -381,6 +464,18 @@ class SandboxKernel(TransferMixin):
                     text=f"[The sandbox kernel could not be started: {e}]",
                     duration=time.monotonic() - t0,
                 )
+            self._quota_strikes = 0
+            if self._quota_note:
+                notes.insert(0, self._quota_note)
+                self._quota_note = ""
+                restarted = True
+            elif self._guard.over_limit() and self._guard.over_limit(
+                now := await self._guard.measure()  # fresh: the last call may have deleted files
+            ):
+                notes.append(
+                    f"[The workspace is over its limit of {self._guard.limit_text()} (it holds "
+                    f"{now.describe()}): delete files; a call that writes more is stopped.]"
+                )
             try:
                 result = await self._run(code, timeout, t0)
             except asyncio.CancelledError:
@@ -428,20 +523,16 @@ class SandboxKernel(TransferMixin):
         # a remote kernel's liveness is a REST call to the gateway: ask less often
         every = _POLL_REMOTE if self._handle_remote() else _POLL
         next_check = time.monotonic() + every
-        next_quota = time.monotonic() + _QUOTA_EVERY
-        quota = self.limits.workspace_size
         while True:
             now = time.monotonic()
             if now >= deadline:
                 return "timeout"
+            if self._guard.breach is not None:
+                return "quota"
             if now >= next_check:
                 next_check = now + every
                 if not await self._alive():
                     return "died"
-                if quota and now >= next_quota and not self._handle_remote():
-                    next_quota = now + _QUOTA_EVERY
-                    if dir_size(self.workspace, quota) > quota:
-                        return "quota"
             try:
                 msg = await kc.get_iopub_msg(timeout=min(deadline - now, _POLL))
             except queue.Empty:
@@ -507,13 +598,13 @@ class SandboxKernel(TransferMixin):
         self._running = None
         note = ""
         restarted = timed_out = False
+        breach = self._guard.breach
         if status in ("timeout", "quota"):
             timed_out = status == "timeout"
             what = (
                 f"Timed out after {timeout:g} s"
-                if timed_out
-                else f"The workspace grew past its {self.limits.workspace_size / 1024**2:.0f} MB "
-                "limit; delete files to free space"
+                if timed_out or breach is None
+                else self._quota_what(breach)
             )
             storm = self._process_count() > procs_before + 8
             if not storm:  # a fork storm is not worth interrupting: restart at once
@@ -533,6 +624,10 @@ class SandboxKernel(TransferMixin):
                     f"[{what}: the interrupt did not stop it, so the kernel was restarted; "
                     "all variables were lost.]"
                 )
+            if breach is not None:
+                # what is there now stays allowed (so code can delete it); more is a new breach,
+                # caught between calls too if a thread of this call keeps writing
+                self._guard.settle(await self._guard.measure(whole=True))
         elif status == "idle" and self._at_process_limit():
             # processes the code left behind fill the limit: the next call could not even start
             # a thread, so free them now
