@@ -114,9 +114,14 @@ class K2LabApp(ExtensionApp):
             "demo_prompts": list(_demo_prompts().values()) if s.uses_demo_model else [],
         }
 
-    async def replay(self, session: Session, call_id: str) -> dict[str, Any]:
-        """Run a past ``python`` call again in the session's sandbox and compare the outputs."""
-        if call_id not in session.proposed_calls:
+    async def replay(
+        self, session: Session, call_id: str, run_id: str | None = None
+    ) -> dict[str, Any]:
+        """Run a past ``python`` call again in the session's sandbox and compare the outputs
+        (the call of that id in run ``run_id``, else its latest)."""
+        if call_id not in session.proposed_calls or (
+            run_id is not None and not session.has_call(run_id, call_id)
+        ):
             raise SessionError(404, f"no tool call {call_id!r} in this session")
         if session.running:
             raise SessionError(409, "a run is in progress; replay when it has ended")
@@ -129,8 +134,13 @@ class K2LabApp(ExtensionApp):
             raise SessionError(409, "this session has no sandbox to replay in")
 
         def parsed() -> list[Any]:  # read off the event loop; skip what this version cannot read
-            out = []
+            out, run, runs = [], "", 0
             for e in session.log.slice(0):
+                if e.get("type") == "run.start":
+                    runs += 1
+                    run = str(e.get("run_id") or f"#{runs}")
+                if run_id is not None and run != run_id:
+                    continue  # only the named run's events
                 try:
                     out.append(event_from_dict(e))
                 except (TypeError, ValueError):

@@ -189,7 +189,7 @@ class ReplayHandler(_Base):
         s = await self.opened(sid)
         req = self.body(ReplayCall)
         try:
-            result = await self.k2.replay(s, req.call_id)
+            result = await self.k2.replay(s, req.call_id, req.run_id)
         except SessionError as e:
             raise web.HTTPError(e.status, str(e)) from None
         self.reply(result)

@@ -131,6 +131,8 @@ class DecideCall(_Strict):
 
 class ReplayCall(_Strict):
     call_id: str = Field(..., min_length=1, max_length=500)
+    #: the run of the call when its id appears in several runs (default: the latest)
+    run_id: str | None = Field(None, min_length=1, max_length=200)
 
 
 def parse(model: type[M], body: bytes) -> M:

@@ -146,6 +146,9 @@ class Session:
     def proposed_calls(self) -> set[str]:
         return {cid for _, cid in self._calls.proposed}
 
+    def has_call(self, run_id: str, call_id: str) -> bool:
+        return (run_id, call_id) in self._calls.proposed
+
     def pending_calls(self) -> list[str]:
         return [] if self._decisions is None else self._decisions.pending.pending
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from k2lab.agent.decisions import Decision
-from k2lab.events import RunStart, ToolProposed, ToolResult
+from k2lab.events import RunEnd, RunStart, ToolDecision, ToolProposed, ToolResult
 from k2lab.server import store
 from k2lab.server.history import INTERRUPTED, RESTART_BEFORE_RUN
 from k2lab.server.policy import SessionDecisions
@@ -366,6 +366,32 @@ def test_an_id_repeated_inside_one_run_is_answered_not_left_waiting():
         assert (await first).kind == "approve"
 
     asyncio.run(go())
+
+
+async def test_replay_names_the_run_of_a_call_id_two_runs_share(api, jp_serverapp, sessions_dir):
+    sessions_dir.mkdir(parents=True, exist_ok=True)
+    sid = "cccccccccccc"
+    cid = "functions.python:0"
+    lines = [SessionHeader(session_id=sid).to_dict()]
+    for run, word in (("r1", "one"), ("r2", "two")):
+        args = json.dumps({"code": f"print('{word}')"})
+        lines += [
+            RunStart(run_id=run, prompt=word, model="m", model_label="m", base_url="",
+                     policy="ask", isolation="process", max_steps=3).to_dict(),
+            ToolProposed(step=1, call_id=cid, run_id=run, name="python", arguments=args).to_dict(),
+            ToolDecision(call_id=cid, run_id=run, decision="approve", by="user").to_dict(),
+            ToolResult(call_id=cid, run_id=run, name="python", ok=True, output=word).to_dict(),
+            RunEnd(stop_reason="completed", answer="", steps=1, tool_calls=1).to_dict(),
+        ]  # fmt: skip
+    (sessions_dir / f"{sid}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    await restart(jp_serverapp, sessions_dir)
+    code, first = await api.post("sessions", sid, "replay", body={"call_id": cid, "run_id": "r1"})
+    assert code == 200, first
+    assert first["code"] == "print('one')" and "one" in first["new_output"]
+    code, latest = await api.post("sessions", sid, "replay", body={"call_id": cid})
+    assert code == 200 and latest["code"] == "print('two')"
+    code, data = await api.post("sessions", sid, "replay", body={"call_id": cid, "run_id": "r9"})
+    assert code == 404, data
 
 
 # -- item 16: a restart cuts a run off -------------------------------------------------------------
