@@ -9,7 +9,9 @@ fresh process each:
 
 - ``list``: ``SessionManager.load()`` (what a server start does) and the RSS after it;
 - ``open``: then opening the big session's events (what ``GET sessions/{id}`` does first);
-- ``eager``: reading every file whole, as ``load()`` did before (``store.read_session``).
+- ``eager``: reading every file whole, as ``load()`` did before (``store.read_session``);
+- ``get``: what ``GET sessions/{id}`` does for the big one (open, then the body in a thread), with
+  the longest event-loop stall a 10 ms ticker sees meanwhile.
 
 Run it with ``PYTHONPATH=<an old checkout>`` and ``--only eager`` to compare an older k2lab.
 """
@@ -53,6 +55,35 @@ else:
         out["open_seconds"] = time.perf_counter() - t1
         out["events"] = len(events)
         out["cached_events"] = len(events._cache)
+if mode == "get":
+    import asyncio
+    from k2lab.server.sessions import SessionManager
+    from k2lab.server.store import dumps_text
+    m = SessionManager(directory, factory=None, config=None)
+    m.load()
+    big = max(m.sessions.values(), key=lambda s: s.meta()["n_events"])
+
+    async def main():
+        lags = []
+        stop = False
+
+        async def ticker():
+            while not stop:
+                t = time.perf_counter()
+                await asyncio.sleep(0.01)
+                lags.append(time.perf_counter() - t - 0.01)
+
+        tick = asyncio.ensure_future(ticker())
+        t1 = time.perf_counter()
+        events = await big.opened()  # what the GET handler does, then its body in a thread
+        body = await asyncio.to_thread(lambda: dumps_text({"events": events.slice(0)}))
+        took = time.perf_counter() - t1
+        stop = True
+        await tick
+        return took, max(lags), len(body)
+
+    took, lag, n = asyncio.run(main())
+    out = {"get_seconds": took, "max_loop_lag_seconds": lag, "body_mb": n / 1e6}
 out["rss_base_mb"] = base
 out["rss_mb"] = rss_mb()
 print(json.dumps(out))
@@ -94,7 +125,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=int, default=300)
     ap.add_argument("--sessions", type=int, default=20)
-    ap.add_argument("--only", choices=("list", "open", "eager"))
+    ap.add_argument("--only", choices=("list", "open", "eager", "get"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -103,7 +134,7 @@ def main() -> None:
             write_small(d / f"{i + 1:012d}.jsonl", f"{i + 1:012d}")
         size = sum(p.stat().st_size for p in d.glob("*.jsonl")) / 1e6
         print(f"{args.sessions + 1} sessions, {size:.0f} MB on disk")
-        for mode in [args.only] if args.only else ["list", "open", "eager"]:
+        for mode in [args.only] if args.only else ["list", "open", "get", "eager"]:
             t = time.perf_counter()
             r = subprocess.run([sys.executable, "-c", CHILD, mode, str(d)], capture_output=True,
                                text=True, check=False)  # fmt: skip
