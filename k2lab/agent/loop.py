@@ -58,6 +58,25 @@ WALL_TIME_WHILE_RUNNING = (
     "[interrupted: the run's wall-time budget ended while this tool call was running; it may have "
     "had partial effects]"
 )
+ERROR_BEFORE_RUN = "[not run: the run ended with an internal error before this tool call executed]"
+ERROR_WHILE_RUNNING = (
+    "[interrupted: the run ended with an internal error while this tool call was running; it may "
+    "have had partial effects]"
+)
+
+
+def stopped_texts(why: str | None) -> tuple[str, str]:
+    """What the model reads for a call cut off by a stop: (while running, before it ran).
+
+    ``why`` names a stop that was not the user's (``"the kernel restarted"``); None: the user's.
+    """
+    if why is None:
+        return STOPPED_WHILE_RUNNING, STOPPED_BEFORE_RUN
+    return (
+        f"[interrupted: the run was stopped ({why}) while this tool call was running; it may "
+        "have had partial effects]",
+        f"[not run: the run was stopped ({why}) before this tool call executed]",
+    )
 
 
 def default_system_prompt() -> str:
@@ -110,15 +129,23 @@ class Agent:
             default_system_prompt() if system_prompt is None else system_prompt
         )
         self._task: asyncio.Task[None] | None = None
+        #: why the current run was stopped, when it was not the user (see ``stop``)
+        self._stop_why: str | None = None
 
     # -- control -------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    def stop(self) -> None:
-        """Stop the current run wherever it is waiting; it ends with ``stop_reason="stopped"``."""
+    def stop(self, why: str | None = None) -> None:
+        """Stop the current run wherever it is waiting; it ends with ``stop_reason="stopped"``.
+
+        ``why`` says who stopped it when it was not the user (``"the server restarted"``, ``"the
+        kernel shut down"``): the model then reads that, not that the user stopped the run.
+        """
         if self._task is not None and not self._task.done():
+            if self._stop_why is None:
+                self._stop_why = why
             self._task.cancel()
 
     # -- running -------------------------------------------------------------------------------
@@ -156,6 +183,7 @@ class Agent:
                 demo=getattr(self.provider, "demo", False) is True,
             )
         )
+        self._stop_why = None
         self._task = asyncio.ensure_future(self._drive(state))
         # Let _drive enter its try block before the consumer sees run.start: a task cancelled
         # before its first step never runs, and the run would end without run.end (a hang).
@@ -194,7 +222,7 @@ class Agent:
                 reason, error = "error", f"internal error: {type(e).__name__}: {e}"
                 st.emit(Error(message=error, kind="internal", fatal=True))
         finally:
-            self._close_open_calls(st, wall_time=reason == "wall_time")
+            self._close_open_calls(st, reason)
             st.emit(
                 RunEnd(
                     stop_reason=reason,
@@ -377,13 +405,17 @@ class Agent:
         st.emit(res)  # scrubbed first: the model reads what the trace shows
         self.conversation.add_tool_result(res.call_id, res.output)
 
-    def _close_open_calls(self, st: _RunState, *, wall_time: bool = False) -> None:
-        """After a stop, answer calls that never ran, so the history stays valid for a follow-up."""
-        running, waiting = (
-            (WALL_TIME_WHILE_RUNNING, WALL_TIME_BEFORE_RUN)
-            if wall_time
-            else (STOPPED_WHILE_RUNNING, STOPPED_BEFORE_RUN)
-        )
+    def _close_open_calls(self, st: _RunState, reason: StopReason) -> None:
+        """After a stop, answer calls that never ran, so the history stays valid for a follow-up.
+
+        The text says what ended the run: the user, the wall time, an internal error, or the
+        ``why`` given to ``stop``."""
+        if reason == "wall_time":
+            running, waiting = WALL_TIME_WHILE_RUNNING, WALL_TIME_BEFORE_RUN
+        elif reason == "error":
+            running, waiting = ERROR_WHILE_RUNNING, ERROR_BEFORE_RUN
+        else:
+            running, waiting = stopped_texts(self._stop_why)
         for cid in list(st.open_calls):
             text = running if cid == st.running_call else waiting
             self.conversation.add_tool_result(cid, text)
