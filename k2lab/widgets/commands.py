@@ -188,23 +188,18 @@ def show(session: Any, opts: Any, arg: str, cell: str | None) -> None:
 
 
 def executed_code(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(call id, code that ran) for every python call that ran, in order; edits win."""
+    """(call id, code that ran) for every python call that ran, in proposal order; edits win.
+
+    Read from the run view: a call stopped while it waited for approval, rejected, invalid or
+    never answered did not run and is left out (as replay leaves it out)."""
+    from k2lab.trace.view import view_of
     from k2lab.widgets.state import code_of
 
-    ran: dict[str, str] = {}
-    order: list[str] = []
-    for ev in events:
-        kind = ev.get("type")
-        if kind == "tool.proposed" and ev["name"] == "python" and not ev.get("problem"):
-            ran[ev["call_id"]] = ev["arguments"]
-        elif kind == "tool.decision" and ev["call_id"] in ran:
-            if ev["decision"] == "reject":
-                ran.pop(ev["call_id"])
-            elif ev["decision"] == "edit" and ev.get("arguments") is not None:
-                ran[ev["call_id"]] = ev["arguments"]
-        elif kind == "tool.result" and ev["call_id"] in ran:
-            order.append(ev["call_id"])
-    return [(cid, code_of("python", ran[cid])) for cid in order if cid in ran]
+    return [
+        (c.call_id, code_of("python", c.ran_arguments))
+        for c in view_of(events).all_calls()
+        if c.executed and c.name == "python"
+    ]
 
 
 def export(session: Any, opts: Any, arg: str, cell: str | None) -> None:
