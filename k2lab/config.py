@@ -117,7 +117,16 @@ def resolve_settings(
     overrides: dict[str, Any] | None = None,
     config: K2Lab | None = None,
     environ: dict[str, str] | None = None,
+    *,
+    options_are_the_owners: bool = False,
 ) -> Settings:
+    """Settings from defaults, preset, Jupyter config, environment and ``overrides`` (options).
+
+    ``options_are_the_owners``: the options come from whoever owns the environment's keys (the
+    CLI's own command line), so an endpoint they name is a configured one and gets
+    ``$K2LAB_API_KEY``. Options from a notebook cell or a panel session are not: a key goes to
+    the endpoints configured or allowed for it only (see ``resolve_key``).
+    """
     env = os.environ if environ is None else environ
     s = Settings()
     s.sources = {f.name: "default" for f in fields(Settings) if f.name != "sources"}
@@ -155,7 +164,8 @@ def resolve_settings(
             put(name, value, source)
 
     named = any(v is not None for v in (overrides or {}).values())
-    configured = _configured_base_url(config, env) if named else s.base_url
+    trusted = options_are_the_owners or not named
+    configured = s.base_url if trusted else _configured_base_url(config, env)
     allowed = list(config.allowed_key_endpoints) if config is not None else []
     allowed += [u for u in env.get("K2LAB_ALLOWED_KEY_ENDPOINTS", "").replace(",", " ").split()]
     s.api_key, s.sources["api_key"] = resolve_key(

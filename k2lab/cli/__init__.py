@@ -18,9 +18,8 @@ from k2lab.cli.term import EXIT_USAGE, CliFailure, fail
 
 _EPILOG = """\
 The API key comes from K2LAB_API_KEY, or the provider's own variable (MOONSHOT_API_KEY,
-OPENROUTER_API_KEY), and goes only to the endpoint it belongs to: K2LAB_API_KEY to K2LAB_BASE_URL /
-K2LAB_PRESET (Moonshot if neither is set), a provider's variable to that provider. A --base-url or
---preset naming another endpoint gets no key unless it is listed in K2LAB_ALLOWED_KEY_ENDPOINTS.
+OPENROUTER_API_KEY). K2LAB_API_KEY goes to the endpoint this command names (--base-url / --preset,
+else K2LAB_BASE_URL / K2LAB_PRESET, else Moonshot); a provider's variable only to that provider.
 With no key and no --base-url the offline demo model answers (and says so).
 Presets: moonshot, moonshot-cn, openrouter, vllm, sglang.
 """
@@ -136,7 +135,8 @@ def _settings(args: argparse.Namespace) -> Any:
     )
     overrides = {k: getattr(args, k, None) for k in keys}
     try:
-        return resolve_settings(overrides)
+        # the command line is the key owner's own: an endpoint it names gets $K2LAB_API_KEY
+        return resolve_settings(overrides, options_are_the_owners=True)
     except ValueError as e:
         raise CliFailure(str(e), EXIT_USAGE) from e
 
