@@ -56,6 +56,12 @@ class K2Magics(Magics):
         help="NO SANDBOX: run tool code in this notebook's kernel (your variables); every call "
         "then needs approval unless --approve is given.",
     )
+    @argument(
+        "--mcp-config",
+        help='MCP tool servers to offer the model: a JSON file {"mcpServers": {NAME: {"command": '
+        '..., "args": [...]} or {"url": ...}}} ($K2LAB_MCP_CONFIG). The servers start with the '
+        "first run that names the file and serve this kernel's later runs with the same config.",
+    )
     @argument("--new", action="store_true", help="Start a new conversation.")
     @argument(
         "--resume",
@@ -83,6 +89,7 @@ class K2Magics(Magics):
           %k2 replay [RUN] [--file F]  # re-execute a run's calls, say which outputs changed
           %%k2 fork RUN CALL           # branch a run at a call; the cell body is the code to run
           %k2 --resume PROMPT          # continue the conversation saved in this notebook
+          %k2 --mcp-config F PROMPT    # also offer the tools of the MCP servers in file F
           await k2lab.wait()           # wait for the runs (Run All, nbclient)
 
         The cell returns at once; the run goes on in the kernel's event loop, so the buttons work

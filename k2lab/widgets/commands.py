@@ -45,6 +45,23 @@ def _settings(session: Any, opts: Any) -> Any:
         raise UsageError(str(e)) from e
 
 
+def mcp_config(opts: Any) -> Any:
+    """The MCP servers of ``--mcp-config`` (else ``$K2LAB_MCP_CONFIG``), checked before a run
+    starts: a malformed file is a usage error naming the file and the field."""
+    path = getattr(opts, "mcp_config", None) or os.environ.get("K2LAB_MCP_CONFIG") or None
+    if path is None:
+        return None
+    from k2lab.tools.mcp_config import MCPConfigError, load_mcp_config
+
+    try:
+        cfg = load_mcp_config(path)
+    except MCPConfigError as e:
+        raise UsageError(str(e)) from None
+    for w in cfg.warnings:
+        print(f"k2lab: warning: {w}")  # noqa: T201
+    return cfg
+
+
 # -- saved runs ----------------------------------------------------------------------------------
 def notebook_path(opts: Any) -> Path:
     name = opts.file or os.environ.get("JPY_SESSION_NAME", "")
@@ -97,6 +114,7 @@ def _events_of(session: Any, opts: Any, run_id: str) -> tuple[str, list[dict[str
 # -- the forms -------------------------------------------------------------------------------------
 def ask(session: Any, opts: Any, prompt: str) -> None:
     settings = _settings(session, opts)
+    mcp = mcp_config(opts)
     conversation, parent = None, None
     if opts.resume:
         from k2lab.agent.loop import default_system_prompt
@@ -112,6 +130,7 @@ def ask(session: Any, opts: Any, prompt: str) -> None:
         new=bool(opts.new),
         conversation=conversation,
         parent_run_id=parent,
+        mcp=mcp,
     )
 
 
@@ -124,6 +143,13 @@ def config(session: Any, opts: Any, arg: str, cell: str | None) -> None:
         rows.append((name, value, s.sources.get(name, "")))
     key = f"set (from {s.sources.get('api_key')})" if s.api_key else "not set"
     rows.append(("api key", key, ""))
+    mcp = mcp_config(opts)
+    if mcp is not None:  # names and transports only: no command line, env or headers
+        servers = ", ".join(
+            f"{r['name']} ({r['transport']})" for r in mcp.public() if "transport" in r
+        )
+        where = "option" if getattr(opts, "mcp_config", None) else "$K2LAB_MCP_CONFIG"
+        rows.append(("mcp servers", servers or "none enabled", f"{where}: {mcp.source}"))
     model = (
         "offline demo model (scripted): no key and no base URL"
         if s.uses_demo_model
@@ -308,6 +334,7 @@ def fork(session: Any, opts: Any, arg: str, cell: str | None) -> None:
         for ev in parent.events:
             parent.widget.state.apply(ev)
         parent.conv_before = Conversation.to_list(before)
+        parent.mcp = mcp_config(opts)  # a saved run's MCP tools: --mcp-config names them again
     card = parent.widget.state.cards.get(call_id)
     if card is None:
         raise UsageError(f"run {run_id} has no tool call {call_id!r}")

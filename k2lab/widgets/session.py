@@ -25,6 +25,12 @@ are asked to answer (``ping``); if none does within ``view_timeout`` seconds, th
 with a notice that says why, and its trace is shown in the new run's cell, so it stays in the
 notebook (and in the conversation ``--resume`` rebuilds). A kernel shutdown or restart stops the
 runs still going, with a notice, and waits (up to ``SHUTDOWN_WAIT``) for their traces to go out.
+
+MCP tool servers (``%k2 --mcp-config FILE``): one ``MCPToolSet`` per session, started by the first
+run that names a config and kept for the later runs with the same config (and tool timeout), so a
+server's state lasts across follow-ups; a run with another config stops it and starts the new one,
+a run without one offers no MCP tools and leaves it running, a server that died is started again
+by the next run that uses it, and a kernel shutdown or restart stops the servers.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import asyncio
 import contextlib
 import os
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from IPython.core.error import UsageError
 from IPython.display import DisplayHandle, display
@@ -54,6 +60,11 @@ from k2lab.trace.notebook import scrub_event, trace_bundle
 from k2lab.widgets.fork import ForkDecisions, ForkProvider, fork_conversation
 from k2lab.widgets.state import arguments_for
 from k2lab.widgets.trace_widget import TraceWidget
+
+if TYPE_CHECKING:
+    from k2lab.tools.base import Tool
+    from k2lab.tools.mcp import MCPToolSet
+    from k2lab.tools.mcp_config import MCPConfig
 
 #: seconds a view gets to answer a ping (see the module docstring)
 VIEW_TIMEOUT = 5.0
@@ -100,6 +111,8 @@ class RunRecord:
         #: the conversation's messages when this run started (a fork rebuilds from these)
         self.conv_before: list[dict[str, Any]] = []
         self.final: dict[str, Any] | None = None
+        #: the MCP servers this run offers the tools of (``--mcp-config``); a fork inherits them
+        self.mcp: MCPConfig | None = None
 
     # -- displays --------------------------------------------------------------------------------
     def show(self, *, slot: DisplayHandle | None = None) -> None:
@@ -261,6 +274,8 @@ class NotebookSession:
         self.view_timeout = VIEW_TIMEOUT
         #: other displays to re-publish in ``wait()`` (replay tables)
         self.outputs: list[tuple[DisplayHandle, dict[str, Any]]] = []
+        self._mcp: MCPToolSet | None = None
+        self._mcp_key: tuple[MCPConfig, float] | None = None
 
     # -- settings ---------------------------------------------------------------------------------
     def settings(self, overrides: dict[str, Any] | None = None) -> Settings:
@@ -270,6 +285,8 @@ class NotebookSession:
     def secrets(self) -> list[str]:
         found = [os.environ.get(v, "") for v in _SECRET_VARS]
         found += [r.settings.api_key for r in self.runs[-1:]]
+        if self._mcp is not None:
+            found += self._mcp.config.secrets()
         return [s for s in found if s]
 
     def run(self, run_id: str) -> RunRecord:
@@ -302,6 +319,32 @@ class NotebookSession:
             self._sandboxes[key] = await open_sandbox(s)
         return self._sandboxes[key]
 
+    async def mcp_for(self, cfg: MCPConfig | None, timeout: float) -> MCPToolSet | None:
+        """The session's MCP servers for ``cfg``: the running set when it has the same config and
+        timeout and none of its servers died, else a new set (the old one stopped first)."""
+        if cfg is None or not cfg.servers:
+            return None
+        ts = self._mcp
+        if ts is not None and self._mcp_key == (cfg, timeout) and all(s.alive for s in ts.servers):
+            return ts
+        await self.close_mcp()
+        from k2lab.tools.mcp import MCPToolSet
+
+        ts = MCPToolSet(cfg, timeout=timeout)
+        await ts.__aenter__()
+        self._mcp, self._mcp_key = ts, (cfg, timeout)
+        return ts
+
+    async def close_mcp(self) -> None:
+        """Stop the session's MCP servers, if any."""
+        ts, self._mcp, self._mcp_key = self._mcp, None, None
+        if ts is not None:
+            with contextlib.suppress(Exception):
+                await ts.__aexit__(None, None, None)
+
+    def mcp_running(self) -> bool:
+        return self._mcp is not None and any(s.alive for s in self._mcp.servers)
+
     # -- runs -------------------------------------------------------------------------------------
     def start_run(
         self,
@@ -313,6 +356,7 @@ class NotebookSession:
         conversation: Any = None,
         parent_run_id: str | None = None,
         show: bool = True,
+        mcp: MCPConfig | None = None,
     ) -> RunRecord:
         try:
             self._loop = asyncio.get_running_loop()
@@ -325,6 +369,7 @@ class NotebookSession:
         if conversation is not None:
             self.conversation = conversation
         rec = RunRecord(self, prompt, settings)
+        rec.mcp = mcp
         # earlier runs waiting for a person: if their views are gone, this run must not wait
         # behind them for ever; their traces then go in this cell (shown before this run's view)
         waiting = [(r, empty_slot()) for r in self.runs if r.waits_for_person()] if show else []
@@ -372,6 +417,7 @@ class NotebookSession:
             self, f"[branch of run {parent.run_id} from call {call_id}]", parent.settings
         )
         rec.decisions = ForkDecisions(decision_source(parent.settings.approve), call_id, arguments)
+        rec.mcp = parent.mcp
         self.runs.append(rec)
         rec.show(slot=slot)
         parent.stop()
@@ -417,10 +463,18 @@ class NotebookSession:
             except Exception as e:
                 rec.fail_before_start(f"{type(e).__name__}: {e}", "sandbox")
                 return
+            try:
+                mcp = await self.mcp_for(rec.mcp, s.tool_timeout)
+            except Exception as e:
+                rec.fail_before_start(f"MCP servers: {type(e).__name__}: {e}", "mcp")
+                return
             decisions = rec.decisions
             if first is not None:
                 provider = ForkProvider(provider, first)
-            agent = build_agent(s, provider, rec.sandbox, decisions)
+            extra = cast("list[Tool]", mcp.tools) if mcp is not None else []
+            agent = build_agent(s, provider, rec.sandbox, decisions, extra_tools=extra)
+            if mcp is not None:
+                mcp.attach(agent)  # its secrets out of every event, its notices into the run
             if conversation is not None:  # a fork runs on its own copy of the history
                 agent.conversation = conversation
             elif self.conversation is not None:
@@ -468,7 +522,8 @@ class NotebookSession:
         """The kernel is shutting down or restarting (called from ipykernel's control thread):
         stop the runs so each leaves its trace in its cell before the process goes."""
         loop = self._loop
-        if loop is None or loop.is_closed() or not any(r.going for r in self.runs):
+        going = any(r.going for r in self.runs)
+        if loop is None or loop.is_closed() or not (going or self._mcp is not None):
             return
         reason = "stopped: the kernel was shut down or restarted while this run was going"
         try:
@@ -479,8 +534,15 @@ class NotebookSession:
             for r in self.runs:
                 if r.going:
                     r.abandon(reason)
+            loop.create_task(self.close_mcp())
             return
-        fut = asyncio.run_coroutine_threadsafe(self.finish_all(reason), loop)
+
+        async def finish() -> None:
+            if going:
+                await self.finish_all(reason)
+            await self.close_mcp()
+
+        fut = asyncio.run_coroutine_threadsafe(finish(), loop)
         with contextlib.suppress(Exception):
             fut.result(timeout)
 

@@ -103,6 +103,24 @@ def test_config_shows_sources_never_the_key(ip: Any, monkeypatch: pytest.MonkeyP
     assert any(line.split()[:3] == ["max_steps", "7", "option"] for line in text.splitlines())
 
 
+def test_config_names_the_mcp_servers_not_their_secrets(ip: Any, tmp_path: Any) -> None:
+    cfg = tmp_path / "mcp.json"
+    cfg.write_text(
+        '{"mcpServers": {"calc": {"command": "calc-server", "env": {"TOKEN": "tok-3f9e1"}},'
+        ' "web": {"url": "https://example.invalid/mcp"}}}'
+    )
+    with capture_output() as cap:
+        ip.run_line_magic("k2", f"config --mcp-config {cfg}")
+    data = cap.outputs[0].data
+    (line,) = [ln for ln in data["text/plain"].splitlines() if ln.startswith("mcp servers")]
+    assert "calc (stdio), web (http)" in line and str(cfg) in line
+    for body in (data["text/plain"], data["text/html"]):
+        assert "tok-3f9e1" not in body and "calc-server" not in body
+    cfg.write_text('{"mcpServers": {"calc": {"command": 5}}}')
+    with pytest.raises(UsageError, match="mcpServers.calc.command"):
+        ip.run_line_magic("k2", f"config --mcp-config {cfg}")
+
+
 def test_subcommands_without_runs(ip: Any) -> None:
     with capture_output() as cap:
         ip.run_line_magic("k2", "runs")
