@@ -19,6 +19,9 @@ Every face (widget, side panel, CLI, trace files) consumes these and nothing els
   the conversation); a reset conversation starts counting again, so key decisions by
   ``(run_id, call_id)``. ``step.end.tool_calls[i]`` has ``id``, ``name``, ``arguments`` and, when
   the model's own id differed, ``model_id``.
+- Verify pass (``--verify``): after an answer, ``verify.start`` (round k), the round's steps,
+  ``verify.end`` (verdict, outcome); after a ``fault`` the correction's steps, then maybe round
+  k+1. All inside the one run, before ``run.end``, whose ``answer`` is the answer that stands.
 - No event holds a key: the loop scrubs every event (``k2lab.scrub``) before it is emitted.
 
 Events are plain dataclasses (cheap to build on the hot path); ``to_dict`` / ``event_from_dict`` are
@@ -196,6 +199,42 @@ class Notice(_Event):
     kind: str = "info"
 
 
+VerifyVerdict = Literal["holds", "fault", "cannot_verify", "none"]
+VerifyOutcome = Literal["verified", "corrected", "unverified"]
+
+
+@dataclass(slots=True, kw_only=True)
+class VerifyStart(_Event):
+    """A verify round begins (``--verify``, ``k2lab.agent.verify``): ``prompt`` is the follow-up
+    user message that asks the model to check the answer it gave; the round's steps follow."""
+
+    type: Literal["verify.start"] = "verify.start"
+    run_id: str = ""
+    round: int
+    max_rounds: int
+    prompt: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class VerifyEnd(_Event):
+    """A verify round ends. ``outcome`` is the pass's outcome if it ends here (the last
+    ``verify.end`` of a run is the pass's outcome): ``verified`` (held on the first check),
+    ``corrected`` (a fault was found, and the corrected answer held), ``unverified`` (no verdict,
+    "cannot verify", a fault not checked again, or the run ended first: ``reason`` says which).
+    ``checks`` are the round's tool calls (``call_id``, ``name``, ``arguments``, ``output``, both
+    bounded); ``correction`` is the message asking for a corrected answer when a fault was found."""
+
+    type: Literal["verify.end"] = "verify.end"
+    run_id: str = ""
+    round: int
+    verdict: VerifyVerdict
+    outcome: VerifyOutcome
+    summary: str = ""
+    reason: str = ""
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    correction: str | None = None
+
+
 @dataclass(slots=True, kw_only=True)
 class RunEnd(_Event):
     type: Literal["run.end"] = "run.end"
@@ -222,6 +261,8 @@ Event = Union[
     Retry,
     Error,
     Notice,
+    VerifyStart,
+    VerifyEnd,
     RunEnd,
 ]
 

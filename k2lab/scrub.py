@@ -190,6 +190,10 @@ class Scrubber:
         elif t == "run.start":
             ev.base_url = self.exact(clean_url(ev.base_url))
             ev.prompt = self.exact(ev.prompt)
+        elif t == "verify.end":  # the verify pass (k2lab.agent.verify): tool text and errors
+            ev.reason = self.text(ev.reason)
+            ev.summary = self.exact(ev.summary)
+            ev.checks = self.value(ev.checks)
         elif not self._secrets:
             return ev
         elif t == "step.end":

@@ -24,8 +24,9 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
+from typing import Protocol
 
 from k2lab.agent.context import Conversation
 from k2lab.agent.decisions import Decision, DecisionSource
@@ -95,6 +96,34 @@ class Budgets:
     compact_at: float = 0.85
 
 
+@dataclass(slots=True)
+class Continuation:
+    """What a ``FollowUp`` says when the model answered."""
+
+    #: the answer the run stands on now (``run.end.answer`` if the run ends here or is cut)
+    answer: str
+    #: the next user message of the same run; None ends the run
+    message: str | None = None
+    #: emitted first (scrubbed and numbered like every event)
+    events: list[Event] = field(default_factory=list)
+
+
+class FollowUp(Protocol):
+    """Continues a run past the model's answer with new user messages, inside the same run (so
+    one ``run.start`` / ``run.end``, and the budgets hold across them): ``k2lab.agent.verify``.
+
+    Once it has taken an answer, the run's answer is the one it returned: text of later steps
+    does not replace it."""
+
+    def on_answer(self, answer: str, conversation: Conversation, run_id: str) -> Continuation: ...
+
+    def on_end(
+        self, stop_reason: StopReason, error: str | None, conversation: Conversation, run_id: str
+    ) -> list[Event]:
+        """Called once, just before ``run.end``: close what is open (an interrupted round)."""
+        ...
+
+
 class _Finished(Exception):
     def __init__(self, reason: StopReason, error: str | None = None) -> None:
         self.reason = reason
@@ -156,6 +185,7 @@ class Agent:
         run_id: str | None = None,
         parent_run_id: str | None = None,
         forked_from_call: str | None = None,
+        follow_up: FollowUp | None = None,
     ) -> AsyncIterator[Event]:
         if self.running:
             raise RuntimeError("this agent is already running; stop it or wait for run.end")
@@ -167,6 +197,7 @@ class Agent:
             started=time.time(),
             scrubber=self.scrubber,
         )
+        state.follow_up = follow_up
         state.emit(
             RunStart(
                 run_id=state.run_id,
@@ -223,6 +254,13 @@ class Agent:
                 st.emit(Error(message=error, kind="internal", fatal=True))
         finally:
             self._close_open_calls(st, reason)
+            if st.follow_up is not None:
+                try:
+                    for ev in st.follow_up.on_end(reason, error, self.conversation, st.run_id):
+                        st.emit(ev)
+                except Exception as e:  # never lose run.end to a follow-up's bug
+                    message = f"internal error: {type(e).__name__}: {e}"
+                    st.emit(Error(message=message, kind="internal"))
             st.emit(
                 RunEnd(
                     stop_reason=reason,
@@ -259,9 +297,18 @@ class Agent:
                     )
                 )
             if not calls:
-                st.answer = end.content
-                return
-            if end.content:
+                if st.follow_up is None:
+                    st.answer = end.content
+                    return
+                nxt = st.follow_up.on_answer(end.content, self.conversation, st.run_id)
+                for ev in nxt.events:
+                    st.emit(ev)
+                st.answer, st.answer_held = nxt.answer, True
+                if nxt.message is None:
+                    return
+                self.conversation.add_user(nxt.message)
+                continue
+            if end.content and not st.answer_held:
                 st.answer = end.content
             for call in calls:
                 await self._tool_call(st, call)
@@ -442,6 +489,8 @@ class _RunState:
         "running_call",
         "proposed",
         "scrub",
+        "follow_up",
+        "answer_held",
     )
 
     def __init__(
@@ -469,6 +518,9 @@ class _RunState:
         #: call id -> tool name, for every call a face has been shown
         self.proposed: dict[str, str] = {}
         self.scrub = scrubber.event
+        self.follow_up: FollowUp | None = None
+        #: a follow-up took an answer: step texts no longer replace it
+        self.answer_held = False
 
     def emit(self, ev: Event) -> None:
         self.scrub(ev)

@@ -47,6 +47,11 @@ Rules (where the older folds disagreed, the choice made here):
   when they are non-zero.
 - **Answer.** Before ``run.end``: the content of the latest step without tool calls, or of a step
   with calls when it has content (the loop's rule); ``run.end.answer`` wins.
+  Once a ``verify.start`` came, the answer under check stands: the verify rounds' texts never
+  replace it, only the corrected answer after a ``verify.end`` with a ``correction`` does.
+- **Verify pass.** ``verify``: ``rounds`` (prompt, verdict, outcome, summary, reason, checks,
+  correction each), ``outcome`` (the last ``verify.end``'s) and ``phase``; the key exists only
+  for runs with a verify pass.
 - **Ended without answers.** At ``run.end`` a call still waiting becomes ``stop``; a decided call
   with no result becomes ``not_run`` / ``no_result``.
 - Unknown event types are ignored (a newer writer), missing fields read as defaults: bad input
@@ -249,6 +254,7 @@ class RunState:
         "totals",
         "current",
         "_model_ids",
+        "verify",
     )
 
     def __init__(self, run_id: str = "") -> None:
@@ -286,6 +292,9 @@ class RunState:
         }
         self.current: int | None = None  # the step streaming now
         self._model_ids: dict[str, str] = {}
+        #: the verify pass, once a ``verify.start`` came: ``rounds`` (one dict per round),
+        #: ``outcome`` (the last ``verify.end``'s), ``phase`` (checking / correcting / answered)
+        self.verify: dict[str, Any] | None = None
 
     def step(self, index: int) -> Step:
         st = self.steps.get(index)
@@ -296,7 +305,7 @@ class RunState:
     def to_dict(self) -> dict[str, Any]:
         head = {k: getattr(self, k) for k in self.__slots__[:18]}  # run_id .. answer
         head["tools"] = list(self.tools)
-        return {
+        out = {
             **head,
             "steps": [self.steps[n].to_dict() for n in sorted(self.steps)],
             "calls": [c.to_dict() for c in self.calls.values()],
@@ -305,6 +314,14 @@ class RunState:
             "errors": [dict(e) for e in self.errors],
             "totals": dict(self.totals),
         }
+        if self.verify is not None:  # only runs with a verify pass carry the key
+            v = self.verify
+            out["verify"] = {
+                "outcome": v["outcome"],
+                "phase": v["phase"],
+                "rounds": [{**r, "checks": [dict(c) for c in r["checks"]]} for r in v["rounds"]],
+            }
+        return out
 
 
 class RunView:
@@ -422,8 +439,13 @@ class RunView:
             if isinstance(mid, str) and isinstance(c.get("id"), str):
                 run._model_ids[c["id"]] = mid
         content = str(st.content)
-        if not calls or content:
-            run.answer = content
+        v = run.verify
+        if v is None:
+            if not calls or content:
+                run.answer = content
+        elif v["phase"] == "correcting" and not calls:
+            # during a verify pass only the corrected answer replaces the one that stands
+            run.answer, v["phase"] = content, "answered"
         if run.current == st.index:
             run.current = None
 
@@ -539,6 +561,51 @@ class RunView:
             st = run.steps[run.current]
             st.reasoning, st.content = Text(), Text()
             st.restarts += 1
+
+    def _on_verify_start(self, d: _Get) -> None:
+        run = self._run_of(d)
+        if run.verify is None:
+            run.verify = {"outcome": None, "phase": "checking", "rounds": []}
+        run.verify["phase"] = "checking"
+        run.verify["rounds"].append(
+            {
+                "round": _int(d.get("round")),
+                "max_rounds": _int(d.get("max_rounds")),
+                "prompt": _str(d.get("prompt")),
+                "status": "checking",
+                "verdict": None,
+                "outcome": None,
+                "summary": "",
+                "reason": "",
+                "checks": [],
+                "correction": None,
+            }
+        )
+
+    def _on_verify_end(self, d: _Get) -> None:
+        run = self._run_of(d)
+        if run.verify is None or not run.verify["rounds"]:
+            self._on_verify_start(d)  # a trace cut before its start: still show the verdict
+        v = run.verify
+        assert v is not None
+        r = v["rounds"][-1]
+        checks = d.get("checks")
+        corr = d.get("correction")
+        r.update(
+            status="done",
+            verdict=_str(d.get("verdict"), "none"),
+            outcome=_str(d.get("outcome"), "unverified"),
+            summary=_str(d.get("summary")),
+            reason=_str(d.get("reason")),
+            checks=[
+                {k: _str(c.get(k)) for k in ("call_id", "name", "arguments", "output")}
+                for c in (checks if isinstance(checks, list) else [])
+                if isinstance(c, dict)
+            ],
+            correction=corr if isinstance(corr, str) else None,
+        )
+        v["outcome"] = r["outcome"]
+        v["phase"] = "correcting" if r["correction"] is not None else "answered"
 
     def _on_run_end(self, d: _Get) -> None:
         run = self._run_of(d)
