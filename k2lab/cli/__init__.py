@@ -62,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
         '"args": [...], "env": {...}} | {"url": ..., "headers": {...}}}} (default: '
         "$K2LAB_MCP_CONFIG)",
     )
+    run.add_argument(
+        "--verify",
+        action="store_true",
+        help="after the answer, ask the model to check it with tools; a fault found is "
+        "corrected and checked again (up to --verify-rounds); the outcome goes to stderr",
+    )
+    run.add_argument(
+        "--verify-rounds",
+        type=int,
+        metavar="R",
+        help="most verify rounds with --verify (default 1)",
+    )
     _sandbox_options(run)
     run.add_argument("--json", action="store_true", help="print events as JSON lines on stdout")
     run.add_argument("--trace", metavar="FILE", help="write the run's events to FILE (JSONL)")
@@ -205,6 +217,8 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
             raise CliFailure("--max-steps must be at least 1", EXIT_USAGE)
         if args.wall_time is not None and not (0 < args.wall_time < math.inf):
             raise CliFailure("--wall-time must be a positive number of seconds", EXIT_USAGE)
+        if args.verify_rounds is not None and (args.verify_rounds < 1 or not args.verify):
+            raise CliFailure("--verify-rounds needs --verify and at least 1 round", EXIT_USAGE)
         settings = _settings(args)
         mcp = _mcp_config(args.mcp_config)
         prompt = _read_prompt(args.prompt)
@@ -214,6 +228,7 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
             verbose=args.verbose,
             workspace=_dir(args.workspace),
             mcp=mcp,
+            verify_rounds=(args.verify_rounds or 1) if args.verify else 0,
         )
         code, answer = asyncio.run(execute_run(settings, prompt, opts))
         return report(code, answer, opts)

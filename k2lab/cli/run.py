@@ -3,7 +3,9 @@
 Builds the agent through ``k2lab.runtime`` (the same path as the notebook and the server), writes
 every event to the trace and the progress view, and turns the run's end into an exit code:
 0 answered; 1 failed (provider, sandbox, nobody to approve); 3 a budget ended it before an
-answer; 130 stopped with Ctrl-C. Failures are one line on stderr.
+answer; 130 stopped with Ctrl-C. Failures are one line on stderr. With ``--verify`` the check's
+outcome is one ``k2lab: verified|corrected|could not verify (...)`` line on stderr, and a run
+whose model answered exits 0 whatever the check found, even if a budget or an error cut the check.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import cast
 
 from k2lab.agent.decisions import DecisionSource, decision_source
 from k2lab.agent.loop import Agent
+from k2lab.agent.verify import VerifyPass, outcome_text
 from k2lab.cli.approve import StdinLines, TerminalApprover
 from k2lab.cli.progress import Progress
 from k2lab.cli.term import (
@@ -31,10 +34,11 @@ from k2lab.cli.term import (
     EXIT_USAGE,
     CliFailure,
     err,
+    one_line,
     out,
 )
 from k2lab.config import Settings
-from k2lab.events import Notice, RunEnd, ToolProposed
+from k2lab.events import Notice, RunEnd, ToolProposed, VerifyEnd
 from k2lab.providers.base import ChatProvider
 from k2lab.providers.demo import DEMO_MODEL_LABEL
 from k2lab.runtime import build_agent, open_provider, open_sandbox
@@ -68,6 +72,8 @@ class RunOptions:
     workspace: Path | None = None
     #: MCP tool servers started with the run and stopped with it (``--mcp-config``)
     mcp: MCPConfig | None = None
+    #: verify rounds after the answer (``--verify [--verify-rounds R]``); 0: no verify pass
+    verify_rounds: int = 0
 
 
 async def execute_run(settings: Settings, prompt: str, opts: RunOptions) -> tuple[int, str]:
@@ -163,15 +169,20 @@ async def _drive(
     stopper.append(agent)
     interrupts = _install_sigint(agent.stop)
     end: RunEnd | None = None
+    checked: VerifyEnd | None = None  # the last verify round: the pass's outcome
+    follow_up = VerifyPass(opts.verify_rounds) if opts.verify_rounds else None
     try:
-        async for ev in agent.run(prompt):
+        async for ev in agent.run(prompt, follow_up=follow_up):
+            if isinstance(ev, VerifyEnd):
+                checked = ev
             if writer is not None:
                 writer.write(ev)
             if opts.json:
                 out(json.dumps(ev.to_dict(), ensure_ascii=False))
             progress.show(ev)
-            if isinstance(ev, Notice) and ev.kind == "mcp" and not progress.enabled:
-                err(f"k2lab: warning: {ev.message}")  # a server that failed or died: always said
+            if isinstance(ev, Notice) and ev.kind in ("mcp", "verify") and not progress.enabled:
+                # a server that failed or died, a correction a budget cut: always said
+                err(f"k2lab: warning: {ev.message}")
             if approver is not None and isinstance(ev, ToolProposed):
                 approver.proposal_shown(ev.call_id)
             if isinstance(ev, RunEnd):
@@ -183,6 +194,10 @@ async def _drive(
         raise CliFailure(approver.failure + trace_hint)
     if end is None:  # cannot happen: the loop always ends with run.end
         raise CliFailure("the run ended without a run.end event" + trace_hint)
+    if checked is not None:  # the model answered: exit 0 whatever the check found
+        err(f"k2lab: {one_line(outcome_text(checked), 600)}")
+        if end.stop_reason != "stopped":
+            return EXIT_OK, end.answer
     if end.stop_reason == "completed":
         return EXIT_OK, end.answer
     if end.stop_reason == "error":

@@ -87,15 +87,25 @@ def fmt_seconds(s: float | None) -> str:
     return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.1f} s"
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def status_line(head: dict[str, Any], n_steps: int) -> str:
-    label = head.get("model_label") or head.get("model") or "?"
+    """The run's one-line summary. A queued run (no run.start yet) has no step budget, model or
+    isolation: those parts are left out rather than shown as "0/0" and "?"."""
+    unstarted = not head.get("max_steps") and not (head.get("model_label") or head.get("model"))
+    if head.get("status") == "waiting" or unstarted:
+        return "queued: starts when the run before it ends"
+    label = head.get("model_label") or head.get("model") or ""
+    calls = int(head.get("tool_calls") or 0)
     parts = [
-        f"step {head.get('step', 0)}/{head.get('max_steps', 0)}",
-        f"{head.get('tool_calls', 0)} tool calls",
+        f"step {head.get('step', 0)}/{head.get('max_steps') or '?'}",
+        _count(calls, "tool call"),
         f"{head.get('prompt_tokens', 0)} in / {head.get('completion_tokens', 0)} out tokens",
         fmt_seconds(head.get("elapsed") or 0.0),
-        f"isolation: {head.get('isolation') or '?'}",
-        f"model: {label}",
+        f"isolation: {head['isolation']}" if head.get("isolation") else "",
+        f"model: {label}" if label else "",
     ]
     if head.get("status") == "ended":
         parts.insert(0, f"ended: {head.get('stop_reason')}")
