@@ -308,7 +308,7 @@ def test_context_chip_shows_what_is_attached_and_its_bound(jupyterlab: Any, page
     chip = panel.locator(".k2lab-context-chip")
     assert chip.is_hidden()  # nothing is attached unless chosen
     panel.locator(".k2lab-context-select").select_option("cell")
-    assert "cell 1 of context.ipynb" in chip.inner_text()
+    assert "cell 2 of context.ipynb" in chip.inner_text()  # counted from 1
     assert "30k chars" in chip.inner_text()
     assert "only the first 20k chars are sent" in chip.inner_text()
     panel.locator(".k2lab-context-select").select_option("notebook")

@@ -20,6 +20,8 @@ export interface IAttachedContext {
   truncated: boolean;
 }
 
+type Cell = NonNullable<INotebookTracker['activeCell']>;
+
 const LABELS: { [k in ContextKind]: string } = {
   none: 'No context',
   cell: 'Active cell',
@@ -31,6 +33,8 @@ export class ContextPicker {
   readonly node: HTMLElement;
   private select: HTMLSelectElement;
   private chip: HTMLElement;
+  private watched: Cell | null = null;
+  private refreshQueued = false;
 
   constructor(
     private tracker: INotebookTracker,
@@ -48,11 +52,46 @@ export class ContextPicker {
     this.select.addEventListener('change', () => this.refresh());
     this.chip = h('div', { class: 'k2lab-context-chip' });
     this.node = h('div', { class: 'k2lab-context' }, this.select, this.chip);
-    const refresh = () => this.refresh();
+    const refresh = () => {
+      this.watch();
+      this.refresh();
+    };
     tracker.currentChanged.connect(refresh);
     tracker.activeCellChanged.connect(refresh);
     tracker.selectionChanged.connect(refresh);
-    this.refresh();
+    refresh();
+  }
+
+  /**
+   * Follow the active cell's text and editor selection, so the chip always says what Send would
+   * attach (it went stale when only the selection inside a cell changed).
+   */
+  private watch(): void {
+    const cell = this.tracker.activeCell;
+    if (cell === this.watched) {
+      return;
+    }
+    if (this.watched && !this.watched.isDisposed) {
+      this.watched.model.selections.changed.disconnect(this.queue, this);
+      this.watched.model.contentChanged.disconnect(this.queue, this);
+    }
+    this.watched = cell;
+    if (cell) {
+      cell.model.selections.changed.connect(this.queue, this);
+      cell.model.contentChanged.connect(this.queue, this);
+    }
+  }
+
+  /** At most one refresh per frame while someone types or drags a selection. */
+  private queue(): void {
+    if (this.kind === 'none' || this.refreshQueued) {
+      return;
+    }
+    this.refreshQueued = true;
+    requestAnimationFrame(() => {
+      this.refreshQueued = false;
+      this.refresh();
+    });
   }
 
   get kind(): ContextKind {
@@ -78,7 +117,7 @@ export class ContextPicker {
     if (kind === 'notebook') {
       text = notebook
         .model!.sharedModel.cells.map(
-          (c, i) => `# --- cell ${i} (${c.cell_type})\n${c.getSource()}`
+          (c, i) => `# --- cell ${i + 1} (${c.cell_type})\n${c.getSource()}`
         )
         .join('\n\n');
       label = `${path} (${notebook.widgets.length} cells)`;
@@ -88,7 +127,8 @@ export class ContextPicker {
         return null;
       }
       const source = cell.model.sharedModel.getSource();
-      const index = notebook.activeCellIndex;
+      // counted from 1, as JupyterLab's status bar does ("Cell 2 of 5")
+      const index = notebook.activeCellIndex + 1;
       if (kind === 'cell') {
         text = source;
         label = `cell ${index} of ${path}`;

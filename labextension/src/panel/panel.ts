@@ -60,6 +60,7 @@ export class K2Panel extends Widget {
     const rm = options.rendermime;
     this.view = new TraceView({
       live: true,
+      focusFallback: () => this.composer.prompt,
       sanitize: html => rm.sanitizer.sanitize(html),
       renderMarkdown: (host, source) =>
         renderMarkdown({
@@ -247,6 +248,9 @@ export class K2Panel extends Widget {
       connection: this.connectionText
     });
     this.composer.update(this.running, this.view.pendingCount());
+    if (!this.running) {
+      this.composer.clearNotice('Stopping'); // the run ended, whatever order the answers came in
+    }
     this.empty.hidden = !!this.view.state;
   }
 
@@ -282,6 +286,7 @@ export class K2Panel extends Widget {
     if (!text || this.running) {
       return;
     }
+    this.composer.context.refresh(); // the chip shows exactly what is sent
     const ctx = this.composer.context.current();
     this.composer.update(false, 0, true);
     this.say('', false);
@@ -333,7 +338,9 @@ export class K2Panel extends Widget {
     }
     try {
       await postJSON(this.route('stop'), {});
-      this.say('Stopping…', false);
+      if (this.running) {
+        this.say('Stopping…', false); // run.end may already have come over the socket
+      }
     } catch (e) {
       this.say(`Could not stop: ${(e as Error).message}`, true);
     }

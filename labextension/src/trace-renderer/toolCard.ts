@@ -53,6 +53,8 @@ export class ToolCard {
   /** A python call that ran: replay makes sense for it. */
   private replayable = false;
   private replayRow: HTMLElement | null = null;
+  /** A decision was sent from this card by a person whose focus was in it. */
+  private focusHeld = false;
 
   constructor(
     readonly proposal: IToolProposed,
@@ -102,6 +104,22 @@ export class ToolCard {
 
   get isReplayable(): boolean {
     return this.replayable;
+  }
+
+  /** Whether keyboard focus is (or was, when the decision was sent) inside this card. */
+  holdsFocus(): boolean {
+    return this.focusHeld || this.node.contains(document.activeElement);
+  }
+
+  /** Focus this card's Approve button if the call waits; false if there is none. */
+  focusApprove(): boolean {
+    const approve =
+      this.actionsEl?.querySelector<HTMLButtonElement>('.k2lab-approve');
+    if (!approve || approve.disabled || !approve.isConnected) {
+      return false;
+    }
+    approve.focus();
+    return true;
   }
 
   setDecision(ev: IToolDecision): void {
@@ -295,6 +313,7 @@ export class ToolCard {
     extra: { arguments?: string; feedback?: string }
   ): Promise<void> {
     const buttons = this.actionsEl?.querySelectorAll('button') ?? [];
+    this.focusHeld = this.node.contains(document.activeElement);
     buttons.forEach(b => (b.disabled = true));
     this.showMessage('sending…', false);
     try {
@@ -306,6 +325,7 @@ export class ToolCard {
         true
       );
       buttons.forEach(b => (b.disabled = false));
+      this.focusHeld = false;
     }
   }
 

@@ -6,7 +6,7 @@
  * reasoning block, the step's text (Markdown once the step ends) and its tool-call cards, notices
  * and errors, and a closing summary (stop reason, steps, tool calls, tokens, time).
  */
-import { compact, h } from '../dom';
+import { button, compact, h } from '../dom';
 import {
   IEventBase,
   IRunEnd,
@@ -26,6 +26,11 @@ export interface ITraceViewOptions {
   actions?: ICardActions;
   /** Live view: reasoning stays open while it streams and folds when the step ends. */
   live?: boolean;
+  /**
+   * Where keyboard focus goes after a decision when no other call waits (the panel's prompt
+   * box); focus moves on to the next call's Approve when one is proposed.
+   */
+  focusFallback?: () => HTMLElement | null;
 }
 
 /** What the panel's status bar shows about the latest run. */
@@ -52,6 +57,28 @@ interface IStepBlock {
   contentText: string;
 }
 
+/** Prompts longer than this fold to a few lines with a "show all" toggle. */
+const FOLD_CHARS = 1200;
+const FOLD_LINES = 8;
+
+/** The prompt's text; a long one folded under a "show all" toggle (nothing is cut). */
+function promptText(text: string): HTMLElement {
+  const pre = h('pre', {}, text);
+  if (text.length <= FOLD_CHARS && text.split('\n').length <= FOLD_LINES) {
+    return pre;
+  }
+  const box = h('div', { class: 'k2lab-prompt-text k2lab-prompt-folded' }, pre);
+  const size = `${compact(text.length)} chars`;
+  const toggle = button(`show all · ${size}`, 'k2lab-prompt-toggle', () => {
+    const folded = box.classList.toggle('k2lab-prompt-folded');
+    toggle.textContent = folded ? `show all · ${size}` : 'show less';
+    toggle.setAttribute('aria-expanded', String(!folded));
+  });
+  toggle.setAttribute('aria-expanded', 'false');
+  box.append(toggle);
+  return box;
+}
+
 /**
  * The prompt of a run. Notebook context the panel attached (the server appends it as
  * "Context (...):" and a fenced block) is folded under a summary, so a 20k-character notebook
@@ -60,12 +87,12 @@ interface IStepBlock {
 function promptBlock(prompt: string): HTMLElement {
   const m = /\n\nContext \(([^\n]*)\):\n```\n([\s\S]*)\n```$/.exec(prompt);
   if (!m) {
-    return h('div', { class: 'k2lab-prompt' }, h('pre', {}, prompt));
+    return h('div', { class: 'k2lab-prompt' }, promptText(prompt));
   }
   return h(
     'div',
     { class: 'k2lab-prompt' },
-    h('pre', {}, prompt.slice(0, m.index)),
+    promptText(prompt.slice(0, m.index)),
     h(
       'details',
       { class: 'k2lab-prompt-context' },
@@ -82,6 +109,8 @@ export class TraceView {
   private steps = new Map<number, IStepBlock>();
   private cards = new Map<string, ToolCard>();
   private lastStep: IStepBlock | null = null;
+  /** Where focus was parked after a decision (see ITraceViewOptions.focusFallback). */
+  private parked: HTMLElement | null = null;
 
   constructor(private options: ITraceViewOptions) {
     this.node = h('div', { class: 'k2lab-trace' });
@@ -151,9 +180,15 @@ export class TraceView {
         return this.stepEnd(ev);
       case 'tool.proposed':
         return this.toolProposed(ev as IToolProposed);
-      case 'tool.decision':
-        this.cards.get(ev.call_id)?.setDecision(ev as IToolDecision);
+      case 'tool.decision': {
+        const card = this.cards.get(ev.call_id);
+        const hadFocus = !!card?.holdsFocus();
+        card?.setDecision(ev as IToolDecision);
+        if (hadFocus) {
+          this.moveFocus(card);
+        }
         return;
+      }
       case 'tool.result':
         this.cards.get(ev.call_id)?.setResult(ev as IToolResult);
         return;
@@ -319,6 +354,37 @@ export class TraceView {
     }
     const s = this.steps.get(ev.step);
     (s ? s.node : this.run()).append(card.node);
+    // focus parked after the last decision (and not moved since) goes on to this call
+    if (this.parked && document.activeElement === this.parked) {
+      if (card.focusApprove()) {
+        this.parked = null;
+      }
+    }
+  }
+
+  /**
+   * A decided card held the keyboard focus (its buttons are gone): move it to the next call that
+   * waits, else park it where the panel says (the prompt box) rather than drop it to <body>.
+   */
+  private moveFocus(from: ToolCard | undefined): void {
+    const cards = [...this.cards.values()];
+    const after = cards.slice(cards.indexOf(from as ToolCard) + 1);
+    for (const card of [...after, ...cards]) {
+      if (card !== from && card.focusApprove()) {
+        this.parked = null;
+        return;
+      }
+    }
+    const fallback = this.options.focusFallback?.() ?? null;
+    if (fallback) {
+      fallback.focus();
+      this.parked = fallback;
+      const unpark = () => {
+        this.parked = null;
+      };
+      fallback.addEventListener('input', unpark, { once: true });
+      fallback.addEventListener('blur', unpark, { once: true });
+    }
   }
 
   private line(cls: string, text: string): void {
