@@ -333,7 +333,7 @@ def test_live_widget_view_loads_nothing_from_outside_until_a_click(
 
 
 def _hostile_snippets() -> list[str]:
-    from tests.notebook.test_remote_content import HOSTILE
+    from tests.notebook.test_remote_fallback import HOSTILE
 
     return [s.replace("http://203.0.113.7", OUTSIDE) for s in HOSTILE]
 
