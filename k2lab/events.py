@@ -22,6 +22,10 @@ Every face (widget, side panel, CLI, trace files) consumes these and nothing els
 - Verify pass (``--verify``): after an answer, ``verify.start`` (round k), the round's steps,
   ``verify.end`` (verdict, outcome); after a ``fault`` the correction's steps, then maybe round
   k+1. All inside the one run, before ``run.end``, whose ``answer`` is the answer that stands.
+- Heavy mode (``k2lab run --heavy N``): every event of a lane carries ``lane`` ("1".."N"), the
+  aggregation's carry ``lane="aggregate"``; each lane is its own run (``run.start`` .. ``run.end``,
+  own ``run_id`` and ``seq``), and lanes interleave in one trace. An event without ``run_id``
+  belongs to the latest ``run.start`` of its lane.
 - No event holds a key: the loop scrubs every event (``k2lab.scrub``) before it is emitted.
 
 Events are plain dataclasses (cheap to build on the hot path); ``to_dict`` / ``event_from_dict`` are
@@ -51,9 +55,14 @@ DecisionKind = Literal["approve", "edit", "reject"]
 class _Event:
     seq: int = -1
     ts: float = field(default_factory=time.time)
+    #: heavy mode (``k2lab.agent.heavy``): the lane this event belongs to ("1".."N", or
+    #: "aggregate"); "" outside heavy mode, and then left out of ``to_dict``
+    lane: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if not d["lane"]:
+            del d["lane"]  # the serialised form of a plain run is unchanged
         d["type"] = self.type  # type: ignore[attr-defined]
         return d
 

@@ -19,8 +19,9 @@ Rules (where the older folds disagreed, the choice made here):
 
 - **Identity.** An event with a non-empty ``run_id`` belongs to that run; one without (step and
   delta events, tool events of traces written before tool events carried it) belongs to the latest
-  ``run.start``. Events before any ``run.start`` go to an implicit run with ``run_id=""``. The lane
-  is ``run.start.lane`` when present, else ``""``.
+  ``run.start`` (of the event's ``lane`` when it has one: heavy-mode lanes interleave). Events
+  before any ``run.start`` go to an implicit run with ``run_id=""``. The lane is
+  ``run.start.lane`` when present, else ``""``.
 - **Call states**, one vocabulary. ``decision`` is ``None`` while the call waits, then one of
   ``approve`` / ``edit`` (``edited_arguments`` ran; ``arguments`` stays the model's original) /
   ``reject`` (``feedback``) / ``stop`` (the run stopped or ran out of time while the call waited for
@@ -331,6 +332,8 @@ class RunView:
         self.runs: list[RunState] = []
         self.calls: dict[tuple[str, str], Call] = {}
         self._by_id: dict[str, RunState] = {}
+        #: heavy mode: the latest run of each lane (lanes interleave in one trace)
+        self._by_lane: dict[str, RunState] = {}
         self.last_seq = -1
 
     # -- reading -------------------------------------------------------------------------------
@@ -380,6 +383,11 @@ class RunView:
             run = self._by_id.get(rid)
             if run is not None:
                 return run
+        lane = d.get("lane")
+        if isinstance(lane, str) and lane:
+            run = self._by_lane.get(lane)
+            if run is not None:
+                return run
         if not self.runs:
             self._add_run(RunState(rid if isinstance(rid, str) else ""))
         return self.runs[-1]
@@ -387,6 +395,8 @@ class RunView:
     def _add_run(self, run: RunState) -> None:
         self.runs.append(run)
         self._by_id[run.run_id] = run
+        if run.lane:
+            self._by_lane[run.lane] = run
 
     def _on_run_start(self, d: _Get) -> None:
         run = RunState(_str(d.get("run_id")))
