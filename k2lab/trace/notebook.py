@@ -6,7 +6,9 @@ One bundle per run, written into the output of the cell that ran it::
      "text/html": <self-contained, no script, everything escaped>,
      "text/markdown": <for viewers without HTML>, "text/plain": <one line>}
 
-The JSON is the record (the full event log, readable by ``runs_from_notebook`` and replayable); the
+The JSON is the record: the event log without its streamed fragments (``coalesce_events``: every
+step's reasoning, content, calls, decisions, results, usage and notices), readable by
+``runs_from_notebook`` and replayable, folding to the live run's ``RunView``. The
 HTML and Markdown are what JupyterLab without the extension, GitHub and nbviewer show. The HTML's
 structure and class names are documented in ``k2lab/widgets/static/README.md`` (the labextension's
 renderer and the live widget share them). Keys never get here: base URLs lose any userinfo, and the
@@ -49,8 +51,59 @@ def scrub_event(ev: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
     return out
 
 
+_DELTAS = ("reasoning.delta", "content.delta")
+
+
+def coalesce_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The event log without its streamed fragments: what a saved trace keeps.
+
+    A ``step.end`` carries the step's assembled reasoning and content, so the deltas of an ended
+    step are dropped (``RunView`` replaces the streamed text with the assembled one). The deltas
+    of a step that never ended (a stopped run) are merged: adjacent fragments of the same kind,
+    lane and step become one event. Every other event (calls, decisions, results, usage, notices,
+    retries, verify) is kept as it is, so the run folds to the same ``RunView``."""
+    keep = [True] * len(events)
+    pending: dict[tuple[str, Any], list[int]] = {}
+    for i, ev in enumerate(events):
+        t = ev.get("type")
+        lane = ev.get("lane")
+        lane = lane if isinstance(lane, str) else ""
+        if t in _DELTAS:
+            pending.setdefault((lane, ev.get("step", -1)), []).append(i)
+        elif t == "run.start":
+            for key in [k for k in pending if k[0] == lane]:
+                del pending[key]
+        elif (
+            t == "step.end"
+            and isinstance(ev.get("reasoning"), str)
+            and isinstance(ev.get("content"), str)
+        ):
+            for j in pending.pop((lane, ev.get("step", -1)), []):
+                keep[j] = False
+    out: list[dict[str, Any]] = []
+    for i, ev in enumerate(events):
+        if not keep[i]:
+            continue
+        prev = out[-1] if out else None
+        if (
+            ev.get("type") in _DELTAS
+            and prev is not None
+            and prev.get("type") == ev.get("type")
+            and prev.get("step") == ev.get("step")
+            and prev.get("lane", "") == ev.get("lane", "")
+            and prev.get("run_id", "") == ev.get("run_id", "")
+            and isinstance(prev.get("text"), str)
+            and isinstance(ev.get("text"), str)
+        ):
+            out[-1] = {**prev, "text": prev["text"] + ev["text"]}
+            continue
+        out.append(ev)
+    return out
+
+
 def trace_bundle(run_id: str, events: list[dict[str, Any]]) -> dict[str, Any]:
-    """The mime bundle (``display(bundle, raw=True)``) of one run."""
+    """The mime bundle (``display(bundle, raw=True)``) of one run; its record is the coalesced
+    event log (``coalesce_events``), the fallbacks are rendered from the full one."""
     state = state_from_events(events)
     snap = state.snapshot()
     head = snap["head"]
@@ -60,7 +113,7 @@ def trace_bundle(run_id: str, events: list[dict[str, Any]]) -> dict[str, Any]:
         + f", {len(snap['steps'])} steps, {head['tool_calls']} tool calls"
     )
     return {
-        MIMETYPE: {"version": VERSION, "run_id": run_id, "events": events},
+        MIMETYPE: {"version": VERSION, "run_id": run_id, "events": coalesce_events(events)},
         "text/html": render_html(snap),
         "text/markdown": render_markdown(snap),
         "text/plain": plain,
@@ -86,6 +139,12 @@ def read_bundle(value: Any) -> tuple[str, list[dict[str, Any]], int]:
     return str(value.get("run_id", "")), events, version
 
 
+def _extent(events: list[dict[str, Any]]) -> tuple[int, int]:
+    """How far a record goes: its last ``seq`` (saved records drop fragments), then its length."""
+    seqs = [e["seq"] for e in events if isinstance(e.get("seq"), int)]
+    return (max(seqs) if seqs else -1, len(events))
+
+
 def runs_from_notebook(nb: Any) -> list[SavedRun]:
     """Every saved run of a notebook (an ``nbformat`` node or a plain dict), in cell order.
 
@@ -103,7 +162,7 @@ def runs_from_notebook(nb: Any) -> list[SavedRun]:
                 run_id, events, version = read_bundle(data[MIMETYPE])
                 first = seen.get(run_id) if run_id else None
                 if first is not None:
-                    if len(events) > len(first.events):
+                    if _extent(events) > _extent(first.events):
                         first.events, first.version = events, version
                     continue
                 run = SavedRun(run_id, events, version, i, cell.get("id"))

@@ -21,7 +21,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from k2lab.trace.notebook import MIMETYPE, runs_from_notebook, trace_bundle
+from k2lab.trace.notebook import MIMETYPE, coalesce_events, runs_from_notebook, trace_bundle
 from tests.fixtures.fake_server import Call, FakeModel, Turn
 from tests.notebook.kernel import FAKE_KEY, Kernel
 from tests.notebook.test_state import run_events
@@ -244,7 +244,7 @@ def test_a_run_shown_twice_in_a_notebook_counts_once() -> None:
     ]
     runs = runs_from_notebook(nbformat.reads(nbformat.writes(nb), as_version=4))
     assert [(r.run_id, r.cell_index) for r in runs] == [("r1", 0), ("r2", 1)]
-    assert runs[0].events == full
+    assert runs[0].events == coalesce_events(full)
 
 
 def test_stop_names_the_runs_and_show_gives_their_traces(

@@ -13,6 +13,7 @@ from k2lab.trace.notebook import (
     REDACTED,
     TraceVersionError,
     clean_url,
+    coalesce_events,
     read_bundle,
     runs_from_notebook,
     scrub_event,
@@ -24,7 +25,7 @@ from tests.notebook.test_state import run_events
 def test_bundle_shape_and_fallbacks() -> None:
     events = run_events(decision="edit")
     b = trace_bundle("r1", events)
-    assert b[MIMETYPE] == {"version": 1, "run_id": "r1", "events": events}
+    assert b[MIMETYPE] == {"version": 1, "run_id": "r1", "events": coalesce_events(events)}
     html, md = b["text/html"], b["text/markdown"]
     assert 'class="k2lab-trace" data-k2lab-run-id="r1"' in html
     assert "<script" not in html
@@ -115,4 +116,68 @@ def test_nbformat_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
     nbformat.validate(back)
     runs = runs_from_notebook(back)
     assert [(r.run_id, r.cell_index, r.version) for r in runs] == [("r1", 1, 1), ("r2", 2, 1)]
-    assert runs[0].events == events
+    assert runs[0].events == coalesce_events(events)
+
+
+# -- the saved record costs what the run produced (issue 9) -------------------------------------
+
+from k2lab.trace.view import view_of  # noqa: E402
+from tests.trace.test_runview import GOLDEN, events_of  # noqa: E402
+
+
+def _reopen(tmp_path, run_id: str, events: list) -> list:  # type: ignore[no-untyped-def,type-arg]
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("%%k2\nhi")
+    cell.outputs = [nbformat.v4.new_output("display_data", data=trace_bundle(run_id, events))]
+    nb.cells = [cell]
+    path = tmp_path / "saved.ipynb"
+    nbformat.write(nb, path)
+    (run,) = runs_from_notebook(nbformat.read(path, as_version=4))
+    return run.events
+
+
+@pytest.mark.parametrize("name", [*GOLDEN, "pi_v1"])
+def test_saved_notebook_reopens_to_the_live_view(tmp_path, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Every golden trace, finished and at each live state its view file names (and at every
+    event boundary), saved in a notebook and read back, folds to the view the live run had."""
+    events = events_of(name)
+    cuts = sorted({len(events), *range(1, len(events))})
+    for n in cuts:
+        live = view_of(events[:n]).to_dict()
+        saved = _reopen(tmp_path, name, events[:n])
+        assert view_of(saved).to_dict() == live, (name, n)
+    full = _reopen(tmp_path, name, events)
+    deltas = [e for e in events if e["type"].endswith(".delta")]
+    if deltas and events[-1]["type"] == "run.end":
+        assert not [e for e in full if e["type"].endswith(".delta")]  # every step ended
+    kept = [e for e in events if not e["type"].endswith(".delta")]
+    assert [e for e in full if not e["type"].endswith(".delta")] == kept  # nothing else dropped
+
+
+def test_unfinished_step_keeps_its_text_merged_per_lane() -> None:
+    evs = [
+        {"type": "run.start", "run_id": "h.1", "lane": "1", "prompt": "p"},
+        {"type": "run.start", "run_id": "h.2", "lane": "2", "prompt": "p"},
+        {"type": "step.start", "step": 1, "lane": "1"},
+        {"type": "step.start", "step": 1, "lane": "2"},
+    ]
+    for i in range(6):
+        evs.append({"type": "reasoning.delta", "step": 1, "lane": "1", "text": f"a{i}"})
+        evs.append({"type": "reasoning.delta", "step": 1, "lane": "2", "text": f"b{i}"})
+    evs.append({"type": "step.end", "step": 1, "lane": "1", "reasoning": "A", "content": ""})
+    out = coalesce_events(evs)
+    d = [e for e in out if e["type"] == "reasoning.delta"]
+    assert d == [{"type": "reasoning.delta", "step": 1, "lane": "2", "text": "b0b1b2b3b4b5"}]
+    assert view_of(out).to_dict() == view_of(evs).to_dict()
+
+
+def test_old_bundle_with_every_fragment_still_reads(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    events = events_of("step_restart")
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("%%k2\nhi")
+    old = {MIMETYPE: {"version": 1, "run_id": "old", "events": events}, "text/plain": "x"}
+    cell.outputs = [nbformat.v4.new_output("display_data", data=old)]
+    nb.cells = [cell]
+    (run,) = runs_from_notebook(nb)
+    assert run.events == events
+    assert view_of(run.events).to_dict() == view_of(events).to_dict()
