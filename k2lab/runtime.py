@@ -9,9 +9,9 @@ Jupyter server with many sessions runs one), and left to die with the process (d
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from k2lab.agent.decisions import DecisionSource
 from k2lab.agent.loop import Agent, Budgets
@@ -21,6 +21,9 @@ from k2lab.providers.demo import DEMO_MODEL_LABEL, DemoServer, start_demo_server
 from k2lab.sandbox.base import Sandbox
 from k2lab.tools.base import Tool
 from k2lab.tools.registry import ToolRegistry
+
+if TYPE_CHECKING:
+    from k2lab.agent.heavy import LaneSetup
 
 _demo_lock = threading.Lock()
 _demo: DemoServer | None = None
@@ -62,6 +65,11 @@ async def open_sandbox(settings: Settings, *, workspace: Path | None = None) -> 
     """A started sandbox kernel with the isolation and network policy of ``settings``."""
     from k2lab.sandbox.kernel import SandboxKernel
 
+    if settings.gateway_url:  # a Jupyter gateway (GATEWAY): the kernel image's isolation
+        from k2lab.sandbox.gateway import open_gateway_sandbox
+
+        return await open_gateway_sandbox(settings)
+
     sandbox = SandboxKernel(
         isolation=settings.isolation, network=settings.network, workspace=workspace
     )
@@ -89,3 +97,28 @@ def build_agent(
         context_window=settings.context_window,
     )
     return Agent(provider, tools, decisions, budgets=budgets, isolation=sandbox.isolation)
+
+
+def lane_factory(
+    settings: Settings,
+    provider: ChatProvider,
+    decisions: DecisionSource,
+    *,
+    extra_tools: Iterable[Tool] = (),
+) -> Callable[[str], Awaitable[LaneSetup]]:
+    """Heavy mode's ``make_lane`` for ``settings``: each lane an agent of its own over its own
+    sandbox (fresh workspace), started while the lane's first model request streams."""
+    from k2lab.agent.heavy import LaneSetup, LateSandbox
+    from k2lab.sandbox.isolation import resolve_level
+    from k2lab.sandbox.kernel import SandboxKernel
+
+    expected, _why = resolve_level(settings.isolation)
+    tools = list(extra_tools)
+
+    async def make(name: str) -> LaneSetup:
+        kernel = SandboxKernel(isolation=settings.isolation, network=settings.network)
+        late = LateSandbox(kernel, expected_isolation=expected)
+        agent = build_agent(settings, provider, cast(Sandbox, late), decisions, extra_tools=tools)
+        return LaneSetup(agent=agent, start=late.start, close=late.shutdown)
+
+    return make

@@ -43,7 +43,7 @@ from importlib import resources
 from typing import Any
 
 from k2lab.agent.decisions import AutoApprove
-from k2lab.agent.loop import Agent, Budgets
+from k2lab.agent.loop import Agent, Budgets, FollowUp
 from k2lab.events import Error, Event, RunEnd, RunStart, StopReason
 from k2lab.providers.base import ChatProvider
 from k2lab.sandbox.base import ExecutionResult, Sandbox
@@ -316,6 +316,7 @@ class HeavyRun:
         evidence_chars: int = EVIDENCE_CHARS,
         aggregate_budgets: Budgets | None = None,
         run_id: str | None = None,
+        aggregate_follow_up: FollowUp | None = None,
     ) -> None:
         if n < 1:
             raise ValueError("heavy mode needs at least one lane")
@@ -327,6 +328,8 @@ class HeavyRun:
         self.make_lane = make_lane
         self.provider = provider
         self.evidence_chars = evidence_chars
+        #: e.g. a ``VerifyPass``: runs in the aggregation's run, on its answer
+        self.aggregate_follow_up = aggregate_follow_up
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.lanes = [Lane(str(i), f"{self.run_id}.{i}") for i in range(1, n + 1)]
         self.aggregate = Lane(AGGREGATE, f"{self.run_id}.{AGGREGATE}")
@@ -543,7 +546,7 @@ class HeavyRun:
         )
         ln.agent = agent
         text = aggregation_prompt(prompt, self.lanes, evidence_chars=self.evidence_chars)
-        async for ev in agent.run(text, run_id=ln.run_id):
+        async for ev in agent.run(text, run_id=ln.run_id, follow_up=self.aggregate_follow_up):
             ev.lane = ln.name
             ln.view.apply(ev)
             if isinstance(ev, RunEnd):

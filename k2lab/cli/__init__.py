@@ -74,6 +74,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="R",
         help="most verify rounds with --verify (default 1)",
     )
+    run.add_argument(
+        "--heavy",
+        type=int,
+        metavar="N",
+        help="heavy mode: N independent lanes (own agent and sandbox each) in parallel, then "
+        "one aggregation of their answers and evidence (with --verify, it checks that answer)",
+    )
+    run.add_argument(
+        "--heavy-concurrency",
+        type=int,
+        metavar="C",
+        help="most lanes alive at once with --heavy (default N)",
+    )
     _sandbox_options(run)
     run.add_argument("--json", action="store_true", help="print events as JSON lines on stdout")
     run.add_argument("--trace", metavar="FILE", help="write the run's events to FILE (JSONL)")
@@ -130,6 +143,15 @@ def _sandbox_options(p: argparse.ArgumentParser) -> None:
         choices=("auto", "bwrap", "process"),
         help="sandbox isolation (default auto: bwrap where available)",
     )
+    p.add_argument(
+        "--gateway-url",
+        metavar="URL",
+        help="start the sandbox kernel on this Jupyter gateway ($JUPYTER_GATEWAY_URL); its "
+        "isolation is the gateway kernel image's",
+    )
+    p.add_argument(
+        "--gateway-token", metavar="T", help="the gateway's token ($JUPYTER_GATEWAY_AUTH_TOKEN)"
+    )
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -144,6 +166,8 @@ def _settings(args: argparse.Namespace) -> Any:
         "wall_time",
         "tool_timeout",
         "isolation",
+        "gateway_url",
+        "gateway_token",
     )
     overrides = {k: getattr(args, k, None) for k in keys}
     try:
@@ -219,6 +243,12 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
             raise CliFailure("--wall-time must be a positive number of seconds", EXIT_USAGE)
         if args.verify_rounds is not None and (args.verify_rounds < 1 or not args.verify):
             raise CliFailure("--verify-rounds needs --verify and at least 1 round", EXIT_USAGE)
+        if args.heavy is not None and args.heavy < 1:
+            raise CliFailure("--heavy must be at least 1", EXIT_USAGE)
+        if args.heavy_concurrency is not None and (args.heavy_concurrency < 1 or not args.heavy):
+            raise CliFailure("--heavy-concurrency needs --heavy and at least 1", EXIT_USAGE)
+        if args.heavy and args.workspace:
+            raise CliFailure("--heavy gives each lane a fresh workspace", EXIT_USAGE)
         settings = _settings(args)
         mcp = _mcp_config(args.mcp_config)
         prompt = _read_prompt(args.prompt)
@@ -229,6 +259,8 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
             workspace=_dir(args.workspace),
             mcp=mcp,
             verify_rounds=(args.verify_rounds or 1) if args.verify else 0,
+            heavy=args.heavy or 0,
+            heavy_concurrency=args.heavy_concurrency,
         )
         code, answer = asyncio.run(execute_run(settings, prompt, opts))
         return report(code, answer, opts)

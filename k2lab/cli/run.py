@@ -74,6 +74,9 @@ class RunOptions:
     mcp: MCPConfig | None = None
     #: verify rounds after the answer (``--verify [--verify-rounds R]``); 0: no verify pass
     verify_rounds: int = 0
+    #: heavy mode (``--heavy N [--heavy-concurrency C]``): N lanes and an aggregation; 0: off
+    heavy: int = 0
+    heavy_concurrency: int | None = None
 
 
 async def execute_run(settings: Settings, prompt: str, opts: RunOptions) -> tuple[int, str]:
@@ -84,6 +87,8 @@ async def execute_run(settings: Settings, prompt: str, opts: RunOptions) -> tupl
     writer = _open_trace(opts.trace)
     if settings.uses_demo_model and opts.announce_demo:
         err(DEMO_NOTE)
+    if opts.heavy:
+        return await _execute_heavy(settings, prompt, opts, progress, writer)
     # the kernel boots in its own process while this one imports and builds the HTTP client
     booting = asyncio.ensure_future(open_sandbox(settings, workspace=opts.workspace))
     try:
@@ -208,6 +213,82 @@ async def _drive(
     words = _BUDGET_WORDS.get(end.stop_reason, f"the run ended: {end.stop_reason}")
     words = words.format(max_steps=settings.max_steps, wall_time=settings.wall_time)
     raise CliFailure(words + trace_hint, EXIT_BUDGET)
+
+
+async def _execute_heavy(
+    settings: Settings,
+    prompt: str,
+    opts: RunOptions,
+    progress: Progress,
+    writer: TraceWriter | None,
+) -> tuple[int, str]:
+    """``--heavy N``: N lanes, each with its own agent and sandbox, then the aggregation (with
+    ``--verify``, the verify pass checks the aggregated answer). Every lane's events go to the
+    trace and the JSON output; progress shows a line per lane's end."""
+    from k2lab.agent.heavy import HeavyRun
+    from k2lab.runtime import lane_factory
+
+    try:
+        provider = await asyncio.to_thread(open_provider, settings)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        raise
+    try:
+        async with _mcp_tools(settings, opts.mcp) as mcp:
+            if mcp is not None:
+                raise CliFailure("--heavy does not take --mcp-config yet", EXIT_USAGE)
+            if settings.approve == "ask":
+                raise CliFailure(
+                    "--heavy needs --approve auto or deny (no terminal approval of N lanes yet)",
+                    EXIT_USAGE,
+                )
+            decisions = decision_source(settings.approve)
+            heavy = HeavyRun(
+                opts.heavy,
+                lane_factory(settings, provider, decisions),
+                provider,
+                concurrency=opts.heavy_concurrency,
+                aggregate_follow_up=VerifyPass(opts.verify_rounds) if opts.verify_rounds else None,
+            )
+            interrupts = _install_sigint(heavy.stop)
+            checked: VerifyEnd | None = None
+            try:
+                async for ev in heavy.run(prompt):
+                    if isinstance(ev, VerifyEnd):
+                        checked = ev
+                    if writer is not None:
+                        writer.write(ev)
+                    if opts.json:
+                        out(json.dumps(ev.to_dict(), ensure_ascii=False))
+                    if isinstance(ev, RunEnd):
+                        what = ev.stop_reason if ev.stop_reason != "error" else f"error: {ev.error}"
+                        progress.line(progress.dim(f"lane {ev.lane}: {one_line(what, 200)}"))
+                    elif ev.lane == "aggregate":
+                        progress.show(ev)
+            finally:
+                _remove_sigint()
+    finally:
+        with contextlib.suppress(Exception):
+            await provider.aclose()
+        if writer is not None:
+            writer.close()
+    outcome = heavy.outcome
+    trace_hint = f" (trace: {opts.trace})" if opts.trace else ""
+    if outcome is None:
+        raise CliFailure("the heavy run ended without an outcome" + trace_hint)
+    if outcome.failed:
+        err(f"k2lab: lanes that did not finish: {', '.join(outcome.failed)}")
+    if checked is not None:
+        err(f"k2lab: {one_line(outcome_text(checked), 600)}")
+    if outcome.stop_reason == "completed" or (checked is not None and outcome.answer):
+        return EXIT_OK, outcome.answer
+    if outcome.stop_reason == "stopped":
+        code = EXIT_STOPPED if interrupts[0] else EXIT_FAILED
+        raise CliFailure(f"the run was stopped; the trace so far is kept{trace_hint}", code)
+    if outcome.stop_reason == "error":
+        raise CliFailure(f"the heavy run failed: {outcome.error or 'unknown error'}{trace_hint}")
+    raise CliFailure(f"the aggregation ended: {outcome.stop_reason}{trace_hint}", EXIT_BUDGET)
 
 
 def _install_sigint(stop: Callable[[], None]) -> list[int]:
