@@ -54,14 +54,21 @@ class Settings:
     approve: str = "ask"  # ask | auto | never
     isolation: str = "auto"  # auto | bwrap | process
     network: bool = False  # may sandbox code reach the network?
+    gateway_url: str = ""  # a Jupyter gateway: sandboxes start there (k2lab.sandbox.gateway)
+    gateway_token: str = field(default="", repr=False)
     preset: str = ""
     api_key: str = field(default="", repr=False)
     sources: dict[str, str] = field(default_factory=dict, repr=False)
 
     def public(self) -> dict[str, Any]:
         """Everything but the key (a flag says whether one is set)."""
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("api_key",)}
+        d = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("api_key", "gateway_token")
+        }
         d["api_key_set"] = bool(self.api_key)
+        d["gateway_token_set"] = bool(self.gateway_token)
         d["uses_demo_model"] = self.uses_demo_model
         return d
 
@@ -86,6 +93,8 @@ class K2Lab(Configurable):
     approve = Unicode("ask", config=True, help="Approval policy: ask | auto | never.")
     isolation = Unicode("auto", config=True, help="Sandbox isolation: auto | bwrap | process.")
     network = Bool(False, config=True, help="Let sandbox code reach the network.")
+    gateway_url = Unicode("", config=True, help="Jupyter gateway URL: sandboxes start there.")
+    gateway_token = Unicode("", config=True, help="Token of gateway_url (prefer the variable).")
     allowed_key_endpoints = List(
         Unicode(),
         [],
@@ -103,6 +112,8 @@ _ENV = {
     "isolation": "K2LAB_ISOLATION",
     "max_steps": "K2LAB_MAX_STEPS",
     "tool_timeout": "K2LAB_TOOL_TIMEOUT",
+    "gateway_url": "JUPYTER_GATEWAY_URL",
+    "gateway_token": "JUPYTER_GATEWAY_AUTH_TOKEN",
 }
 
 
@@ -111,6 +122,11 @@ def _coerce(name: str, value: Any) -> Any:
     if kind is bool and isinstance(value, str):
         return value.lower() in ("1", "true", "yes", "on")
     return kind(value)
+
+
+def _configured_gateway(config: K2Lab | None, env: Any) -> str:
+    url = (config.gateway_url if config is not None else "") or env.get("JUPYTER_GATEWAY_URL", "")
+    return str(url).strip().rstrip("/")
 
 
 def resolve_settings(
@@ -165,6 +181,14 @@ def resolve_settings(
 
     named = any(v is not None for v in (overrides or {}).values())
     trusted = options_are_the_owners or not named
+    # like the key rule: a gateway a cell names does not get the configured gateway's token
+    if (
+        not trusted
+        and s.sources["gateway_url"] == "option"
+        and s.sources["gateway_token"] != "option"
+        and s.gateway_url.rstrip("/") != _configured_gateway(config, env)
+    ):
+        s.gateway_token, s.sources["gateway_token"] = "", "withheld"
     configured = s.base_url if trusted else _configured_base_url(config, env)
     allowed = list(config.allowed_key_endpoints) if config is not None else []
     allowed += [u for u in env.get("K2LAB_ALLOWED_KEY_ENDPOINTS", "").replace(",", " ").split()]

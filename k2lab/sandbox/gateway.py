@@ -371,3 +371,15 @@ def _username() -> str:
     except Exception:
         name = ""
     return name if name and name != "root" else "k2lab"
+
+
+async def open_gateway_sandbox(settings: Any) -> GatewaySandbox:
+    """A started ``GatewaySandbox`` on ``settings.gateway_url`` (``k2lab.runtime.open_sandbox``
+    calls this when a gateway is set)."""
+    sandbox = GatewaySandbox(settings.gateway_url, token=settings.gateway_token)
+    try:
+        await sandbox.start()
+    except BaseException:
+        await sandbox.shutdown()
+        raise
+    return sandbox

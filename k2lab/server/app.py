@@ -73,6 +73,10 @@ class K2LabApp(ExtensionApp):
 
     def initialize_settings(self) -> None:
         self.k2config = K2Lab(parent=self)
+        gw = getattr(self.serverapp, "gateway_config", None)  # --gateway-url / GatewayClient.url
+        if gw is not None and getattr(gw, "url", None) and not self.k2config.gateway_url:
+            self.k2config.gateway_url = gw.url
+            self.k2config.gateway_token = self.k2config.gateway_token or gw.auth_token or ""
         kernel_manager = getattr(self.serverapp, "kernel_manager", None)
         self.factory = RuntimeAgentFactory(kernel_manager=kernel_manager)
         self.sessions = SessionManager(

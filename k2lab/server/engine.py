@@ -53,12 +53,17 @@ class RuntimeAgentFactory:
     async def open_sandbox(self, settings: Settings) -> Sandbox:
         from k2lab.sandbox.kernel import SandboxKernel
 
-        sandbox = SandboxKernel(
-            isolation=settings.isolation,
-            network=settings.network,
-            kernel_manager=self.kernel_manager,
-        )
-        await sandbox.start()
+        if settings.gateway_url:  # --GatewayClient.url or c.K2Lab.gateway_url
+            from k2lab.sandbox.gateway import open_gateway_sandbox
+
+            sandbox: Sandbox = await open_gateway_sandbox(settings)
+        else:
+            sandbox = SandboxKernel(
+                isolation=settings.isolation,
+                network=settings.network,
+                kernel_manager=self.kernel_manager,
+            )
+            await sandbox.start()
         self.last_isolation = sandbox.isolation
         self.last_isolation_note = str(getattr(sandbox, "isolation_note", ""))
         return sandbox
