@@ -1,0 +1,133 @@
+"""Heavy mode: N lanes in parallel vs one lane vs N sequential runs (issue 12).
+
+Setup: the fake OpenAI-compatible server (tests/fixtures/fake_server.py, in a thread of this
+process) answers every request after ``--latency`` seconds (default 1 s); each lane makes two
+requests (a python call in its own real sandbox kernel, then the answer); the aggregation one.
+Lanes are built by ``k2lab.runtime.lane_factory`` (what ``k2lab run --heavy`` uses), so sandbox
+starts overlap the first model request. Prints:
+
+- lanes' wall time for N lanes vs one lane (target <= 1.3x) and vs N sequential one-lane runs;
+- peak RSS of the engine process plus every kernel (sampled every 50 ms);
+- sandbox start seconds per lane (median, max) while N start at once.
+
+    .venv/bin/python benchmarks/bench_heavy.py [--n 8] [--latency 1.0] [--isolation process]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from k2lab.agent.decisions import AutoApprove  # noqa: E402
+from k2lab.agent.heavy import HeavyRun  # noqa: E402
+from k2lab.config import Settings  # noqa: E402
+from k2lab.providers.openai_compat import OpenAICompatProvider  # noqa: E402
+from k2lab.runtime import lane_factory  # noqa: E402
+from tests.fixtures.fake_server import Call, FakeModel, Turn  # noqa: E402
+
+
+def responder(latency: float) -> Any:
+    def fn(body: dict[str, Any], index: int) -> Turn:
+        msgs = body.get("messages", [])
+        last = str(msgs[-1].get("content", "")) if msgs else ""
+        if "<task>" in last:
+            return Turn(content="All lanes: 42.", latency=latency)
+        if msgs and msgs[-1].get("role") == "tool":
+            return Turn(content="42", latency=latency)
+        return Turn(
+            reasoning="compute",
+            tool_calls=[Call("python", {"code": "print(6*7)"})],
+            latency=latency,
+        )
+
+    return fn
+
+
+class RssSampler:
+    def __init__(self) -> None:
+        self.peak = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def sample(self) -> int:
+        me = psutil.Process()
+        total = me.memory_info().rss
+        for c in me.children(recursive=True):
+            try:
+                total += c.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    async def _loop(self) -> None:
+        while True:
+            self.peak = max(self.peak, self.sample())
+            await asyncio.sleep(0.05)
+
+    def __enter__(self) -> RssSampler:
+        self._task = asyncio.ensure_future(self._loop())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+async def heavy_once(fake: FakeModel, settings: Settings, n: int) -> tuple[float, float, HeavyRun]:
+    p = OpenAICompatProvider(base_url=fake.base_url, api_key="bench", model="kimi-k2-thinking")
+    heavy = HeavyRun(n, lane_factory(settings, p, AutoApprove()), p)
+    t0 = time.time()
+    async for _ev in heavy.run("What is 6 * 7?"):
+        pass
+    total = time.time() - t0
+    assert heavy.outcome is not None and heavy.outcome.stop_reason == "completed", heavy.outcome
+    assert heavy.lanes_ended is not None
+    await p.aclose()
+    return heavy.lanes_ended - t0, total, heavy
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--latency", type=float, default=1.0)
+    ap.add_argument("--isolation", default="process")
+    a = ap.parse_args()
+    fake = FakeModel()
+    fake.respond_with(responder(a.latency))
+    settings = Settings(isolation=a.isolation, approve="auto")
+    await heavy_once(fake, settings, 1)  # warm imports
+    one_lanes, one_total, _ = await heavy_once(fake, settings, 1)
+    with RssSampler() as rss:
+        base = rss.sample()
+        n_lanes, n_total, heavy = await heavy_once(fake, settings, a.n)
+    seq = 0.0
+    for _ in range(a.n):
+        lanes, _tot, _h = await heavy_once(fake, settings, 1)
+        seq += lanes
+    starts = [ln.sandbox_seconds for ln in heavy.lanes if ln.sandbox_seconds is not None]
+    print(f"heavy N={a.n}, latency {a.latency:g} s/response, isolation {a.isolation}")
+    print(f"  one lane: lanes {one_lanes:.2f} s (with aggregation {one_total:.2f} s)")
+    print(f"  N lanes:  lanes {n_lanes:.2f} s (with aggregation {n_total:.2f} s)")
+    print(f"  ratio N lanes / one lane: {n_lanes / one_lanes:.2f}x (target <= 1.3x)")
+    print(f"  {a.n} sequential one-lane runs: {seq:.2f} s ({seq / n_lanes:.1f}x the heavy lanes)")
+    print(
+        f"  peak RSS engine + kernels: {rss.peak / 2**20:.0f} MiB "
+        f"(before: {base / 2**20:.0f} MiB; {(rss.peak - base) / 2**20 / a.n:.0f} MiB per lane)"
+    )
+    print(
+        f"  sandbox start, {len(starts)} lanes at once: median {statistics.median(starts):.2f} s, "
+        f"max {max(starts):.2f} s"
+    )
+    fake.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
