@@ -319,8 +319,10 @@ def fork(session: Any, opts: Any, arg: str, cell: str | None) -> None:
 
     parts = arg.split()
     if len(parts) != 2:
-        raise UsageError("usage: %%k2 fork RUN_ID CALL_ID (the cell body is the code to run)")
+        raise UsageError("usage: %%k2 fork RUN_ID|last CALL_ID (the cell body is the code to run)")
     run_id, call_id = parts
+    if run_id == "last" and session.runs and not opts.file:
+        run_id = session.runs[-1].run_id  # the latest run of this kernel session
     parent = next((r for r in session.runs if r.run_id == run_id), None)
     if parent is None or opts.file:
         from k2lab.agent.context import Conversation
