@@ -72,3 +72,28 @@ def test_heavy_with_one_failed_lane_names_it_and_all_failed_exits_1(
 def test_heavy_usage_errors(run_cli: RunCli) -> None:
     assert run_cli("run", "--heavy", "0", "q").returncode == 2
     assert run_cli("run", "--heavy-concurrency", "2", "q").returncode == 2
+
+
+def test_heavy_verify_checks_the_aggregated_answer(
+    fake_model: FakeModel, run_cli: RunCli, tmp_path: Path
+) -> None:
+    def aside(body: dict[str, Any]) -> Turn | None:
+        msgs = body.get("messages", [])
+        if not any("<task>" in str(m.get("content", "")) for m in msgs if m["role"] == "user"):
+            return None
+        if any(m["role"] == "assistant" for m in msgs):
+            return Turn(content="Checked the lanes' evidence.\nVERDICT: holds")
+        return Turn(content="The lanes agree: 42.")
+
+    fake_model.respond_with(ConversationRouter([script(1), script(2)], aside))
+    trace = tmp_path / "t.jsonl"
+    r = run_cli(
+        "run", "--base-url", fake_model.base_url, "--approve", "auto", *FAST,
+        "--heavy", "2", "--verify", "--trace", str(trace), "q?",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "The lanes agree: 42."
+    assert "k2lab: verified" in r.stderr
+    _, evs = read_trace(trace)
+    checks = [e for e in evs if e.type in ("verify.start", "verify.end")]
+    assert checks and all(e.lane == "aggregate" for e in checks)
