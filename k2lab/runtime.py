@@ -115,8 +115,17 @@ def lane_factory(
     expected, _why = resolve_level(settings.isolation)
     tools = list(extra_tools)
 
+    if settings.gateway_url:  # every lane its own kernel on the gateway (GATEWAY)
+        expected = "remote"
+
     async def make(name: str) -> LaneSetup:
-        kernel = SandboxKernel(isolation=settings.isolation, network=settings.network)
+        kernel: Sandbox
+        if settings.gateway_url:
+            from k2lab.sandbox.gateway import GatewaySandbox
+
+            kernel = GatewaySandbox(settings.gateway_url, token=settings.gateway_token)
+        else:
+            kernel = SandboxKernel(isolation=settings.isolation, network=settings.network)
         late = LateSandbox(kernel, expected_isolation=expected)
         agent = build_agent(settings, provider, cast(Sandbox, late), decisions, extra_tools=tools)
         return LaneSetup(agent=agent, start=late.start, close=late.shutdown)
