@@ -19,6 +19,8 @@ import re
 import time
 from typing import Any
 
+from k2lab.trace.view import retry_text
+
 _EDIT_NOTE = re.compile(r"^\[The user edited the arguments before running: .*?\]\n", re.S)
 #: Statuses a card goes through, in order (``problem`` and ``rejected`` end early).
 CARD_STATUSES = ("pending", "approved", "edited", "rejected", "problem", "done", "error", "not_run")
@@ -249,17 +251,30 @@ class TraceState:
         self._dirty_cards.add(card["call_id"])
 
     def _on_retry(self, ev: dict[str, Any]) -> None:
-        self._message(
-            "warning",
-            "retry",
-            f"Retry {ev['attempt']}/{ev['max_attempts']} in {ev['delay']:.1f}s: {ev['reason']}",
-        )
+        # RunView's numbering: the attempt a retry starts (retry.attempt + 1) of max_attempts
+        r = {
+            "attempt": int(ev.get("attempt", 0)) + 1,
+            "max_attempts": ev.get("max_attempts", 0),
+            "delay": float(ev.get("delay", 0.0)),
+            "reason": ev.get("reason", ""),
+        }
+        self._message("warning", "retry", "Retrying: " + retry_text(r))
 
     def _on_error(self, ev: dict[str, Any]) -> None:
         self._message("error", ev.get("kind", "error"), ev["message"])
 
     def _on_notice(self, ev: dict[str, Any]) -> None:
-        self._message("info", ev.get("kind", "info"), ev["message"])
+        kind = ev.get("kind", "info")
+        self._message("info", kind, ev["message"])
+        n = self.head.get("step")
+        st = self.steps.get(n) if isinstance(n, int) else None
+        if kind == "step_restart" and st is not None and not st["done"]:
+            # RunView's rule: the cut stream is dropped, the provider streams the step again
+            st["reasoning"], st["content"] = Text(), Text()
+            if not st["tokens_exact"]:
+                st["tokens"] = 0
+            self._sent.pop(n, None)  # the next patch starts the texts again (from 0)
+            self._dirty_steps.add(n)
 
     def _on_run_end(self, ev: dict[str, Any]) -> None:
         for cid in self.card_order:  # calls a stop left undecided or unrun

@@ -176,3 +176,41 @@ def test_text_since_returns_exactly_what_was_added() -> None:
     t.append("k")
     for k in range(len(whole) + 5):
         assert t.since(k) == (whole + "ijk")[k:]
+
+
+# -- one vocabulary with RunView (issue 9) ------------------------------------------------------
+
+
+def test_step_restart_is_not_shown_twice_in_the_widget() -> None:
+    """The golden cut-stream trace: before step.end the widget shows the restarted stream once,
+    as RunView does, and a patch after the restart starts the text again from 0."""
+    from k2lab.trace.view import view_of
+    from tests.trace.test_runview import events_of
+
+    events = events_of("step_restart")
+    end = next(i for i, e in enumerate(events) if e["type"] == "step.end")
+    st = TraceState()
+    cut = next(i for i, e in enumerate(events) if e.get("kind") == "step_restart")
+    for ev in events[:cut]:
+        st.apply(ev)
+    assert st.take_patch()["steps"][0]["reasoning_add"] == "Let me "  # type: ignore[index]
+    for ev in events[cut:end]:
+        st.apply(ev)
+    live = str(st.steps[1]["reasoning"])
+    assert live == view_of(events[:end]).to_dict()["runs"][0]["steps"][0]["reasoning"]
+    assert not live.startswith("Let me Let me")
+    p = st.take_patch()
+    assert p is not None and p["steps"][0]["reasoning_from"] == 0
+    assert p["steps"][0]["reasoning_add"] == live
+
+
+def test_retry_reads_attempt_of_max_as_runview() -> None:
+    from k2lab.trace.view import retry_text, view_of
+    from tests.trace.test_runview import events_of
+
+    events = events_of("retries")
+    st = state_from_events(events)
+    texts = [m["text"] for m in st.head["messages"] if m["kind"] == "retry"]
+    view = view_of(events).to_dict()["runs"][0]
+    assert texts and texts == ["Retrying: " + retry_text(r) for r in view["retries"]]
+    assert "attempt 2 of" in texts[0]

@@ -403,7 +403,9 @@ function render({ model, el }) {
     }
     if (msg.kind === "patch") {
       for (const p of msg.steps) {
-        const old = st.steps.get(p.step) || { reasoning: "", content: "" };
+        const had = st.steps.get(p.step) || { reasoning: "", content: "" };
+        // from 0 and 0: the texts start again (a step_restart notice, or step.end's whole message)
+        const old = p.reasoning_from === 0 && p.content_from === 0 ? { reasoning: "", content: "" } : had;
         if (old.reasoning.length !== p.reasoning_from || old.content.length !== p.content_from) {
           send("hello"); // we missed something: ask for the whole state
           return;
