@@ -9,6 +9,7 @@ the limits in the kernelspec's env (a gateway passes a kernel nothing else of th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -63,12 +64,13 @@ def _kernelspecs(base: Path) -> None:
     )
 
 
-@pytest.fixture(scope="session")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+@contextlib.contextmanager
+def run_gateway(base: Path) -> Iterator[tuple[str, str]]:
+    """Enterprise Gateway on 127.0.0.1 (a free port) with the k2lab-sandbox kernelspec; yields
+    (url, token). Also used by benchmarks/bench_gateway.py."""
     exe = GW_VENV / "bin" / "jupyter-enterprisegateway"
     if not exe.exists():
         subprocess.run(["bash", str(ROOT / "scripts/install.d/40-gateway.sh")], check=True)
-    base = tmp_path_factory.mktemp("eg")
     _kernelspecs(base / "share")
     port, token = _free_port(), secrets.token_hex(16)
     env = {
@@ -105,7 +107,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             log.close()
-            pytest.fail("enterprise gateway did not start:\n" + (base / "eg.log").read_text())
+            raise RuntimeError(
+                "enterprise gateway did not start:\n" + (base / "eg.log").read_text()
+            )
         time.sleep(0.2)
     try:
         yield url, token
@@ -118,3 +122,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
         log.close()
         if os.environ.get("K2LAB_GATEWAY_LOG"):
             sys.stderr.write((base / "eg.log").read_text())
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    with run_gateway(tmp_path_factory.mktemp("eg")) as gw:
+        yield gw
