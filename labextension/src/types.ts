@@ -9,7 +9,14 @@ export interface IEventBase {
   type: string;
   seq: number;
   ts: number;
+  /** heavy mode: "1".."N" or "aggregate"; "" (or absent) for a single run */
+  lane?: string;
   [key: string]: any;
+}
+
+export interface IDisplayBundle {
+  data?: { [mime: string]: any };
+  metadata?: { [key: string]: any };
 }
 
 export interface IRunStart extends IEventBase {
@@ -22,12 +29,44 @@ export interface IRunStart extends IEventBase {
   policy: string;
   isolation: string;
   max_steps: number;
+  tools?: string[];
+  parent_run_id?: string | null;
+  forked_from_call?: string | null;
+  demo?: boolean;
+}
+
+export interface IStepStart extends IEventBase {
+  type: 'step.start';
+  step: number;
+}
+
+export interface IReasoningDelta extends IEventBase {
+  type: 'reasoning.delta';
+  step: number;
+  text: string;
+}
+
+export interface IContentDelta extends IEventBase {
+  type: 'content.delta';
+  step: number;
+  text: string;
+}
+
+export interface IStepEnd extends IEventBase {
+  type: 'step.end';
+  step: number;
+  content: string;
+  reasoning: string;
+  tool_calls?: { [key: string]: string }[];
+  finish_reason?: string | null;
+  duration?: number;
 }
 
 export interface IToolProposed extends IEventBase {
   type: 'tool.proposed';
   step: number;
   call_id: string;
+  run_id?: string;
   name: string;
   arguments: string;
   problem?: string | null;
@@ -36,21 +75,18 @@ export interface IToolProposed extends IEventBase {
 export interface IToolDecision extends IEventBase {
   type: 'tool.decision';
   call_id: string;
+  run_id?: string;
   decision: 'approve' | 'edit' | 'reject';
   by: 'policy' | 'user';
   arguments?: string | null;
   feedback?: string | null;
 }
 
-export interface IDisplayBundle {
-  data?: { [mime: string]: any };
-  metadata?: { [key: string]: any };
-}
-
 export interface IToolResult extends IEventBase {
   type: 'tool.result';
   call_id: string;
   name: string;
+  run_id?: string;
   ok: boolean;
   output: string;
   display?: IDisplayBundle[];
@@ -58,9 +94,59 @@ export interface IToolResult extends IEventBase {
   truncated?: boolean;
 }
 
+export interface IUsage extends IEventBase {
+  type: 'usage';
+  step: number;
+  prompt_tokens?: number;
+  completion_tokens?: number;
+  cached_tokens?: number;
+  reasoning_tokens?: number;
+}
+
+export interface IRetry extends IEventBase {
+  type: 'retry';
+  attempt: number;
+  max_attempts: number;
+  delay: number;
+  reason: string;
+}
+
+export interface IErrorEvent extends IEventBase {
+  type: 'error';
+  message: string;
+  kind?: string;
+  fatal?: boolean;
+}
+
+export interface INotice extends IEventBase {
+  type: 'notice';
+  message: string;
+  kind?: string;
+}
+
+export interface IVerifyStart extends IEventBase {
+  type: 'verify.start';
+  run_id?: string;
+  round: number;
+  max_rounds: number;
+  prompt?: string;
+}
+
+export interface IVerifyEnd extends IEventBase {
+  type: 'verify.end';
+  run_id?: string;
+  round: number;
+  verdict: 'holds' | 'fault' | 'cannot_verify' | 'none';
+  outcome: 'verified' | 'corrected' | 'unverified';
+  summary?: string;
+  reason?: string;
+  checks?: { [key: string]: any }[];
+  correction?: string | null;
+}
+
 export interface IRunEnd extends IEventBase {
   type: 'run.end';
-  stop_reason: string;
+  stop_reason: string; // StopReason; a newer server may name others
   answer: string;
   steps: number;
   tool_calls: number;
@@ -69,6 +155,24 @@ export interface IRunEnd extends IEventBase {
   elapsed?: number;
   error?: string | null;
 }
+
+/** Every event type `k2lab/events.py` defines (checked by tests/trace/test_ts_types.py). */
+export type K2Event =
+  | IRunStart
+  | IStepStart
+  | IReasoningDelta
+  | IContentDelta
+  | IStepEnd
+  | IToolProposed
+  | IToolDecision
+  | IToolResult
+  | IUsage
+  | IRetry
+  | IErrorEvent
+  | INotice
+  | IVerifyStart
+  | IVerifyEnd
+  | IRunEnd;
 
 /** The `application/vnd.k2lab.trace+json` value: one run. */
 export interface ITraceBundle {

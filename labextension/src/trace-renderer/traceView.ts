@@ -55,6 +55,13 @@ interface IStepBlock {
   reasoningSize: HTMLElement;
   content: HTMLElement;
   contentText: string;
+  ended?: boolean;
+}
+
+/** RunView's `retry_text`: the attempt a retry starts (retry.attempt + 1) of max_attempts. */
+export function retryText(ev: IEventBase): string {
+  const attempt = Number(ev.attempt) + 1;
+  return `attempt ${attempt} of ${ev.max_attempts} in ${Number(ev.delay).toFixed(1)} s: ${ev.reason}`;
 }
 
 /** Prompts longer than this fold to a few lines with a "show all" toggle. */
@@ -199,16 +206,16 @@ export class TraceView {
         }
         return;
       case 'retry':
-        return this.line(
-          'k2lab-warning',
-          `Retrying (${ev.attempt}/${ev.max_attempts}) in ${Number(ev.delay).toFixed(1)} s: ${ev.reason}`
-        );
+        return this.line('k2lab-warning', `Retrying: ${retryText(ev)}`);
       case 'error':
         return this.line(
           'k2lab-note k2lab-error',
           `${ev.fatal ? 'Fatal error' : 'Error'} (${ev.kind}): ${ev.message}`
         );
       case 'notice':
+        if (ev.kind === 'step_restart') {
+          this.restartStep();
+        }
         return this.line('k2lab-info', ev.message);
       case 'run.end':
         return this.runEnd(ev as IRunEnd);
@@ -318,8 +325,25 @@ export class TraceView {
     }
   }
 
+  /**
+   * RunView's rule for `notice(kind="step_restart")`: the unfinished step's streamed text is
+   * dropped (the provider streams the step again), so a cut stream is never shown twice.
+   */
+  private restartStep(): void {
+    const n = this.state?.step;
+    const s = n === undefined ? undefined : this.steps.get(n);
+    if (!s || s.ended) {
+      return;
+    }
+    s.reasoningText.data = '';
+    s.reasoningSize.textContent = '0 chars';
+    s.contentText = '';
+    s.content.textContent = '';
+  }
+
   private stepEnd(ev: IEventBase): void {
     const s = this.step(ev.step);
+    s.ended = true;
     // the step's whole message is authoritative (a reconnect may have missed deltas)
     if (
       typeof ev.reasoning === 'string' &&

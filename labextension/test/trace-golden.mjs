@@ -1,0 +1,101 @@
+// The TypeScript fold (src/trace-renderer/fold.ts, compiled to lib/) against the golden traces in
+// tests/trace/data/: for every NAME.view.json, the final view and each partial (live) view must
+// agree with RunView on what the renderers show: steps (text, done, restarts), retries, status.
+import { readFileSync, readdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const data = join(here, '..', '..', 'tests', 'trace', 'data');
+const { TraceFold, retryText } = await import(
+  pathToFileURL(join(here, '..', 'lib', 'trace-renderer', 'fold.js')).href
+);
+
+function events(name) {
+  const lines = readFileSync(join(data, `${name}.jsonl`), 'utf-8')
+    .split('\n')
+    .filter(Boolean);
+  return lines.slice(1).map(l => JSON.parse(l)); // the first line is the trace header
+}
+
+function fold(evs) {
+  const f = new TraceFold();
+  for (const ev of evs) f.add(ev);
+  return f.runs;
+}
+
+function expectedRuns(view) {
+  return view.runs.map(r => ({
+    run_id: r.run_id,
+    lane: r.lane,
+    status: r.status,
+    stop_reason: r.stop_reason,
+    steps: r.steps.map(s => ({
+      index: s.index,
+      reasoning: s.reasoning,
+      content: s.content,
+      done: s.done,
+      restarts: s.restarts
+    })),
+    retries: r.retries
+  }));
+}
+
+function canon(v) {
+  return JSON.stringify(v, (k, x) =>
+    x && typeof x === 'object' && !Array.isArray(x)
+      ? Object.fromEntries(
+          Object.keys(x)
+            .sort()
+            .map(key => [key, x[key]])
+        )
+      : x
+  );
+}
+
+let failed = 0;
+let checked = 0;
+const names = readdirSync(data)
+  .filter(f => f.endsWith('.view.json'))
+  .map(f => f.slice(0, -10));
+for (const name of names) {
+  const exp = JSON.parse(
+    readFileSync(join(data, `${name}.view.json`), 'utf-8')
+  );
+  const evs = events(name);
+  const cases = [
+    { n: evs.length, view: exp.final },
+    ...(exp.partial || []).map(p => ({ n: p.events, view: p.view }))
+  ];
+  for (const c of cases) {
+    checked++;
+    const got = canon(fold(evs.slice(0, c.n)));
+    const want = canon(expectedRuns(c.view));
+    if (got !== want) {
+      failed++;
+      console.error(
+        `${name} (${c.n} events): TS fold differs from RunView\n  got:  ${got}\n  want: ${want}`
+      );
+    }
+  }
+}
+// the one wording of a retry, as RunView's retry_text writes it
+const r = {
+  step: 1,
+  attempt: 2,
+  max_attempts: 4,
+  delay: 0.5,
+  reason: 'HTTP 503'
+};
+if (retryText(r) !== 'attempt 2 of 4 in 0.5 s: HTTP 503') {
+  failed++;
+  console.error(`retryText: ${retryText(r)}`);
+}
+if (names.length < 8 || checked < names.length) {
+  failed++;
+  console.error(`only ${names.length} golden traces found in ${data}`);
+}
+console.log(
+  `trace golden (TS): ${checked} views of ${names.length} traces, ${failed} failed`
+);
+process.exit(failed ? 1 : 0);
