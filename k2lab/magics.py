@@ -57,6 +57,12 @@ class K2Magics(Magics):
         "then needs approval unless --approve is given.",
     )
     @argument(
+        "--data",
+        action="append",
+        help="A file or folder the sandbox code may read (repeatable): read-only at /data/NAME "
+        "under bwrap; at the process level at its real path (nothing is confined there).",
+    )
+    @argument(
         "--mcp-config",
         help='MCP tool servers to offer the model: a JSON file {"mcpServers": {NAME: {"command": '
         '..., "args": [...]} or {"url": ...}}} ($K2LAB_MCP_CONFIG). The servers start with the '
@@ -77,7 +83,7 @@ class K2Magics(Magics):
     def k2(self, line: str, cell: str | None = None) -> Any:
         """Ask the thinking model; watch and steer its tool calls in a live view.
 
-        Usage::
+        Usage:
 
           %k2 [options] PROMPT         # the rest of the line is the prompt
           %%k2 [options]               # the cell body is the prompt
@@ -85,15 +91,16 @@ class K2Magics(Magics):
           %k2 runs                     # the runs of this kernel session
           %k2 show [RUN]               # a run's view again (its cell was lost), or its trace
           %k2 stop                     # stop every run of this kernel session
-          %k2 export [RUN] [--out F]   # a run's tool calls as a new notebook (--cell: next cell)
+          %k2 export [RUN] [--out F]   # a run's tool calls as a notebook (--cell: next cell);
+                                       # no RUN: the latest run that has ended
           %k2 replay [RUN] [--file F]  # re-execute a run's calls, say which outputs changed
-          %%k2 fork RUN CALL           # branch a run at a call; the cell body is the code to run
+          %%k2 fork RUN|last CALL      # branch a run at a call; the cell body is the code to run
           %k2 --resume PROMPT          # continue the conversation saved in this notebook
           %k2 --mcp-config F PROMPT    # also offer the tools of the MCP servers in file F
           await k2lab.wait()           # wait for the runs (Run All, nbclient)
 
         The cell returns at once; the run goes on in the kernel's event loop, so the buttons work
-        and the notebook stays usable. Follow-ups continue the conversation (``--new`` starts
+        and the notebook stays usable. Follow-ups continue the conversation (--new starts
         over). The key comes from $K2LAB_API_KEY (or $MOONSHOT_API_KEY, Jupyter config) and is
         never shown; with no key and no base URL, the offline demo model answers.
         """
@@ -158,7 +165,14 @@ class K2Magics(Magics):
         raise UsageError(f"unknown option {flag} (see %k2 --help)")
 
     def _help(self) -> None:
-        print(self.k2.__doc__)  # noqa: T201 - a magic's help goes to the cell output
+        print(help_text(self.k2.__doc__ or ""))  # noqa: T201 - a magic's help goes to the output
+
+
+def help_text(doc: str) -> str:
+    """The magic's docstring as plain text: IPython's magic_arguments opens it with a
+    reStructuredText literal-block marker (``::``) that means nothing in a cell output."""
+    doc = re.sub(r"\A\s*::\s*\n", "", doc)
+    return re.sub(r"``([^`]+)``", r"\1", doc).strip("\n")
 
 
 async def wait() -> None:

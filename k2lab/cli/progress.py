@@ -141,7 +141,8 @@ class Progress:
             tokens = f", {t['prompt_tokens']} + {t['completion_tokens']} tokens"
             self.line(
                 self.dim(
-                    f"── {run.stop_reason}: {t['steps']} steps, {t['calls']} tool calls, "
+                    f"── {run.stop_reason}: {t['steps']} step{'' if t['steps'] == 1 else 's'}, "
+                    f"{t['calls']} tool call{'' if t['calls'] == 1 else 's'}, "
                     f"{t['duration'] or 0.0:.1f} s{tokens}"
                 )
             )

@@ -101,6 +101,10 @@ def coalesce_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def trace_bundle(run_id: str, events: list[dict[str, Any]]) -> dict[str, Any]:
     """The mime bundle (``display(bundle, raw=True)``) of one run; its record is the coalesced
     event log (``coalesce_events``), the fallbacks are rendered from the full one."""
@@ -110,7 +114,7 @@ def trace_bundle(run_id: str, events: list[dict[str, Any]]) -> dict[str, Any]:
     plain = (
         f"k2lab run {run_id}: {head['status']}"
         + (f" ({head['stop_reason']})" if head.get("stop_reason") else "")
-        + f", {len(snap['steps'])} steps, {head['tool_calls']} tool calls"
+        + f", {_count(len(snap['steps']), 'step')}, {_count(head['tool_calls'], 'tool call')}"
     )
     return {
         MIMETYPE: {"version": VERSION, "run_id": run_id, "events": coalesce_events(events)},

@@ -20,6 +20,9 @@ from IPython.display import display
 
 from k2lab.trace.notebook import runs_from_notebook
 
+#: the machine-readable part of ``%k2 replay``'s output (no JupyterLab renderer: it shows HTML)
+REPLAY_MIMETYPE = "application/vnd.k2lab.replay+json"
+
 #: option name -> Settings field
 _OVERRIDES = {
     "model": "model",
@@ -32,6 +35,7 @@ _OVERRIDES = {
     "tool_timeout": "tool_timeout",
     "isolation": "isolation",
     "network": "network",
+    "data": "data",
 }
 
 
@@ -97,10 +101,24 @@ def _upto(runs: list[Any], run_id: str | None) -> list[Any]:
     return runs[: ids.index(run_id) + 1]
 
 
-def _events_of(session: Any, opts: Any, run_id: str) -> tuple[str, list[dict[str, Any]]]:
-    """A run's events: from this kernel session if it knows the run, else from a saved notebook."""
+def _ended(rec: Any) -> bool:
+    return not rec.going and any(e.get("type") == "run.end" for e in reversed(rec.events))
+
+
+def _events_of(
+    session: Any, opts: Any, run_id: str, *, ended: bool = False
+) -> tuple[str, list[dict[str, Any]]]:
+    """A run's events: from this kernel session if it knows the run, else from a saved notebook.
+    ``last`` is the latest run, or with ``ended`` the latest run that has ended."""
     if not opts.file and session.runs and run_id in ("", "last"):
-        rec = session.runs[-1]
+        done = [r for r in session.runs if _ended(r)] if ended else session.runs
+        if not done:
+            going = ", ".join(r.run_id for r in session.runs)
+            raise UsageError(
+                f"no run of this kernel session has ended yet ({going}): wait for it "
+                "(`await k2lab.wait()`), or name the run"
+            )
+        rec = done[-1]
         return rec.run_id, rec.events
     if not opts.file:
         for rec in session.runs:
@@ -109,6 +127,11 @@ def _events_of(session: Any, opts: Any, run_id: str) -> tuple[str, list[dict[str
     runs = saved_runs(opts)
     run = _upto(runs, run_id or None)[-1]
     return run.run_id, run.events
+
+
+def _count(n: int, word: str) -> str:
+    """``1 call``, ``2 calls``, ``0 calls``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 # -- the forms -------------------------------------------------------------------------------------
@@ -176,7 +199,7 @@ def stop(session: Any, opts: Any, arg: str, cell: str | None) -> None:
         print("no run is going")  # noqa: T201
         return
     print(  # noqa: T201
-        f"stopped {n} run(s): {', '.join(going)}; each trace replaces its view "
+        f"stopped {_count(n, 'run')}: {', '.join(going)}; each trace replaces its view "
         "(a run whose cell is gone: `%k2 show RUN` puts its trace here)"
     )
 
@@ -187,7 +210,9 @@ def runs(session: Any, opts: Any, arg: str, cell: str | None) -> None:
     for r in session.runs:
         head = r.widget.state.head
         status = head["stop_reason"] or head["status"]
-        line = f"{r.run_id}  {status:<10} {head['tool_calls']:>3} calls  {r.prompt[:60]!r}"
+        n = int(head["tool_calls"] or 0)
+        calls = f"{n:>3} call{'' if n == 1 else 's'}"
+        line = f"{r.run_id}  {status:<10} {calls:<9} {r.prompt[:60]!r}"
         if r.waits_for_person():
             waiting = True
             line += f"  waits for a decision on {', '.join(r.widget.state.pending_calls())}"
@@ -231,7 +256,7 @@ def executed_code(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
 def export(session: Any, opts: Any, arg: str, cell: str | None) -> None:
     import nbformat
 
-    run_id, events = _events_of(session, opts, (arg.strip() or opts.run or "last"))
+    run_id, events = _events_of(session, opts, (arg.strip() or opts.run or "last"), ended=True)
     calls = executed_code(events)
     if not calls:
         raise UsageError(f"run {run_id} ran no python code: nothing to export")
@@ -256,7 +281,7 @@ def export(session: Any, opts: Any, arg: str, cell: str | None) -> None:
         nb.cells.append(nbformat.v4.new_markdown_cell("**Answer:**\n\n" + end["answer"]))
     out = Path(opts.out or f"k2lab-run-{run_id}.ipynb")
     nbformat.write(nb, out)
-    print(f"wrote {out} ({len(calls)} code cells)")  # noqa: T201
+    print(f"wrote {out} ({_count(len(calls), 'code cell')})")  # noqa: T201
 
 
 def replay(session: Any, opts: Any, arg: str, cell: str | None) -> None:
@@ -291,8 +316,10 @@ def replay(session: Any, opts: Any, arg: str, cell: str | None) -> None:
 
 def replay_bundle(run_id: str, results: list[dict[str, Any]], skipped: int) -> dict[str, Any]:
     changed = sum(1 for r in results if r["changed"])
-    summary = f"replayed run {run_id}: {len(results)} calls, {changed} changed output" + (
-        f", {skipped} skipped (rejected, invalid or never ran)" if skipped else ""
+    summary = (
+        f"replayed run {run_id}: {_count(len(results), 'call')}, "
+        f"{_count(changed, 'changed output')}"
+        + (f", {skipped} skipped (rejected, invalid or never ran)" if skipped else "")
     )
     rows = "".join(
         f"<tr><td><code>{html.escape(r['call_id'])}</code></td>"
@@ -305,11 +332,13 @@ def replay_bundle(run_id: str, results: list[dict[str, Any]], skipped: int) -> d
         + "\n"
         + "\n".join(f"  {r['call_id']}: {'CHANGED' if r['changed'] else 'same'}" for r in results)
     )
+    # The readable table comes first, and the results for programs go under k2lab's own mime
+    # type: JupyterLab ranks its JSON tree (application/json) above text/html and showed that.
     return {
-        "text/plain": text,
         "text/html": f'<div class="k2lab-replay"><p>{html.escape(summary)}</p><table>'
         f"<tr><th>call</th><th>output</th><th>new output</th></tr>{rows}</table></div>",
-        "application/json": json.loads(json.dumps({"run_id": run_id, "results": results})),
+        "text/plain": text,
+        REPLAY_MIMETYPE: json.loads(json.dumps({"run_id": run_id, "results": results})),
     }
 
 

@@ -36,7 +36,7 @@ def test_a_call_stopped_while_waiting_says_not_run() -> None:
     text = shown("stopped_waiting")
     assert text.count("← ok") == 1
     assert "← not run" in text and "← error" not in text
-    assert "── stopped: 1 steps, 2 tool calls" in text
+    assert "── stopped: 1 step, 2 tool calls" in text
 
 
 def test_rejected_and_invalid_calls() -> None:

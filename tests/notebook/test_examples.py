@@ -100,7 +100,11 @@ def check_replay_fork_export(nb: Any, runs: list[Any], tmp_path: Path) -> None:
         if "replayed run" in str(o.get("data", {}).get("text/plain", ""))
     )
     n_ran = sum(1 for e in parent.events if e["type"] == "tool.result")
-    assert f"replayed run {parent.run_id}: {n_ran} calls, 0 changed" in replay.data["text/plain"]
+    summary = f"replayed run {parent.run_id}: {n_ran} calls, 0 changed outputs"
+    assert summary in replay.data["text/plain"]
+    # the saved file sorts mime keys; what matters to JupyterLab is that no JSON tree outranks the
+    # table (its application/json renderer ranks above text/html)
+    assert "k2lab-replay" in replay.data["text/html"] and "application/json" not in replay.data
     # the branch starts at the fix with the cell's code, and rounds to one decimal
     start = branch.events[0]
     assert start["parent_run_id"] == parent.run_id
@@ -110,7 +114,7 @@ def check_replay_fork_export(nb: Any, runs: list[Any], tmp_path: Path) -> None:
     assert branch.events[-1]["stop_reason"] == "completed"
     # export: the latest ended run as a notebook, one code cell per call that ran
     said = text_of(cell_with(nb, "%k2 export"))
-    assert "wrote exported-run.ipynb" in said
+    assert "wrote exported-run.ipynb (" in said
     exported = nbformat.read(tmp_path / "exported-run.ipynb", as_version=4)
     code = [c for c in exported.cells if c.cell_type == "code"]
     assert [c.metadata["k2lab"]["run_id"] for c in code] == [branch.run_id] * len(code)
