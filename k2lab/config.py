@@ -54,6 +54,8 @@ class Settings:
     approve: str = "ask"  # ask | auto | never
     isolation: str = "auto"  # auto | bwrap | process
     network: bool = False  # may sandbox code reach the network?
+    #: ``--data`` paths made visible read-only inside the sandbox (at /data/NAME under bwrap)
+    data: tuple[str, ...] = ()
     gateway_url: str = ""  # a Jupyter gateway: sandboxes start there (k2lab.sandbox.gateway)
     gateway_token: str = field(default="", repr=False)
     preset: str = ""

@@ -71,7 +71,10 @@ async def open_sandbox(settings: Settings, *, workspace: Path | None = None) -> 
         return await open_gateway_sandbox(settings)
 
     sandbox = SandboxKernel(
-        isolation=settings.isolation, network=settings.network, workspace=workspace
+        isolation=settings.isolation,
+        network=settings.network,
+        workspace=workspace,
+        data=settings.data,
     )
     await sandbox.start()
     return sandbox
@@ -96,7 +99,22 @@ def build_agent(
         max_total_tokens=settings.max_total_tokens or None,
         context_window=settings.context_window,
     )
-    return Agent(provider, tools, decisions, budgets=budgets, isolation=sandbox.isolation)
+    # the user's --data paths (and, later, --with variables): where the model finds them
+    note_of = getattr(sandbox, "data_note_for_model", None)
+    note = note_of() if callable(note_of) else ""
+    system_prompt = None
+    if note:
+        from k2lab.agent.loop import default_system_prompt
+
+        system_prompt = default_system_prompt() + "\n\n" + note
+    return Agent(
+        provider,
+        tools,
+        decisions,
+        budgets=budgets,
+        isolation=sandbox.isolation,
+        system_prompt=system_prompt,
+    )
 
 
 def lane_factory(

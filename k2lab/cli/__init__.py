@@ -56,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
         "(default: unlimited); reaching it exits 3",
     )
     run.add_argument(
+        "--data",
+        action="append",
+        metavar="PATH",
+        help="a file or folder the sandbox code may read (repeatable): read-only at /data/NAME "
+        "under bwrap, nothing else of your files; at the process level the code reads it (and "
+        "everything else) at its real path",
+    )
+    run.add_argument(
         "--mcp-config",
         metavar="FILE",
         help='MCP tool servers to offer the model: {"mcpServers": {NAME: {"command": ..., '
@@ -168,6 +176,7 @@ def _settings(args: argparse.Namespace) -> Any:
         "isolation",
         "gateway_url",
         "gateway_token",
+        "data",
     )
     overrides = {k: getattr(args, k, None) for k in keys}
     try:
@@ -250,6 +259,13 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
         if args.heavy and args.workspace:
             raise CliFailure("--heavy gives each lane a fresh workspace", EXIT_USAGE)
         settings = _settings(args)
+        if settings.data:
+            from k2lab.sandbox.isolation import data_mounts
+
+            try:
+                data_mounts(settings.data)
+            except ValueError as e:
+                raise CliFailure(str(e), EXIT_USAGE) from e
         mcp = _mcp_config(args.mcp_config)
         prompt = _read_prompt(args.prompt)
         opts = RunOptions(

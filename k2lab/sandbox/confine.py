@@ -98,8 +98,12 @@ def bwrap_argv(
     tmp_size: int,
     data_fds: dict[str, int] | None = None,
     extra_rw: tuple[str, ...] = (),
+    ro_binds: tuple[tuple[str, str], ...] = (),
 ) -> list[str]:
     """The bwrap command that runs ``command`` isolated.
+
+    ``ro_binds`` are the user's ``--data`` paths, (host path, path inside): bound read-only,
+    each checked by ``data_ok`` (only the parent's settings name them, see ``launch``).
 
     ``data_fds`` maps a path inside the sandbox to a readable fd whose content bwrap copies there
     (``--ro-bind-data``): small synthetic files such as /etc/passwd, never a host file.
@@ -149,6 +153,9 @@ def bwrap_argv(
     argv += ["--bind", ws, ws, "--chdir", ws]
     for d in extra_rw:  # e.g. a short directory for the ipc sockets (see SandboxKernel)
         argv += ["--bind", d, d]
+    for host, inner in ro_binds:
+        if data_ok(host, inner, ws):
+            argv += ["--ro-bind", host, inner]
     for path, fd in (data_fds or {}).items():
         argv += ["--ro-bind-data", str(fd), path]
     # last, after every mount point is made: bwrap's root and /dev are tmpfs mounts without a
@@ -157,6 +164,23 @@ def bwrap_argv(
     argv += ["--clearenv"]
     argv += ["--", *command]
     return argv
+
+
+#: Where ``--data`` paths appear inside a bwrap sandbox (``DATA_ROOT/NAME``).
+DATA_ROOT = "/data"
+
+
+def data_ok(host: str, inner: str, workspace: str) -> bool:
+    """Whether a ``--data`` mount may be made: an absolute real host path that exists and is not
+    in (or a link into) the workspace, which the sandbox writes and could turn into a link to
+    anything before the next start; an inner path one level under ``DATA_ROOT``."""
+    name = inner[len(DATA_ROOT) + 1 :] if inner.startswith(DATA_ROOT + "/") else ""
+    if not name or "/" in name or name in (".", "..") or "\n" in inner or "\0" in inner:
+        return False
+    if not os.path.isabs(host) or os.path.realpath(host) != host or not os.path.exists(host):
+        return False
+    ws = os.path.realpath(workspace) if workspace else ""
+    return not (ws and (host == ws or host.startswith(ws + "/")))
 
 
 def passwd_files(home: str) -> dict[str, str]:

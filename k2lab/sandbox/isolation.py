@@ -51,9 +51,14 @@ class SandboxConfig:
     #: Name of the pids cgroup to join ("" = none); chosen by the parent so it can clean up.
     cgroup: str = ""
     limits: Limits = field(default_factory=Limits)
+    #: ``--data`` paths: (real host path, path inside), bound read-only under bwrap
+    data: tuple[tuple[str, str], ...] = ()
 
     def to_env(self) -> dict[str, str]:
+        import json
+
         env = {
+            ENV_PREFIX + "DATA": json.dumps([list(m) for m in self.data]),
             ENV_PREFIX + "LEVEL": self.level,
             ENV_PREFIX + "NETWORK": "1" if self.network else "0",
             ENV_PREFIX + "WORKSPACE": self.workspace,
@@ -82,7 +87,28 @@ def bwrap_argv(
         tmp_size=cfg.limits.tmp_size,
         data_fds=data_fds,
         extra_rw=extra_rw,
+        ro_binds=cfg.data,
     )
+
+
+def data_mounts(paths: tuple[str, ...] | list[str]) -> tuple[tuple[str, str], ...]:
+    """``--data`` paths as (real host path, ``/data/NAME``) pairs; a missing path is a
+    ``ValueError`` (said to the user before any sandbox starts). Names that repeat get ``-2``...
+    """
+    out: list[tuple[str, str]] = []
+    used: set[str] = set()
+    for raw in paths:
+        host = os.path.realpath(os.path.expanduser(str(raw)))
+        if not os.path.exists(host):
+            raise ValueError(f"--data {raw}: no such file or folder")
+        base = os.path.basename(host) or "root"
+        base = "".join(c if c.isalnum() or c in "._-" else "_" for c in base).lstrip(".") or "data"
+        name, n = base, 2
+        while name in used:
+            name, n = f"{base}-{n}", n + 1
+        used.add(name)
+        out.append((host, f"{confine.DATA_ROOT}/{name}"))
+    return tuple(out)
 
 
 @lru_cache(maxsize=1)

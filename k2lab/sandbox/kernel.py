@@ -29,6 +29,7 @@ from k2lab.sandbox.faults import describe_exit
 from k2lab.sandbox.isolation import (
     ISOLATION_NOTES,
     SandboxConfig,
+    data_mounts,
     resolve_level,
     scrubbed_launch_env,
 )
@@ -73,8 +74,11 @@ class SandboxKernel(TransferMixin):
         limits: Limits | None = None,
         kernel_name: str = KERNEL_NAME,
         kernel_manager: Any = None,
+        data: tuple[str, ...] | list[str] = (),
     ) -> None:
         self.requested_isolation = isolation
+        #: the user's ``--data`` paths as (real host path, /data/NAME); ValueError if missing
+        self.data_mounts = data_mounts(tuple(data))
         #: The level in force after ``start()`` ("bwrap" | "process" | "remote").
         self.isolation = isolation
         #: Why the level is lower than requested ("" if it is not).
@@ -84,6 +88,10 @@ class SandboxKernel(TransferMixin):
         self.kernel_name = kernel_name
         self._own_workspace = workspace is None
         self.workspace = Path(workspace) if workspace else Path(tempfile.mkdtemp(prefix="k2ws-"))
+        ws_real = os.path.realpath(self.workspace)
+        for host, _ in self.data_mounts:
+            if host == ws_real or host.startswith(ws_real + "/"):
+                raise ValueError(f"--data {host}: inside the sandbox's workspace (already there)")
         self._provided = kernel_manager
         self._handle: LocalHandle | ProvidedHandle | None = None
         self._kc: Any = None
@@ -120,7 +128,42 @@ class SandboxKernel(TransferMixin):
         note = ISOLATION_NOTES.get(key, f"isolation: {self.isolation}")
         if self.isolation_reason:
             note += f" ({self.isolation_reason})"
+        if self.data_mounts:
+            note += "; " + self.data_note_for_user()
         return note
+
+    def data_paths(self) -> list[tuple[str, str]]:
+        """(host path, the path sandbox code reads it at) for each ``--data`` path: the /data
+        mount under bwrap; the real path at the process level (nothing is mounted there, and
+        the code could read it anyway)."""
+        if self.isolation == "bwrap":
+            return list(self.data_mounts)
+        return [(h, h) for h, _ in self.data_mounts]
+
+    def data_note_for_user(self) -> str:
+        if not self.data_mounts:
+            return ""
+        if self.isolation == "bwrap":
+            shown = ", ".join(f"{h} at {i}" for h, i in self.data_mounts)
+            return f"read-only data mounted: {shown}"
+        if self.isolation == "remote":
+            return "--data is not available on a remote kernel (nothing mounted)"
+        shown = ", ".join(h for h, _ in self.data_mounts)
+        return (
+            f"--data at the process level mounts nothing: the code reads {shown} at its real "
+            "path, and, with no confinement, the rest of your files too; it can also write there"
+        )
+
+    def data_note_for_model(self) -> str:
+        """For the system prompt: where the user's data is."""
+        if not self.data_mounts or self.isolation == "remote":
+            return ""
+        lines = ["The user made these files available to the python tool:"]
+        for host, inner in self.data_paths():
+            kind = "folder" if os.path.isdir(host) else "file"
+            ro = " (read-only)" if self.isolation == "bwrap" else ""
+            lines.append(f"- {inner}: {kind}{ro}")
+        return "\n".join(lines)
 
     @property
     def started(self) -> bool:
@@ -156,6 +199,7 @@ class SandboxKernel(TransferMixin):
             workspace=str(self.workspace),
             cgroup=self._cgroup,
             limits=self.limits,
+            data=self.data_mounts,
         )
         try:
             self._log = self._open_log()

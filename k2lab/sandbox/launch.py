@@ -90,6 +90,25 @@ def _data_fd(content: str) -> int:
     return r
 
 
+def _data_binds(raw: str, ws: str) -> tuple[tuple[str, str], ...]:
+    """The ``--data`` mounts from the parent's ``K2LAB_SANDBOX_DATA`` (a JSON list of
+    [host, inner] pairs); anything malformed refuses the start (``confine.data_ok`` checks
+    each pair again when the argv is built)."""
+    import json
+
+    if not raw:
+        return ()
+    try:
+        pairs = json.loads(raw)
+        out = tuple((str(h), str(i)) for h, i in pairs)
+    except (ValueError, TypeError):
+        _die("refused: malformed K2LAB_SANDBOX_DATA")
+    for host, inner in out:
+        if not confine.data_ok(host, inner, ws):
+            _die(f"refused: --data {host!r} at {inner!r} (missing, a link, or in the workspace)")
+    return out
+
+
 def die_with_parent(expected_parent: int) -> None:
     """SIGKILL this process (and, kept across exec, the kernel or bwrap it becomes) when the
     engine dies, even by SIGKILL.
@@ -245,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
             tmp_size=limits["tmp_size"],
             data_fds=fds,
             extra_rw=extra,
+            ro_binds=_data_binds(env_in.get(confine.ENV_PREFIX + "DATA", ""), ws),
         )
         # --clearenv then --setenv: the kernel's environment is exactly ``env``
         tail = full.index("--clearenv") + 1
