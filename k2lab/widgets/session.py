@@ -314,7 +314,7 @@ class NotebookSession:
             return InKernelSandbox(self.shell, secrets=self.secrets())
         from k2lab.runtime import open_sandbox
 
-        key = (s.isolation, s.network)
+        key = (s.isolation, s.network, s.data)
         if key not in self._sandboxes:
             self._sandboxes[key] = await open_sandbox(s)
         return self._sandboxes[key]
