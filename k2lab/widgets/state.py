@@ -268,7 +268,7 @@ class TraceState:
         self._message("info", kind, ev["message"])
         n = self.head.get("step")
         st = self.steps.get(n) if isinstance(n, int) else None
-        if kind == "step_restart" and st is not None and not st["done"]:
+        if kind == "step_restart" and isinstance(n, int) and st is not None and not st["done"]:
             # RunView's rule: the cut stream is dropped, the provider streams the step again
             st["reasoning"], st["content"] = Text(), Text()
             if not st["tokens_exact"]:
