@@ -22,7 +22,7 @@ def _events(name: str) -> list[dict[str, Any]]:
 
 
 def _export(events: list[dict[str, Any]], out: Path) -> Any:
-    rec = SimpleNamespace(run_id="r1", events=events)
+    rec = SimpleNamespace(run_id="r1", events=events, going=False)
     session = SimpleNamespace(runs=[rec])
     opts = SimpleNamespace(file=None, run=None, out=str(out), cell=False)
     commands.export(session, opts, "", None)
