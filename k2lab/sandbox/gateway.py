@@ -29,6 +29,7 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from k2lab.sandbox.base import ExecutionResult, Limits
+from k2lab.sandbox.calls import LOST, KernelCalls, call_result, interrupt_note
 from k2lab.sandbox.output import OutputCollector
 
 DEFAULT_KERNEL = "k2lab-sandbox"
@@ -42,7 +43,7 @@ def gateway_from_env() -> tuple[str, str]:
     )
 
 
-class GatewaySandbox:
+class GatewaySandbox(KernelCalls):
     """A ``Sandbox`` whose kernel lives on a Jupyter gateway."""
 
     isolation = "remote"
@@ -71,6 +72,7 @@ class GatewaySandbox:
         self._closed = False
         #: msg_id of a call cancelled mid-run (the next call waits for it, or restarts)
         self._abandoned: str | None = None
+        self._running: str | None = None  # the msg id of the call in progress
         self.isolation_note = (
             f"remote kernel on {self.url} ({kernel_name}): isolation is what the gateway's "
             "kernel image provides"
@@ -278,38 +280,17 @@ class GatewaySandbox:
             try:
                 result = await self._run(code, timeout, t0)
             except asyncio.CancelledError:
-                self._abandoned = getattr(self, "_running", None)
+                self._abandoned, self._running = self._running, None
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(asyncio.shield(self.interrupt()), 2.0)
                 raise
             except Exception as e:
-                try:
-                    await self.restart()
-                    after = "The kernel was restarted; all variables were lost."
-                except Exception as e2:
-                    after = f"Restarting the kernel failed too ({e2}); the next call retries."
-                result = ExecutionResult(
-                    ok=False, text=f"[Sandbox error: {e}. {after}]", restarted=True
-                )
+                result = await self._after_client_error(e)
             if note_before:
                 result.text = note_before + "\n" + result.text
                 result.restarted = True
             result.duration = time.monotonic() - t0
             return result
-
-    async def _settle(self) -> str:
-        abandoned, self._abandoned = self._abandoned, None
-        if abandoned is None:
-            return ""
-        scratch = OutputCollector(100, 100)
-        deadline = time.monotonic() + self.limits.interrupt_grace
-        if await self._collect(abandoned, scratch, deadline) == "idle":
-            return ""
-        await self.restart()
-        return (
-            "[A cancelled earlier call did not stop when interrupted, so the kernel was "
-            "restarted before this call; all variables were lost.]"
-        )
 
     async def _run(self, code: str, timeout: float, t0: float) -> ExecutionResult:
         out = OutputCollector(self.limits.model_chars, self.limits.display_bytes)
@@ -323,7 +304,7 @@ class GatewaySandbox:
             "stop_on_error": False,
         }
         msg_id = self._send("execute_request", content)
-        self._running: str | None = msg_id
+        self._running = msg_id
         status = await self._collect(msg_id, out, t0 + timeout)
         self._running = None
         note = ""
@@ -335,33 +316,15 @@ class GatewaySandbox:
                 msg_id, out, time.monotonic() + self.limits.interrupt_grace
             )
             what = f"Timed out after {timeout:g} s"
-            if status == "idle":
-                note = f"[{what}: the call was interrupted; the kernel's variables are kept.]"
-            else:
+            if status != "idle":
                 await self.restart()
                 restarted = True
-                note = (
-                    f"[{what}: the interrupt did not stop it, so the kernel was restarted; "
-                    "all variables were lost.]"
-                )
+            note = interrupt_note(what, stopped=status == "idle")
         elif status == "died":
             await self.restart()
             restarted = True
-            note = "[The remote kernel died; it was restarted and all variables were lost.]"
-        text = out.model_text()
-        if note:
-            text = (text.rstrip("\n") + "\n" + note) if text.strip() else note
-        if settled:
-            text = f"{settled}\n{text}"
-            restarted = True
-        return ExecutionResult(
-            ok=out.error is None and not note,
-            text=text,
-            display=out.people_display(),
-            truncated=out.truncated,
-            timed_out=timed_out,
-            restarted=restarted,
-        )
+            note = f"[The remote kernel died; it was restarted and {LOST}.]"
+        return call_result(out, note, settled, timed_out=timed_out, restarted=restarted)
 
 
 def _username() -> str:

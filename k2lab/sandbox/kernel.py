@@ -24,6 +24,7 @@ import zmq
 
 from k2lab.sandbox import cgroup, leftovers
 from k2lab.sandbox.base import ExecutionResult, Limits
+from k2lab.sandbox.calls import LOST, KernelCalls, call_result, interrupt_note
 from k2lab.sandbox.confine import ENV_PREFIX
 from k2lab.sandbox.faults import describe_exit
 from k2lab.sandbox.isolation import (
@@ -62,7 +63,7 @@ def _being_cancelled() -> bool:
     return True if task is None or cancelling is None else bool(cancelling())
 
 
-class SandboxKernel(TransferMixin):
+class SandboxKernel(KernelCalls, TransferMixin):
     """An isolated, resource-limited ipykernel. See the module docstring."""
 
     def __init__(
@@ -538,16 +539,7 @@ class SandboxKernel(TransferMixin):
                     return ExecutionResult(
                         ok=False, text="[The sandbox was shut down during this call.]"
                     )
-                try:
-                    await self.restart()
-                    after = "The kernel was restarted; all variables were lost."
-                except Exception as e2:
-                    after = f"Restarting the kernel failed too ({e2}); the next call retries."
-                result = ExecutionResult(
-                    ok=False,
-                    text=f"[Sandbox error: {e}. {after}]",
-                    restarted=True,
-                )
+                result = await self._after_client_error(e)
             if notes:
                 result.text = "\n".join(notes) + "\n" + result.text
                 result.restarted = result.restarted or restarted
@@ -616,21 +608,6 @@ class SandboxKernel(TransferMixin):
             for _ in range(1000):
                 await self._kc.get_shell_msg(timeout=0)
 
-    async def _settle(self) -> str:
-        """Wait for a cancelled call to finish (it was interrupted); restart if it does not."""
-        abandoned, self._abandoned = self._abandoned, None
-        if abandoned is None:
-            return ""
-        scratch = OutputCollector(100, 100)
-        deadline = time.monotonic() + self.limits.interrupt_grace
-        if await self._collect(abandoned, scratch, deadline) == "idle":
-            return ""
-        await self.restart()
-        return (
-            "[A cancelled earlier call did not stop when interrupted, so the kernel was "
-            "restarted before this call; all variables were lost.]"
-        )
-
     async def _run(self, code: str, timeout: float, t0: float) -> ExecutionResult:
         out = OutputCollector(self.limits.model_chars, self.limits.display_bytes)
         settled = await self._settle()
@@ -659,15 +636,10 @@ class SandboxKernel(TransferMixin):
                 # the kernel stopped but processes it started (a fork storm) keep running
                 status = "stray"
                 what += "; processes it started were still running"
-            if status == "idle":
-                note = f"[{what}: the call was interrupted; the kernel's variables are kept.]"
-            else:
+            if status != "idle":
                 await self.restart()
                 restarted = True
-                note = (
-                    f"[{what}: the interrupt did not stop it, so the kernel was restarted; "
-                    "all variables were lost.]"
-                )
+            note = interrupt_note(what, stopped=status == "idle")
             if breach is not None:
                 # what is there now stays allowed (so code can delete it); more is a new breach,
                 # caught between calls too if a thread of this call keeps writing
@@ -685,18 +657,5 @@ class SandboxKernel(TransferMixin):
             why = describe_exit(self._exit_code())
             await self.restart()
             restarted = True
-            note = f"[The kernel died ({why}); it was restarted and all variables were lost.]"
-        text = out.model_text()
-        if note:
-            text = (text.rstrip("\n") + "\n" + note) if text.strip() else note
-        if settled:
-            text = f"{settled}\n{text}"
-            restarted = True
-        return ExecutionResult(
-            ok=out.error is None and not note,
-            text=text,
-            display=out.people_display(),
-            truncated=out.truncated,
-            timed_out=timed_out,
-            restarted=restarted,
-        )
+            note = f"[The kernel died ({why}); it was restarted and {LOST}.]"
+        return call_result(out, note, settled, timed_out=timed_out, restarted=restarted)
