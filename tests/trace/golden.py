@@ -2,6 +2,13 @@
 
     .venv/bin/python -m tests.trace.golden            # rewrite the *.jsonl traces
     .venv/bin/python -m tests.trace.golden --draft    # also write *.view.draft.json to review
+    .venv/bin/python -m tests.trace.golden heavy      # only the named traces
+
+Heavy mode and the verify pass (issue 12): ``heavy`` is a real ``HeavyRun`` (3 lanes, one whose
+sandbox does not start, then the aggregation, whose verify pass holds), ``verify_corrected`` a
+single run whose verify pass finds a fault, corrects it and then holds, and ``heavy_demo`` what
+``k2lab run --heavy 2 --verify --approve auto`` writes with the offline demo model (its streamed
+fragments coalesced as the notebook saves them, to keep it small).
 
 Each trace is a real ``Agent`` run against the fake model over HTTP, with scripted decisions; only
 what cannot repeat between two runs is pinned afterwards (``ts``, durations, retry delays, the fake
@@ -16,15 +23,18 @@ the first N events after the header line (``partial``: live states, e.g. before 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from k2lab.agent.context import Conversation
 from k2lab.agent.decisions import Decision
+from k2lab.agent.heavy import HeavyRun, LaneSetup
 from k2lab.agent.loop import Agent
+from k2lab.agent.verify import VerifyPass
 from k2lab.events import Event, ToolProposed
 from tests.agent.helpers import make_agent
 from tests.fixtures.fake_server import Call, FakeModel, Turn
@@ -219,6 +229,144 @@ async def record(name: str, spec: dict[str, Any], fake: FakeModel) -> list[dict[
     return out
 
 
+HEAVY_PROMPT = "What is 6 * 7?"
+
+
+def _aggregation(body: dict[str, Any]) -> int | None:
+    """The aggregation's requests (its first user message holds ``<task>``): which one, from 0."""
+    msgs = [m for m in body.get("messages", []) if isinstance(m, dict)]
+    users = [m for m in msgs if m.get("role") == "user"]
+    if not users or "<task>" not in str(users[0].get("content", "")):
+        return None
+    return sum(1 for m in msgs if m.get("role") == "assistant")
+
+
+def _lane_turns(answer: str) -> list[Turn]:
+    return [
+        Turn(
+            reasoning="Compute it with the tool.",
+            tool_calls=[Call("python", {"code": "print(6 * 7)"})],
+            chunk=12,
+            **u(60, 12),
+        ),
+        Turn(content=answer, chunk=12, **u(90, 6)),
+    ]
+
+
+#: the aggregation reconciles the lanes; its check (no tools in the aggregation: it re-derives)
+#: holds. (The aggregation has 3 steps at most: a correction and a second check do not fit.)
+AGGREGATE_TURNS = [
+    Turn(
+        reasoning="Lanes 1 and 2 ran the code and agree; lane 3 did not finish.",
+        content="6 * 7 = 42. Lanes followed: 1 and 2 (both ran it); lane 3 failed.",
+        chunk=16,
+        **u(300, 20),
+    ),
+    Turn(
+        reasoning="Cross-check: 7 * 6 and 42 / 7.",
+        content="7 * 6 = 42 and 42 / 7 = 6.\nVERDICT: holds",
+        chunk=16,
+        **u(340, 12),
+    ),
+]
+
+
+async def record_heavy(fake: FakeModel) -> list[dict[str, Any]]:
+    """3 lanes (lane 3's sandbox does not start), aggregation verified after a correction."""
+    answers = itertools.cycle(["6 * 7 = 42.", "42, as the tool printed."])
+    fake.reset()
+    fake.respond_with(lambda body, index: _heavy_turn(body, answers))
+
+    async def make_lane(name: str) -> LaneSetup:
+        agent, _ = make_agent(fake)
+
+        async def no_sandbox() -> None:
+            raise RuntimeError(f"no sandbox for lane {name}")
+
+        return LaneSetup(agent=agent, start=no_sandbox if name == "3" else None)
+
+    provider = make_agent(fake)[0].provider
+    heavy = HeavyRun(
+        3,
+        make_lane,
+        provider,
+        run_id="heavy",
+        aggregate_follow_up=VerifyPass(1),
+    )
+    out = [_dict(ev) async for ev in heavy.run(HEAVY_PROMPT)]
+    for lane in ("1", "2", "3", "aggregate"):
+        pin([d for d in out if d.get("lane") == lane], 1_800_000_000.0)
+    return out
+
+
+def _heavy_turn(body: dict[str, Any], answers: Iterator[str]) -> Turn:
+    agg = _aggregation(body)
+    if agg is not None:
+        return AGGREGATE_TURNS[min(agg, len(AGGREGATE_TURNS) - 1)]
+    msgs = [m for m in body.get("messages", []) if isinstance(m, dict)]
+    if not any(m.get("role") == "assistant" for m in msgs):
+        return _lane_turns("")[0]
+    return Turn(content=next(answers), chunk=12, **u(90, 6))
+
+
+async def record_verify_corrected(fake: FakeModel) -> list[dict[str, Any]]:
+    """A single run with a verify pass: the check finds a fault, the correction holds."""
+    fake.reset()
+    fake.script(
+        [
+            Turn(reasoning="Easy.", content="6 * 7 = 41.", chunk=8, **u(40, 8)),
+            Turn(
+                reasoning="Re-compute.",
+                tool_calls=[Call("python", {"code": "print(6 * 7)"})],
+                chunk=8,
+                **u(80, 10),
+            ),
+            Turn(content="The tool printed 42, not 41.\nVERDICT: fault", chunk=8, **u(110, 12)),
+            Turn(content="6 * 7 = 42.", chunk=8, **u(130, 6)),
+            Turn(tool_calls=[Call("python", {"code": "print(42 // 7)"})], chunk=8, **u(150, 8)),
+            Turn(content="42 // 7 printed 6.\nVERDICT: holds", chunk=8, **u(170, 10)),
+        ]
+    )
+    agent, _ = make_agent(fake)
+    run = [
+        _dict(ev)
+        async for ev in agent.run(
+            HEAVY_PROMPT, run_id="verify_corrected-1", follow_up=VerifyPass(2)
+        )
+    ]
+    return pin(run, 1_800_000_000.0)
+
+
+def record_heavy_demo() -> list[dict[str, Any]]:
+    """What the CLI writes for a heavy run with --verify on the offline demo model (coalesced)."""
+    import os
+    import subprocess
+    import tempfile
+
+    from k2lab.trace.notebook import coalesce_events
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "h.jsonl"
+        env = {**os.environ, "K2LAB_DEMO_DELAY": "0"}
+        for k in ("K2LAB_API_KEY", "MOONSHOT_API_KEY", "K2LAB_BASE_URL", "OPENROUTER_API_KEY"):
+            env.pop(k, None)
+        subprocess.run(
+            [str(Path(sys.executable).with_name("k2lab")), "run", "--heavy", "2", "--verify"]
+            + ["--approve", "auto", "--trace", str(trace), "demo: estimate pi"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        lines = trace.read_text(encoding="utf-8").splitlines()
+    events = coalesce_events([json.loads(line) for line in lines[1:]])
+    for lane in ("1", "2", "aggregate"):
+        pin([d for d in events if d.get("lane") == lane], 1_800_000_000.0)
+    for d in events:  # the heavy run's id is random: pin it
+        if d.get("run_id"):
+            d["run_id"] = "demoheavy." + d["run_id"].split(".", 1)[1]
+    return events
+
+
 def _dict(ev: Event) -> dict[str, Any]:
     return json.loads(json.dumps(ev.to_dict()))  # type: ignore[no-any-return]
 
@@ -239,9 +387,19 @@ async def main(draft: bool) -> None:
     from k2lab.trace.view import view_of
 
     fake = FakeModel()
+    only = [a for a in sys.argv[1:] if not a.startswith("--")]
+    special: dict[str, Callable[[], Any]] = {
+        "heavy": lambda: record_heavy(fake),
+        "verify_corrected": lambda: record_verify_corrected(fake),
+    }
     try:
-        for name, spec in SCENARIOS.items():
-            events = await record(name, spec, fake)
+        for name in only or [*SCENARIOS, *special, "heavy_demo"]:
+            if name == "heavy_demo":
+                events = record_heavy_demo()
+            elif name in special:
+                events = await special[name]()
+            else:
+                events = await record(name, SCENARIOS[name], fake)
             print(write(name, events))  # noqa: T201
             if draft:
                 view = {"trace": f"{name}.jsonl", "final": view_of(events).to_dict()}

@@ -53,6 +53,9 @@ def test_golden_set_is_complete() -> None:
         "retries",
         "parallel",
         "repeated_ids",
+        "heavy",
+        "heavy_demo",
+        "verify_corrected",
     }
 
 
@@ -240,3 +243,44 @@ def test_fragments_are_joined_lazily() -> None:
     view.apply(Notice(kind="step_restart", message="cut"))
     view.apply(Retry(attempt=1, max_attempts=4, delay=0.1, reason="cut"))
     assert str(st.reasoning) == "" and view.runs[0].retries[0]["step"] == 1
+
+
+def test_heavy_lanes_fold_apart_and_keep_their_calls() -> None:
+    """Heavy mode (issue 12): lanes interleave in one trace; each is its own run, and Kimi's ids
+    (functions.python:0) repeat across lanes without colliding."""
+    events = events_of("heavy")
+    lanes = {e["lane"] for e in events}
+    assert lanes == {"1", "2", "3", "aggregate"}
+    # the trace interleaves lanes: a lane's events are not one block
+    order = [e["lane"] for e in events if e["lane"] != "aggregate"]
+    assert order != sorted(order)
+    view = view_of(events)
+    assert [(r.lane, r.status, r.stop_reason) for r in view.runs] == [
+        ("1", "ended", "completed"),
+        ("2", "ended", "completed"),
+        ("3", "ended", "error"),
+        ("aggregate", "ended", "completed"),
+    ]
+    one = view.call("heavy.1", "functions.python:0")
+    two = view.call("heavy.2", "functions.python:0")
+    assert one is not None and two is not None and one is not two
+    assert one.executed and two.executed
+    assert view.runs[2].errors[0]["kind"] == "sandbox"
+    agg = view.runs[3]
+    assert agg.verify is not None and agg.verify["outcome"] == "verified"
+    assert "Lanes followed" in agg.answer
+
+
+def test_verify_pass_keeps_the_checked_answer_until_the_correction() -> None:
+    events = events_of("verify_corrected")
+    fault = next(i for i, e in enumerate(events) if e["type"] == "verify.end")
+    live = view_of(events[: fault + 1]).runs[0]
+    assert live.answer == "6 * 7 = 41." and live.verify is not None
+    assert live.verify["phase"] == "correcting"
+    # the check's own text ("... VERDICT: fault") never stands as the answer
+    assert "VERDICT" not in live.answer
+    end = view_of(events).runs[0]
+    assert end.answer == "6 * 7 = 42." and end.verify is not None
+    assert end.verify["outcome"] == "corrected"
+    assert [r["verdict"] for r in end.verify["rounds"]] == ["fault", "holds"]
+    assert [c["name"] for r in end.verify["rounds"] for c in r["checks"]] == ["python", "python"]
