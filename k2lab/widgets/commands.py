@@ -157,32 +157,60 @@ def ask(session: Any, opts: Any, prompt: str) -> None:
     )
 
 
-def config(session: Any, opts: Any, arg: str, cell: str | None) -> None:
-    s = _settings(session, opts)
-    rows = []
+#: Settings.public() entries that are flags or bookkeeping, not settings a user sets
+_NOT_ROWS = ("api_key_set", "uses_demo_model", "gateway_token_set", "sources")
+
+
+def _shown(value: Any) -> str:
+    """A setting's value as a user reads it: empty values say so instead of a blank box."""
+    if value is None or value == "" or value == () or value == []:
+        return "not set"
+    if isinstance(value, tuple | list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def config_rows(s: Any, mcp: Any = None, mcp_where: str = "") -> list[tuple[str, str, str]]:
+    """(setting, value, where it came from) for ``%k2 config``; never the key or a token."""
+    demo = s.uses_demo_model
+    rows: list[tuple[str, str, str]] = [
+        (
+            "talks to",
+            "offline demo model (scripted): no key and no base URL"
+            if demo
+            else f"{s.model} at {s.base_url or 'https://api.moonshot.ai/v1'}",
+            "",
+        )
+    ]
     for name, value in s.public().items():
-        if name in ("api_key_set", "uses_demo_model"):
+        if name in _NOT_ROWS:
             continue
-        rows.append((name, value, s.sources.get(name, "")))
+        shown = _shown(value)
+        if name == "model" and demo:
+            shown = f"{value} once a key is set (the offline demo model answers now)"
+        rows.append((name, shown, s.sources.get(name, "")))
     key = f"set (from {s.sources.get('api_key')})" if s.api_key else "not set"
     rows.append(("api key", key, ""))
-    mcp = mcp_config(opts)
+    if s.gateway_url:
+        rows.append(("gateway token", "set" if s.gateway_token else "not set", ""))
     if mcp is not None:  # names and transports only: no command line, env or headers
         servers = ", ".join(
             f"{r['name']} ({r['transport']})" for r in mcp.public() if "transport" in r
         )
-        where = "option" if getattr(opts, "mcp_config", None) else "$K2LAB_MCP_CONFIG"
-        rows.append(("mcp servers", servers or "none enabled", f"{where}: {mcp.source}"))
-    model = (
-        "offline demo model (scripted): no key and no base URL"
-        if s.uses_demo_model
-        else f"{s.model} at {s.base_url or 'https://api.moonshot.ai/v1'}"
-    )
-    rows.insert(0, ("talks to", model, ""))
-    text = "\n".join(f"{n:<18} {v!s:<40} {src}" for n, v, src in rows)
+        rows.append(("mcp servers", servers or "none enabled", f"{mcp_where}: {mcp.source}"))
+    return rows
+
+
+def config(session: Any, opts: Any, arg: str, cell: str | None) -> None:
+    s = _settings(session, opts)
+    mcp = mcp_config(opts)
+    where = "option" if getattr(opts, "mcp_config", None) else "$K2LAB_MCP_CONFIG"
+    rows = config_rows(s, mcp, where)
+    text = "\n".join(f"{n:<18} {v:<40} {src}".rstrip() for n, v, src in rows)
     body = "".join(
-        f"<tr><td>{html.escape(str(n))}</td><td><code>{html.escape(str(v))}</code></td>"
-        f"<td>{html.escape(str(src))}</td></tr>"
+        f"<tr><td>{html.escape(n)}</td><td>"
+        + (f"<em>{v}</em>" if v == "not set" else f"<code>{html.escape(v)}</code>")
+        + f"</td><td>{html.escape(src)}</td></tr>"
         for n, v, src in rows
     )
     table = (

@@ -41,20 +41,25 @@ FIX = """
 totals = {{}}
 for o in orders:
     totals.setdefault(o[{who!r}], []).append(o[{amount!r}])
-avg = {{c: round(sum(v) / len(v), 2) for c, v in sorted(totals.items())}}
+avg = {{c: round(sum(v) / len(v), {digits}) for c, v in sorted(totals.items())}}
 for c, a in avg.items():
-    print(f"{{c}}: orders={{len(totals[c])}} avg={{a:.2f}}")
+    print(f"{{c}}: orders={{len(totals[c])}} avg={{a:.{digits}f}}")
 """
 
 VERIFY = """
 import pandas as pd
 
-check = pd.DataFrame(orders).groupby({who!r})[{amount!r}].mean().round(2)
+check = pd.DataFrame(orders).groupby({who!r})[{amount!r}].mean().round({digits})
 print(check.to_string())
 print("matches:", all(abs(check[c] - avg[c]) < 1e-9 for c in avg))
 """
 
 _AMOUNT_NAMES = ("total", "amount", "value", "price", "sum")
+_NUMBER_WORDS = {"zero": 0, "no": 0, "one": 1, "a single": 1, "two": 2, "three": 3, "four": 4}
+_DECIMALS = re.compile(
+    r"\b(\d|zero|no|one|a single|two|three|four)\s+(?:decimal|digit|place)", re.I
+)
+_ROUNDED = re.compile(r"round\(sum\(v\) / len\(v\), (\d)\)")
 
 
 def _keys(output: str) -> list[str]:
@@ -69,6 +74,26 @@ def _keys(output: str) -> list[str]:
             if isinstance(keys, list) and all(isinstance(k, str) for k in keys):
                 return keys
     return []
+
+
+def _digits(feedback: str | None) -> int | None:
+    """Decimal places the person asked for ("round the averages to 1 decimal place"), if any."""
+    text = (feedback or "").lower()
+    m = _DECIMALS.search(text)
+    if m:
+        word = m.group(1)
+        return int(word) if word.isdigit() else _NUMBER_WORDS[word]
+    if re.search(r"\b(whole numbers?|integers?|no decimals)\b", text):
+        return 0
+    if "cent" in text:
+        return 2
+    return None
+
+
+def _digits_of(code: str) -> int:
+    """The rounding the fix that ran used (2, to the cent, unless a person asked otherwise)."""
+    m = _ROUNDED.search(code)
+    return int(m.group(1)) if m else 2
 
 
 def _pick(keys: list[str]) -> tuple[str | None, str | None]:
@@ -124,25 +149,39 @@ def play(t: Turn) -> Reply:
     if fix is None:
         return t.call(
             "fix",
-            FIX.format(who=who, amount=amount),
+            FIX.format(who=who, amount=amount, digits=2),
             f"The records' keys are {keys}: the customer is under '{who}' and the amount under "
             f"'{amount}', not 'customer_id' / 'amount'. That is the whole bug. I'll rerun the "
             "grouping with the right keys and round to cents.",
         )
+    if fix.status == "rejected":
+        digits = _digits(fix.feedback)
+        if digits is not None and not t.never and t.count("fix") < 3:
+            places = f"{digits} decimal place{'' if digits == 1 else 's'}"
+            return t.call(
+                "fix",
+                FIX.format(who=who, amount=amount, digits=digits),
+                f'The user rejected the corrected grouping and said: "{fix.feedback}". The keys '
+                f"'{who}' and '{amount}' stay as they are; what changes is the rounding: I'll "
+                f"round the averages to {places} instead of cents and run it again.",
+            )
+        return _not_run(t, fix.feedback, fix.never_policy, what="run the corrected grouping")
     if fix.status != "ok":
         return t.answer(
             f"The corrected code did not run cleanly ({fix.status}: {fix.error_name}).",
             "The corrected code did not run cleanly:\n\n```\n" + quote(fix.output) + "\n```",
         )
+    digits = _digits_of(fix.code)
     rows = re.findall(r"^(\S+): orders=(\d+) avg=([\d.]+)$", fix.output, re.M)
     verify = t.last("verify")
     if verify is None:
         listed = ", ".join(f"{c} {a}" for c, _, a in rows)
         return t.call(
             "verify",
-            VERIFY.format(who=who, amount=amount),
+            VERIFY.format(who=who, amount=amount, digits=digits),
             f"Now it works: {listed}. Before I report, an independent check: the same mean "
-            "computed by pandas' groupby should agree to the cent.",
+            "computed by pandas' groupby should agree "
+            + ("to the cent." if digits == 2 else f"to {digits} decimal place(s)."),
         )
     table = "\n".join(f"| {c} | {n} | {a} |" for c, n, a in rows)
     checked = "matches: True" in verify.output
@@ -166,8 +205,11 @@ def play(t: Turn) -> Reply:
 
 def _not_run(t: Turn, feedback: str | None, never: bool, what: str = "group the orders") -> Reply:
     why = why_not_run(feedback, never)
+    ran = any(ex.status in ("ok", "error") for ex in t.exchanges)
     return t.answer(
         f"I can't {what}: {why}. I won't make numbers up.",
-        f"I could not compute the averages: {why}, so no code ran. Approve the `python` call "
-        "to let me run it.",
+        f"I could not compute the averages: {why}, so "
+        + ("the corrected code did not run" if ran else "no code ran")
+        + ". Approve the `python` call to let me run it"
+        + (" (or say how it should change, e.g. the rounding)." if ran else "."),
     )
