@@ -1,6 +1,8 @@
 // The TypeScript fold (src/trace-renderer/fold.ts, compiled to lib/) against the golden traces in
 // tests/trace/data/: for every NAME.view.json, the final view and each partial (live) view must
-// agree with RunView on what the renderers show: steps (text, done, restarts), retries, status.
+// agree with RunView on what the renderers show: runs and heavy-mode lanes (identity), steps (text,
+// done, restarts, usage, calls), calls keyed by (run_id, call_id) with their states, retries,
+// errors, totals, the answer, the verify pass (rounds, outcome, phase) and status.
 import { readFileSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -21,24 +23,47 @@ function events(name) {
 function fold(evs) {
   const f = new TraceFold();
   for (const ev of evs) f.add(ev);
-  return f.runs;
+  return f.runs.map(r => runOf(r));
 }
 
-function expectedRuns(view) {
-  return view.runs.map(r => ({
+// the fields both folds hold, in the shape of RunView.to_dict()
+function runOf(r) {
+  const out = {
     run_id: r.run_id,
     lane: r.lane,
+    prompt: r.prompt,
+    max_steps: r.max_steps,
     status: r.status,
     stop_reason: r.stop_reason,
+    error: r.error,
+    answer: r.answer,
     steps: r.steps.map(s => ({
       index: s.index,
       reasoning: s.reasoning,
       content: s.content,
       done: s.done,
-      restarts: s.restarts
+      restarts: s.restarts,
+      usage: s.usage,
+      calls: s.calls
     })),
-    retries: r.retries
-  }));
+    calls: r.calls.map(c => ({
+      run_id: c.run_id,
+      call_id: c.call_id,
+      step: c.step,
+      name: c.name,
+      decision: c.decision,
+      status: c.status,
+      executed: c.executed,
+      reason: c.reason
+    })),
+    retries: r.retries,
+    errors: r.errors,
+    totals: r.totals
+  };
+  if (r.verify !== undefined) {
+    out.verify = r.verify;
+  }
+  return out;
 }
 
 function canon(v) {
@@ -70,7 +95,7 @@ for (const name of names) {
   for (const c of cases) {
     checked++;
     const got = canon(fold(evs.slice(0, c.n)));
-    const want = canon(expectedRuns(c.view));
+    const want = canon(c.view.runs.map(r => runOf(r)));
     if (got !== want) {
       failed++;
       console.error(
@@ -91,7 +116,14 @@ if (retryText(r) !== 'attempt 2 of 4 in 0.5 s: HTTP 503') {
   failed++;
   console.error(`retryText: ${retryText(r)}`);
 }
-if (names.length < 8 || checked < names.length) {
+// the goldens of heavy mode and the verify pass are there (issue 12)
+for (const must of ['heavy', 'heavy_demo', 'verify_corrected']) {
+  if (!names.includes(must)) {
+    failed++;
+    console.error(`golden trace ${must} missing`);
+  }
+}
+if (names.length < 11 || checked < names.length) {
   failed++;
   console.error(`only ${names.length} golden traces found in ${data}`);
 }
