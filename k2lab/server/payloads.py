@@ -75,7 +75,7 @@ class CreateSession(_Strict):
 
 
 class MessageContext(_Strict):
-    kind: Literal["cell", "selection", "notebook"]
+    kind: Literal["cell", "selection", "notebook", "variables"]
     path: str = Field(..., max_length=1000)
     text: str = Field(..., max_length=500_000)
 
@@ -96,7 +96,11 @@ class SendMessage(_Strict):
         if self.context is None or not self.context.text.strip():
             return self.text
         c = self.context
-        what = {"cell": "the current cell", "selection": "the selected text"}.get(c.kind, "")
+        what = {
+            "cell": "the current cell",
+            "selection": "the selected text",
+            "variables": "the live variables in the kernel",
+        }.get(c.kind, "")
         what = what or "the notebook"
         return f"{self.text}\n\nContext ({what} of {c.path}):\n```\n{c.text}\n```"
 
