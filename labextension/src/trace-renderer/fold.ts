@@ -99,6 +99,8 @@ export interface IFoldRun {
   lane: string;
   prompt: string;
   model_label: string;
+  isolation: string;
+  policy: string;
   max_steps: number;
   status: string;
   stop_reason: string | null;
@@ -162,6 +164,8 @@ export class TraceFold {
       const run = newRun(str(ev.run_id), str(ev.lane));
       run.prompt = str(ev.prompt);
       run.model_label = str(ev.model_label) || str(ev.model);
+      run.isolation = str(ev.isolation);
+      run.policy = str(ev.policy);
       run.max_steps = int(ev.max_steps);
       this.addRun(run);
       return run;
@@ -468,6 +472,8 @@ function newRun(runId: string, lane: string): IFoldRun {
     lane,
     prompt: '',
     model_label: '',
+    isolation: '',
+    policy: '',
     max_steps: 0,
     status: 'running',
     stop_reason: null,

@@ -15,14 +15,18 @@ import { editableArgs, IEditableArgs } from './toolArgs';
 
 export type DecisionKind = 'approve' | 'edit' | 'reject';
 
-/** What the live panel lets a person do with a card; absent in the read-only renderer. */
+/**
+ * What the live panel lets a person do with a card; absent in the read-only renderer. `runId` is
+ * the call's run (heavy-mode lanes repeat Kimi's call ids): decisions are keyed by (run, call).
+ */
 export interface ICardActions {
   decide(
     callId: string,
     decision: DecisionKind,
-    extra: { arguments?: string; feedback?: string }
+    extra: { arguments?: string; feedback?: string },
+    runId?: string
   ): Promise<void>;
-  replay(callId: string): Promise<IReplayResult>;
+  replay(callId: string, runId?: string): Promise<IReplayResult>;
 }
 
 /** Re-runs one call and compares outputs (the panel's session, or a notebook's kernel). */

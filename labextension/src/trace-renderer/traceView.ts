@@ -2,11 +2,20 @@
  * Builds the DOM of a trace from k2lab events, one event at a time, so the same code renders a
  * saved trace bundle (all events at once) and the live panel (events as they stream).
  *
- * Per run: the prompt, a status line (model label, isolation, policy), per step a collapsible
- * reasoning block, the step's text (Markdown once the step ends) and its tool-call cards, notices
- * and errors, and a closing summary (stop reason, steps, tool calls, tokens, time).
+ * Every event goes through the fold of `fold.ts` (RunView's rules) first: it says which run the
+ * event belongs to (heavy-mode lanes interleave) and holds the state the lane tiles and the verify
+ * outcome read. Per run: the prompt, a status line (model label, isolation, policy), per step a
+ * collapsible reasoning block, the step's text (Markdown once the step ends) and its tool-call
+ * cards, notices and errors, the answer with the verify outcome next to it (verified / corrected /
+ * could not verify, and what was checked), and a closing summary (stop reason, steps, tool calls,
+ * tokens, time).
+ *
+ * Heavy mode (`lane` "1".."N", then "aggregate"): one block per heavy run with the task, the
+ * lanes side by side as tiles (status, step, tokens; a click opens the lane's steps and cards
+ * below), then the aggregation (its reasoning and answer, which lanes finished and which did not)
+ * and its verify outcome. Cards are keyed by (run_id, call_id): Kimi's ids repeat across lanes.
  */
-import { button, compact, h } from '../dom';
+import { append, button, compact, h } from '../dom';
 import {
   IEventBase,
   IRunEnd,
@@ -16,6 +25,7 @@ import {
   IToolResult
 } from '../types';
 import { Sanitize } from './display';
+import { IFoldRun, OUTCOME_WORDS, TraceFold } from './fold';
 import { ICardActions, ReplayFn, ToolCard } from './toolCard';
 
 export interface ITraceViewOptions {
@@ -33,7 +43,7 @@ export interface ITraceViewOptions {
   focusFallback?: () => HTMLElement | null;
 }
 
-/** What the panel's status bar shows about the latest run. */
+/** What the panel's status bar shows about the latest run (a heavy run: all its lanes). */
 export interface IRunState {
   runId: string;
   modelLabel: string;
@@ -46,6 +56,8 @@ export interface IRunState {
   toolCalls: number;
   running: boolean;
   stopReason: string;
+  /** heavy mode: how many lanes (0 for a single run) */
+  lanes?: number;
 }
 
 interface IStepBlock {
@@ -58,6 +70,38 @@ interface IStepBlock {
   ended?: boolean;
 }
 
+/** One run's DOM: where its steps, cards, notes and end go. */
+interface IRunBlock {
+  run: IFoldRun;
+  node: HTMLElement;
+  steps: Map<number, IStepBlock>;
+  lastStep: IStepBlock | null;
+  verify: HTMLElement | null;
+  /** heavy mode: the group the run belongs to */
+  group: IHeavyGroup | null;
+}
+
+/** One heavy run: its lanes' tiles and bodies, the aggregation. */
+interface IHeavyGroup {
+  id: string;
+  node: HTMLElement;
+  tiles: HTMLElement;
+  bodies: HTMLElement;
+  aggregate: HTMLElement;
+  lanes: Map<string, ILane>;
+  runs: IFoldRun[];
+}
+
+interface ILane {
+  run: IFoldRun;
+  tile: HTMLButtonElement;
+  status: HTMLElement;
+  step: HTMLElement;
+  tokens: HTMLElement;
+  answer: HTMLElement;
+  body: HTMLElement;
+}
+
 /** RunView's `retry_text`: the attempt a retry starts (retry.attempt + 1) of max_attempts. */
 export function retryText(ev: IEventBase): string {
   const attempt = Number(ev.attempt) + 1;
@@ -67,6 +111,7 @@ export function retryText(ev: IEventBase): string {
 /** Prompts longer than this fold to a few lines with a "show all" toggle. */
 const FOLD_CHARS = 1200;
 const FOLD_LINES = 8;
+const AGGREGATE = 'aggregate';
 
 /** The prompt's text; a long one folded under a "show all" toggle (nothing is cut). */
 function promptText(text: string): HTMLElement {
@@ -109,13 +154,42 @@ function promptBlock(prompt: string): HTMLElement {
   );
 }
 
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+/** A lane's state in one word: running, waiting for you, answered, failed, stopped, ... */
+export function laneStatus(run: IFoldRun): string {
+  if (run.status !== 'ended') {
+    return run.calls.some(c => c.status === 'pending') ? 'waiting' : 'running';
+  }
+  switch (run.stop_reason) {
+    case 'completed':
+      return run.answer.trim() ? 'answered' : 'no answer';
+    case 'error':
+      return 'failed';
+    case 'stopped':
+      return 'stopped';
+    default:
+      return (run.stop_reason || 'ended').replace(/_/g, ' ');
+  }
+}
+
+/** The heavy run a lane's run id belongs to ("HEAVYID.K" -> "HEAVYID"). */
+function groupId(runId: string, lane: string): string {
+  const tail = `.${lane}`;
+  return runId.endsWith(tail) ? runId.slice(0, -tail.length) : runId;
+}
+
 export class TraceView {
   readonly node: HTMLElement;
   state: IRunState | null = null;
-  private runNode: HTMLElement | null = null;
-  private steps = new Map<number, IStepBlock>();
+  private fold = new TraceFold();
+  private blocks = new Map<IFoldRun, IRunBlock>();
+  private groups = new Map<string, IHeavyGroup>();
+  private latest: IRunBlock | null = null;
+  /** by `${run_id}\n${call_id}` */
   private cards = new Map<string, ToolCard>();
-  private lastStep: IStepBlock | null = null;
   /** Where focus was parked after a decision (see ITraceViewOptions.focusFallback). */
   private parked: HTMLElement | null = null;
 
@@ -126,10 +200,11 @@ export class TraceView {
   clear(): void {
     this.node.replaceChildren();
     this.state = null;
-    this.runNode = null;
-    this.steps.clear();
+    this.fold = new TraceFold();
+    this.blocks.clear();
+    this.groups.clear();
+    this.latest = null;
     this.cards.clear();
-    this.lastStep = null;
   }
 
   /** Calls waiting for a person's decision. */
@@ -157,143 +232,366 @@ export class TraceView {
     return n;
   }
 
-  card(callId: string): ToolCard | undefined {
-    return this.cards.get(callId);
+  /** The card of a call: of the run given, else the latest call with this id. */
+  card(callId: string, runId?: string): ToolCard | undefined {
+    if (runId !== undefined) {
+      return this.cards.get(`${runId}\n${callId}`);
+    }
+    let found: ToolCard | undefined;
+    for (const card of this.cards.values()) {
+      found = card.callId === callId ? card : found;
+    }
+    return found;
   }
 
   add(ev: IEventBase): void {
+    const run = this.fold.add(ev);
+    const block =
+      ev.type === 'run.start'
+        ? this.runStart(ev as IRunStart, run)
+        : this.blockOf(run);
     switch (ev.type) {
       case 'run.start':
-        return this.runStart(ev as IRunStart);
+        break;
       case 'step.start':
-        this.step(ev.step);
-        if (this.state) {
-          this.state.step = ev.step;
-        }
-        return;
+        this.step(block, ev.step);
+        break;
       case 'reasoning.delta': {
-        const s = this.step(ev.step);
+        const s = this.step(block, ev.step);
         s.reasoningText.appendData(ev.text);
         s.reasoningSize.textContent = `${compact(s.reasoningText.length)} chars`;
-        return;
+        return; // nothing else changes: no tile or status update per fragment
       }
       case 'content.delta': {
-        const s = this.step(ev.step);
+        const s = this.step(block, ev.step);
         s.contentText += ev.text;
         s.content.textContent = s.contentText;
         return;
       }
       case 'step.end':
-        return this.stepEnd(ev);
+        this.stepEnd(block, ev);
+        break;
       case 'tool.proposed':
-        return this.toolProposed(ev as IToolProposed);
+        this.toolProposed(block, ev as IToolProposed);
+        break;
       case 'tool.decision': {
-        const card = this.cards.get(ev.call_id);
+        const card = this.cards.get(`${run.run_id}\n${ev.call_id}`);
         const hadFocus = !!card?.holdsFocus();
         card?.setDecision(ev as IToolDecision);
         if (hadFocus) {
           this.moveFocus(card);
         }
-        return;
+        break;
       }
       case 'tool.result':
-        this.cards.get(ev.call_id)?.setResult(ev as IToolResult);
-        return;
+        this.cards
+          .get(`${run.run_id}\n${ev.call_id}`)
+          ?.setResult(ev as IToolResult);
+        break;
       case 'usage':
-        if (this.state) {
-          this.state.promptTokens += ev.prompt_tokens || 0;
-          this.state.completionTokens += ev.completion_tokens || 0;
-        }
-        return;
+        break;
       case 'retry':
-        return this.line('k2lab-warning', `Retrying: ${retryText(ev)}`);
+        this.line(block, 'k2lab-warning', `Retrying: ${retryText(ev)}`);
+        break;
       case 'error':
-        return this.line(
+        this.line(
+          block,
           'k2lab-note k2lab-error',
           `${ev.fatal ? 'Fatal error' : 'Error'} (${ev.kind}): ${ev.message}`
         );
+        break;
       case 'notice':
         if (ev.kind === 'step_restart') {
-          this.restartStep();
+          this.restartStep(block);
         }
-        return this.line('k2lab-info', ev.message);
+        this.line(block, 'k2lab-info', ev.message);
+        break;
+      case 'verify.start':
+      case 'verify.end':
+        this.showVerify(block);
+        break;
       case 'run.end':
-        return this.runEnd(ev as IRunEnd);
+        this.runEnd(block, ev as IRunEnd);
+        break;
       default:
         return; // an event type from a newer server: nothing to show
     }
-  }
-
-  private run(): HTMLElement {
-    if (!this.runNode) {
-      // events before any run.start (a cut trace): give them a home
-      this.runNode = h('div', { class: 'k2lab-run' });
-      this.node.append(this.runNode);
+    this.updateState(block);
+    if (block.group) {
+      this.updateGroup(block.group, block);
     }
-    return this.runNode;
   }
 
-  private runStart(ev: IRunStart): void {
-    this.steps.clear();
-    this.lastStep = null;
-    this.state = {
-      runId: ev.run_id,
-      modelLabel: ev.model_label || ev.model,
-      isolation: ev.isolation,
-      policy: ev.policy,
-      step: 0,
-      maxSteps: ev.max_steps,
-      promptTokens: 0,
-      completionTokens: 0,
-      toolCalls: 0,
-      running: true,
-      stopReason: ''
+  private blockOf(run: IFoldRun): IRunBlock {
+    let block = this.blocks.get(run);
+    if (!block) {
+      // events before any run.start (a cut trace): give them a home
+      block = this.newBlock(run, h('div', { class: 'k2lab-run' }), null);
+      this.node.append(block.node);
+    }
+    return block;
+  }
+
+  private newBlock(
+    run: IFoldRun,
+    node: HTMLElement,
+    group: IHeavyGroup | null
+  ): IRunBlock {
+    const block: IRunBlock = {
+      run,
+      node,
+      steps: new Map(),
+      lastStep: null,
+      verify: null,
+      group
     };
-    const demo = /demo/i.test(ev.model_label || '');
-    this.runNode = h(
-      'div',
-      { class: 'k2lab-run', 'data-run-id': ev.run_id },
-      promptBlock(ev.prompt),
-      h(
-        'div',
-        { class: 'k2lab-head' },
-        h(
-          'span',
-          { class: `k2lab-badge k2lab-model${demo ? ' k2lab-demo' : ''}` },
-          ev.model_label || ev.model
-        ),
-        h(
-          'span',
-          { class: 'k2lab-badge k2lab-isolation' },
-          `sandbox: ${ev.isolation}`
-        ),
-        h(
-          'span',
-          { class: 'k2lab-badge k2lab-policy' },
-          `approval: ${ev.policy}`
-        )
-      )
-    );
-    this.node.append(this.runNode);
+    this.blocks.set(run, block);
+    this.latest = block;
+    return block;
   }
 
-  private step(n: number): IStepBlock {
-    let s = this.steps.get(n);
+  private head(ev: IRunStart): HTMLElement {
+    const demo =
+      ev.demo === true ||
+      (ev.demo === undefined && /demo/i.test(ev.model_label || ''));
+    return h(
+      'div',
+      { class: 'k2lab-head' },
+      h(
+        'span',
+        { class: `k2lab-badge k2lab-model${demo ? ' k2lab-demo' : ''}` },
+        ev.model_label || ev.model
+      ),
+      h(
+        'span',
+        { class: 'k2lab-badge k2lab-isolation' },
+        `sandbox: ${ev.isolation}`
+      ),
+      h('span', { class: 'k2lab-badge k2lab-policy' }, `approval: ${ev.policy}`)
+    );
+  }
+
+  private runStart(ev: IRunStart, run: IFoldRun): IRunBlock {
+    const lane = run.lane;
+    if (!lane) {
+      const node = h(
+        'div',
+        { class: 'k2lab-run', 'data-run-id': ev.run_id },
+        promptBlock(ev.prompt),
+        this.head(ev)
+      );
+      this.node.append(node);
+      return this.newBlock(run, node, null);
+    }
+    const group = this.group(ev, run);
+    group.runs.push(run);
+    if (lane === AGGREGATE) {
+      const prompt = h(
+        'details',
+        { class: 'k2lab-aggregate-prompt' },
+        h(
+          'summary',
+          {},
+          `What the aggregation read · ${compact(ev.prompt.length)} chars`
+        ),
+        h('pre', {}, ev.prompt)
+      );
+      const node = h(
+        'div',
+        {
+          class: 'k2lab-run k2lab-aggregate',
+          'data-run-id': ev.run_id,
+          'data-lane': lane
+        },
+        h('div', { class: 'k2lab-label' }, 'Aggregation'),
+        prompt
+      );
+      group.aggregate.replaceChildren(node);
+      group.aggregate.hidden = false;
+      return this.newBlock(run, node, group);
+    }
+    const body = h('div', {
+      class: 'k2lab-run k2lab-lane-body',
+      'data-run-id': ev.run_id,
+      'data-lane': lane,
+      role: 'region',
+      'aria-label': `Lane ${lane}`,
+      hidden: true
+    });
+    body.append(h('div', { class: 'k2lab-label' }, `Lane ${lane}`));
+    const status = h('span', { class: 'k2lab-badge k2lab-lane-status' });
+    const step = h('span', { class: 'k2lab-lane-step' });
+    const tokens = h('span', { class: 'k2lab-lane-tokens' });
+    const answer = h('span', { class: 'k2lab-lane-answer' });
+    const tile = h(
+      'button',
+      {
+        class: 'k2lab-lane',
+        type: 'button',
+        'data-lane': lane,
+        'aria-expanded': 'false',
+        title: `Lane ${lane}: show its steps and calls`
+      },
+      h(
+        'span',
+        { class: 'k2lab-lane-head' },
+        h('span', { class: 'k2lab-lane-name' }, `Lane ${lane}`),
+        status
+      ),
+      step,
+      tokens,
+      answer
+    );
+    tile.addEventListener('click', () =>
+      this.expandLane(group.lanes.get(lane), body.hidden)
+    );
+    const old = group.lanes.get(lane);
+    old?.tile.remove();
+    old?.body.remove();
+    group.lanes.set(lane, { run, tile, status, step, tokens, answer, body });
+    group.tiles.append(tile);
+    group.bodies.append(body);
+    return this.newBlock(run, body, group);
+  }
+
+  private expandLane(lane: ILane | undefined, open: boolean): void {
+    if (!lane) {
+      return;
+    }
+    lane.body.hidden = !open;
+    lane.tile.setAttribute('aria-expanded', String(open));
+    lane.tile.classList.toggle('k2lab-lane-open', open);
+  }
+
+  /** The heavy run a lane's run.start belongs to (created at its first lane). */
+  private group(ev: IRunStart, run: IFoldRun): IHeavyGroup {
+    const id = groupId(run.run_id, run.lane);
+    const known = this.groups.get(id);
+    if (known) {
+      return known;
+    }
+    const tiles = h('div', {
+      class: 'k2lab-lanes',
+      role: 'group',
+      'aria-label': 'Lanes'
+    });
+    const bodies = h('div', { class: 'k2lab-lane-bodies' });
+    const aggregate = h('div', { class: 'k2lab-aggregate-slot', hidden: true });
+    const summary = h('div', { class: 'k2lab-heavy-summary' });
+    const node = h(
+      'div',
+      { class: 'k2lab-run k2lab-heavy', 'data-heavy-id': id },
+      promptBlock(ev.prompt),
+      this.head(ev),
+      summary,
+      tiles,
+      bodies,
+      aggregate
+    );
+    this.node.append(node);
+    const group: IHeavyGroup = {
+      id,
+      node,
+      tiles,
+      bodies,
+      aggregate,
+      lanes: new Map(),
+      runs: []
+    };
+    this.groups.set(id, group);
+    return group;
+  }
+
+  /** Tiles and the heavy summary follow the fold (not per streamed fragment). */
+  private updateGroup(group: IHeavyGroup, block: IRunBlock): void {
+    const run = block.run;
+    const lane = group.lanes.get(run.lane);
+    if (lane && lane.run === run) {
+      const st = laneStatus(run);
+      lane.status.textContent = st === 'waiting' ? 'waiting for you' : st;
+      lane.tile.dataset.status = st.replace(/ /g, '_');
+      const max = run.max_steps ? `/${run.max_steps}` : '';
+      lane.step.textContent = `step ${run.steps.length}${max} · ${plural(run.totals.calls, 'call')}`;
+      lane.tokens.textContent = `${compact(run.totals.prompt_tokens)} in / ${compact(run.totals.completion_tokens)} out tokens`;
+      const why =
+        st === 'failed' ? run.error || run.errors[0]?.message || '' : '';
+      lane.answer.textContent = why || firstLine(run.answer);
+      lane.answer.classList.toggle('k2lab-error', !!why);
+      if (st === 'waiting' && this.options.actions) {
+        this.expandLane(lane, true); // its call waits: show the card
+      }
+    }
+    const lanes = group.runs.filter(r => r.lane !== AGGREGATE);
+    const ended = lanes.filter(r => r.status === 'ended');
+    const ok = ended.filter(r => laneStatus(r) === 'answered');
+    const tokensIn = group.runs.reduce((n, r) => n + r.totals.prompt_tokens, 0);
+    const tokensOut = group.runs.reduce(
+      (n, r) => n + r.totals.completion_tokens,
+      0
+    );
+    const summary = group.node.querySelector('.k2lab-heavy-summary');
+    if (summary) {
+      summary.textContent =
+        `Heavy: ${plural(lanes.length, 'lane')} · ${ok.length} answered` +
+        (ended.length - ok.length ? ` · ${ended.length - ok.length} not` : '') +
+        (lanes.length - ended.length
+          ? ` · ${lanes.length - ended.length} running`
+          : '') +
+        ` · ${compact(tokensIn)} in / ${compact(tokensOut)} out tokens in all`;
+    }
+  }
+
+  /** The panel's status line: the latest run, or all lanes of the latest heavy run. */
+  private updateState(block: IRunBlock): void {
+    if (block !== this.latest && block.group !== this.latest?.group) {
+      return;
+    }
+    const runs = block.group ? block.group.runs : [block.run];
+    const first = runs[0];
+    const running = runs.some(r => r.status !== 'ended');
+    this.state = {
+      runId: block.group?.id ?? first.run_id,
+      modelLabel: first.model_label,
+      isolation: first.isolation,
+      policy: first.policy,
+      step: Math.max(0, ...runs.map(r => r.current ?? r.totals.steps)),
+      maxSteps: first.max_steps,
+      promptTokens: runs.reduce((n, r) => n + r.totals.prompt_tokens, 0),
+      completionTokens: runs.reduce(
+        (n, r) => n + r.totals.completion_tokens,
+        0
+      ),
+      toolCalls: runs.reduce((n, r) => n + r.totals.calls, 0),
+      running,
+      stopReason: running ? '' : runs[runs.length - 1].stop_reason || '',
+      lanes: block.group
+        ? runs.filter(r => r.lane !== AGGREGATE).length
+        : undefined
+    };
+  }
+
+  private step(block: IRunBlock, n: number): IStepBlock {
+    let s = block.steps.get(n);
     if (s) {
       return s;
     }
     // live: the newest step's reasoning stays open (it explains the call waiting for approval);
     // older steps fold so a long run stays readable
-    this.foldReasoning();
+    this.foldReasoning(block);
     const reasoningText = document.createTextNode('');
     const reasoningSize = h('span', { class: 'k2lab-reasoning-size' });
+    const v = block.run.verify;
+    const title =
+      v && v.phase === 'checking'
+        ? `Checking · round ${v.rounds[v.rounds.length - 1]?.round ?? 1} · step ${n}`
+        : `Thinking · step ${n}`;
     const reasoning = h(
       'details',
       { class: 'k2lab-reasoning', open: this.options.live },
       h(
         'summary',
         {},
-        h('span', { class: 'k2lab-reasoning-title' }, `Thinking · step ${n}`),
+        h('span', { class: 'k2lab-reasoning-title' }, title),
         reasoningSize
       ),
       h('pre', { class: 'k2lab-reasoning-text' }, reasoningText)
@@ -301,7 +599,10 @@ export class TraceView {
     const content = h('div', { class: 'k2lab-content' });
     const node = h(
       'div',
-      { class: 'k2lab-step', 'data-step': String(n) },
+      {
+        class: `k2lab-step${v && v.phase === 'checking' ? ' k2lab-verify-step' : ''}`,
+        'data-step': String(n)
+      },
       reasoning,
       content
     );
@@ -313,14 +614,14 @@ export class TraceView {
       content,
       contentText: ''
     };
-    this.steps.set(n, s);
-    this.lastStep = s;
-    this.run().append(node);
+    block.steps.set(n, s);
+    block.lastStep = s;
+    block.node.append(node);
     return s;
   }
 
-  private foldReasoning(): void {
-    for (const s of this.steps.values()) {
+  private foldReasoning(block: IRunBlock): void {
+    for (const s of block.steps.values()) {
       s.reasoning.open = false;
     }
   }
@@ -329,9 +630,9 @@ export class TraceView {
    * RunView's rule for `notice(kind="step_restart")`: the unfinished step's streamed text is
    * dropped (the provider streams the step again), so a cut stream is never shown twice.
    */
-  private restartStep(): void {
-    const n = this.state?.step;
-    const s = n === undefined ? undefined : this.steps.get(n);
+  private restartStep(block: IRunBlock): void {
+    const n = block.run.current;
+    const s = n === null ? undefined : block.steps.get(n);
     if (!s || s.ended) {
       return;
     }
@@ -341,8 +642,8 @@ export class TraceView {
     s.content.textContent = '';
   }
 
-  private stepEnd(ev: IEventBase): void {
-    const s = this.step(ev.step);
+  private stepEnd(block: IRunBlock, ev: IEventBase): void {
+    const s = this.step(block, ev.step);
     s.ended = true;
     // the step's whole message is authoritative (a reconnect may have missed deltas)
     if (
@@ -370,14 +671,20 @@ export class TraceView {
     });
   }
 
-  private toolProposed(ev: IToolProposed): void {
-    const card = new ToolCard(ev, this.options.sanitize, this.options.actions);
-    this.cards.set(ev.call_id, card);
-    if (this.state) {
-      this.state.toolCalls += 1;
-    }
-    const s = this.steps.get(ev.step);
-    (s ? s.node : this.run()).append(card.node);
+  private toolProposed(block: IRunBlock, ev: IToolProposed): void {
+    const runId = block.run.run_id;
+    const actions = this.options.actions;
+    // decisions name the run too: Kimi's ids (functions.python:0) repeat across lanes
+    const cardActions: ICardActions | undefined = actions && {
+      decide: (callId, decision, extra) =>
+        actions.decide(callId, decision, extra, runId),
+      replay: callId => actions.replay(callId, runId)
+    };
+    const card = new ToolCard(ev, this.options.sanitize, cardActions);
+    card.node.dataset.runId = runId;
+    this.cards.set(`${runId}\n${ev.call_id}`, card);
+    const s = block.steps.get(ev.step);
+    (s ? s.node : block.node).append(card.node);
     // focus parked after the last decision (and not moved since) goes on to this call
     if (this.parked && document.activeElement === this.parked) {
       if (card.focusApprove()) {
@@ -411,41 +718,122 @@ export class TraceView {
     }
   }
 
-  private line(cls: string, text: string): void {
-    this.run().append(h('div', { class: `k2lab-note ${cls}` }, text));
+  private line(block: IRunBlock, cls: string, text: string): void {
+    block.node.append(h('div', { class: `k2lab-note ${cls}` }, text));
   }
 
-  private runEnd(ev: IRunEnd): void {
-    if (this.state) {
-      this.state.running = false;
-      this.state.stopReason = ev.stop_reason;
-      this.state.step = ev.steps;
-      this.state.promptTokens = ev.prompt_tokens ?? this.state.promptTokens;
-      this.state.completionTokens =
-        ev.completion_tokens ?? this.state.completionTokens;
+  /** The verify pass's state: checking while a round runs, then the outcome and what was checked. */
+  private showVerify(block: IRunBlock): void {
+    const v = block.run.verify;
+    if (!v) {
+      return;
     }
+    if (!block.verify) {
+      block.verify = h('div', { class: 'k2lab-verify', role: 'status' });
+      block.node.append(block.verify);
+    }
+    const node = block.verify;
+    const last = v.rounds[v.rounds.length - 1];
+    const done = v.phase !== 'checking' && v.outcome !== null;
+    const outcome = done ? (v.outcome as string) : 'checking';
+    node.className = `k2lab-verify k2lab-verify-${outcome}`;
+    node.dataset.outcome = outcome;
+    const title =
+      v.phase === 'checking'
+        ? `Checking the answer · round ${last.round} of ${last.max_rounds}`
+        : v.phase === 'correcting'
+          ? `Check found a fault · correcting (round ${last.round} of ${last.max_rounds})`
+          : `${cap(OUTCOME_WORDS[outcome] ?? outcome)}`;
+    const checks = v.rounds.reduce((n, r) => n + r.checks.length, 0);
+    const facts =
+      done || v.phase === 'correcting'
+        ? ` · ${plural(v.rounds.length, 'round')}, ${plural(checks, 'tool call')} in the check`
+        : '';
+    const rounds = v.rounds
+      .filter(r => r.status === 'done')
+      .map(r =>
+        h(
+          'div',
+          { class: 'k2lab-verify-round' },
+          h(
+            'div',
+            {},
+            h('strong', {}, `Round ${r.round}: `),
+            `${(r.verdict || 'none').replace(/_/g, ' ')}`,
+            r.reason ? ` · ${r.reason}` : ''
+          ),
+          r.summary
+            ? h('div', { class: 'k2lab-verify-summary' }, r.summary)
+            : null,
+          ...r.checks.map(c =>
+            h(
+              'div',
+              { class: 'k2lab-verify-check' },
+              h('span', { class: 'k2lab-tool-name' }, `${c.name} ${c.call_id}`),
+              h('pre', { class: 'k2lab-code' }, codeOf(c.arguments)),
+              c.output ? h('pre', { class: 'k2lab-stdout' }, c.output) : null
+            )
+          )
+        )
+      );
+    const summary = done ? v.rounds[v.rounds.length - 1].summary : '';
+    node.replaceChildren();
+    append(
+      node,
+      h(
+        'div',
+        { class: 'k2lab-verify-head' },
+        h('span', { class: 'k2lab-badge k2lab-verify-badge' }, title),
+        facts
+      ),
+      summary ? h('div', { class: 'k2lab-verify-summary' }, summary) : null,
+      rounds.length
+        ? h(
+            'details',
+            { class: 'k2lab-verify-rounds' },
+            h('summary', {}, 'What was checked'),
+            ...rounds
+          )
+        : null
+    );
+  }
+
+  private runEnd(block: IRunBlock, ev: IRunEnd): void {
+    const runId = block.run.run_id;
     for (const card of this.cards.values()) {
-      card.setInactive();
+      if (card.node.dataset.runId === runId) {
+        card.setInactive();
+      }
     }
-    this.foldReasoning();
-    const last = this.lastStep;
-    if (ev.answer && ev.answer.trim() !== (last?.contentText ?? '').trim()) {
+    this.foldReasoning(block);
+    const last = block.lastStep;
+    const verify = block.run.verify;
+    if (
+      ev.answer &&
+      (verify || ev.answer.trim() !== (last?.contentText ?? '').trim())
+    ) {
       const answer = h('div', { class: 'k2lab-answer' });
-      this.run().append(answer);
+      block.node.append(answer);
       this.markdown(answer, ev.answer);
     } else if (last && ev.answer) {
       last.content.classList.add('k2lab-answer');
     }
+    if (block.verify) {
+      block.node.append(block.verify); // next to the answer
+    }
     const parts = [
       ev.stop_reason,
-      `${ev.steps} step${ev.steps === 1 ? '' : 's'}`,
-      `${ev.tool_calls} tool call${ev.tool_calls === 1 ? '' : 's'}`,
+      plural(ev.steps, 'step'),
+      plural(ev.tool_calls, 'tool call'),
       `${compact(ev.prompt_tokens || 0)} in / ${compact(ev.completion_tokens || 0)} out tokens`
     ];
     if (ev.elapsed) {
       parts.push(`${ev.elapsed.toFixed(1)} s`);
     }
-    this.run().append(
+    if (block.run.lane === AGGREGATE && block.group) {
+      block.node.append(this.lanesUsed(block.group));
+    }
+    block.node.append(
       h(
         'div',
         { class: `k2lab-run-end k2lab-status k2lab-stop-${ev.stop_reason}` },
@@ -455,5 +843,45 @@ export class TraceView {
           : null
       )
     );
+  }
+
+  /** Which lanes the aggregation had answers from, and which did not finish and why. */
+  private lanesUsed(group: IHeavyGroup): HTMLElement {
+    const lanes = group.runs.filter(r => r.lane !== AGGREGATE);
+    const ok = lanes.filter(r => laneStatus(r) === 'answered');
+    const not = lanes.filter(r => laneStatus(r) !== 'answered');
+    return h(
+      'div',
+      { class: 'k2lab-lanes-used' },
+      `Aggregated the answers of ${ok.length ? ok.map(r => `lane ${r.lane}`).join(', ') : 'no lane'}`,
+      not.length
+        ? `; did not finish: ${not
+            .map(r => {
+              const why = r.error || r.errors[0]?.message || laneStatus(r);
+              return `lane ${r.lane} (${why})`;
+            })
+            .join(', ')}`
+        : '',
+      '.'
+    );
+  }
+}
+
+function cap(s: string): string {
+  return s.charAt(0).toUpperCase() + s.slice(1);
+}
+
+function firstLine(text: string): string {
+  const line = text.trim().split('\n')[0] || '';
+  return line.length > 120 ? `${line.slice(0, 119)}…` : line;
+}
+
+/** A check's arguments as code when they are `{"code": ...}`, else as they are. */
+function codeOf(args: string): string {
+  try {
+    const v = JSON.parse(args);
+    return v && typeof v.code === 'string' ? v.code : args;
+  } catch {
+    return args;
   }
 }
