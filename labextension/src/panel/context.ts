@@ -1,16 +1,18 @@
 /**
  * "Use the current notebook": the context a message carries, chosen explicitly (nothing, the
- * active cell, the editor selection, the whole notebook), shown as a chip with its size, and cut
- * to a bound (with a visible notice) before it is sent.
+ * active cell, the editor selection, the whole notebook, the kernel's variables), shown as a chip
+ * with its size, and cut to a bound (with a visible notice) before it is sent.
  */
-import { INotebookTracker } from '@jupyterlab/notebook';
+import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
 
 import { append, button, compact, h } from '../dom';
+import { IVariables, readVariables } from './variables';
 
-export type ContextKind = 'none' | 'cell' | 'selection' | 'notebook';
+export type ContextKind =
+  'none' | 'cell' | 'selection' | 'notebook' | 'variables';
 
 export interface IAttachedContext {
-  kind: 'cell' | 'selection' | 'notebook';
+  kind: 'cell' | 'selection' | 'notebook' | 'variables';
   path: string;
   text: string;
   /** A one-line description for the chip. */
@@ -26,8 +28,16 @@ const LABELS: { [k in ContextKind]: string } = {
   none: 'No context',
   cell: 'Active cell',
   selection: 'Selection',
-  notebook: 'Whole notebook'
+  notebook: 'Whole notebook',
+  variables: 'Variables'
 };
+
+/** What the kernel's variables were when last read, for which notebook (or why not). */
+interface IVariablesRead {
+  path: string;
+  vars: IVariables | null;
+  error: string;
+}
 
 export class ContextPicker {
   readonly node: HTMLElement;
@@ -35,6 +45,8 @@ export class ContextPicker {
   private chip: HTMLElement;
   private watched: Cell | null = null;
   private refreshQueued = false;
+  private vars: IVariablesRead | null = null;
+  private reading: Promise<void> | null = null;
 
   constructor(
     private tracker: INotebookTracker,
@@ -49,7 +61,12 @@ export class ContextPicker {
       const opt = h('option', { value: kind }, LABELS[kind]);
       this.select.append(opt);
     }
-    this.select.addEventListener('change', () => this.refresh());
+    this.select.addEventListener('change', () => {
+      if (this.kind === 'variables') {
+        void this.readVariables();
+      }
+      this.refresh();
+    });
     this.chip = h('div', { class: 'k2lab-context-chip' });
     this.node = h('div', { class: 'k2lab-context' }, this.select, this.chip);
     const refresh = () => {
@@ -59,7 +76,55 @@ export class ContextPicker {
     tracker.currentChanged.connect(refresh);
     tracker.activeCellChanged.connect(refresh);
     tracker.selectionChanged.connect(refresh);
+    tracker.currentChanged.connect(() => this.variablesChanged());
+    // a cell ran: its variables may have changed
+    NotebookActions.executed.connect(() => this.variablesChanged());
     refresh();
+  }
+
+  private variablesChanged(): void {
+    if (this.kind === 'variables') {
+      void this.readVariables();
+    }
+  }
+
+  /** Read the current notebook's kernel variables (one read at a time), then redraw the chip. */
+  readVariables(): Promise<void> {
+    if (this.reading) {
+      return this.reading.then(() => this.readVariables());
+    }
+    const panel = this.tracker.currentWidget;
+    if (!panel) {
+      this.vars = null;
+      this.refresh();
+      return Promise.resolve();
+    }
+    const path = panel.context.path;
+    this.vars = { path, vars: null, error: '' }; // "reading" until it answers
+    this.refresh();
+    this.reading = readVariables(panel)
+      .then(
+        vars => {
+          this.vars = { path, vars, error: '' };
+        },
+        e => {
+          this.vars = { path, vars: null, error: (e as Error).message };
+        }
+      )
+      .finally(() => {
+        this.reading = null;
+        this.refresh();
+      });
+    return this.reading;
+  }
+
+  /** The context to send, read fresh (the variables from the kernel, as they are now). */
+  async fresh(): Promise<IAttachedContext | null> {
+    if (this.kind === 'variables') {
+      await this.readVariables();
+    }
+    this.refresh();
+    return this.current();
   }
 
   /**
@@ -114,7 +179,15 @@ export class ContextPicker {
     const notebook = panel.content;
     let text = '';
     let label = '';
-    if (kind === 'notebook') {
+    if (kind === 'variables') {
+      const read = this.vars;
+      if (!read || read.path !== path || !read.vars?.text) {
+        return null;
+      }
+      text = read.vars.text;
+      const n = read.vars.count;
+      label = `${n} variable${n === 1 ? '' : 's'} of the kernel of ${path}`;
+    } else if (kind === 'notebook') {
       text = notebook
         .model!.sharedModel.cells.map(
           (c, i) => `# --- cell ${i + 1} (${c.cell_type})\n${c.getSource()}`
@@ -160,6 +233,16 @@ export class ContextPicker {
     };
   }
 
+  /** Why no variables are attached (still reading, the kernel said why, or there are none). */
+  private variablesWhy(): string {
+    const read = this.vars;
+    const path = this.tracker.currentWidget?.context.path;
+    if (!read || read.path !== path || (!read.vars && !read.error)) {
+      return 'reading the kernel\u2019s variables\u2026';
+    }
+    return read.error || 'the kernel has no variables yet (run a cell)';
+  }
+
   refresh(): void {
     const kind = this.kind;
     this.chip.replaceChildren();
@@ -171,11 +254,13 @@ export class ContextPicker {
     this.chip.hidden = false;
     const ctx = this.current();
     if (!ctx) {
-      const why = this.tracker.currentWidget
-        ? kind === 'selection'
+      const why = !this.tracker.currentWidget
+        ? 'open a notebook'
+        : kind === 'selection'
           ? 'select text in a cell'
-          : 'no active cell'
-        : 'open a notebook';
+          : kind === 'variables'
+            ? this.variablesWhy()
+            : 'no active cell';
       this.chip.append(
         h('span', { class: 'k2lab-chip-warning' }, `Nothing attached: ${why}`)
       );

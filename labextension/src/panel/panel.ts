@@ -286,11 +286,11 @@ export class K2Panel extends Widget {
     if (!text || this.running) {
       return;
     }
-    this.composer.context.refresh(); // the chip shows exactly what is sent
-    const ctx = this.composer.context.current();
     this.composer.update(false, 0, true);
     this.say('', false);
     try {
+      // read fresh (the variables from the kernel now): the chip shows exactly what is sent
+      const ctx = await this.composer.context.fresh();
       if (!this.sessionId) {
         const created = await postJSON<ISessionMeta>('sessions', {
           title: text.length > 60 ? text.slice(0, 57) + '…' : text,
