@@ -112,6 +112,10 @@ def check_replay_fork_export(nb: Any, runs: list[Any], tmp_path: Path) -> None:
     first = next(e for e in branch.events if e["type"] == "tool.result")
     assert first["ok"] and "avg=52.4" in first["output"]
     assert branch.events[-1]["stop_reason"] == "completed"
+    # the model's cross-check follows the branch's rounding (one decimal), and agrees
+    checks = [e for e in branch.events if e["type"] == "tool.result"][1:]
+    assert checks
+    assert "matches: True" in checks[-1]["output"], checks[-1]["output"]
     # export: the latest ended run as a notebook, one code cell per call that ran
     said = text_of(cell_with(nb, "%k2 export"))
     assert "wrote exported-run.ipynb (" in said
@@ -122,6 +126,19 @@ def check_replay_fork_export(nb: Any, runs: list[Any], tmp_path: Path) -> None:
     assert f"k2lab run `{branch.run_id}`" in text_of(cell_with(nb, "exported.cells"))
 
 
+def check_panel(nb: Any, runs: list[Any], tmp_path: Path) -> None:
+    assert runs == []  # the panel's runs live on the server, not in this notebook
+    table = text_of(cell_with(nb, "sales.head()"))
+    assert "<table" in table and "revenue" in table
+    assert "North" in text_of(cell_with(nb, "per_region ="))
+    assert "offline demo model" in text_of(cell_with(nb, "%k2 config"))
+    words = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    for word in ("Ctrl+Alt+K", "Active cell", "Selection", "Whole notebook", "Variables",
+                 "Approve", "Reject", "Moonshot", "OpenRouter", "vLLM", "SGLang",
+                 "K2LAB_API_KEY"):  # fmt: skip
+        assert word in words, word
+
+
 def check_demo(nb: Any, runs: list[Any], tmp_path: Path) -> None:
     assert len(runs) == 2 and "3.14" in runs[0].events[-1]["answer"]
 
@@ -130,11 +147,14 @@ CHECKS: dict[str, Callable[[Any, list[Any], Path], None]] = {
     "quickstart.ipynb": check_quickstart,
     "replay_fork_export.ipynb": check_replay_fork_export,
     "demo.ipynb": check_demo,
+    "panel.ipynb": check_panel,
 }
 
 
 def test_every_example_has_its_checks() -> None:
-    assert {"quickstart.ipynb", "replay_fork_export.ipynb"} <= {p.name for p in EXAMPLES}
+    assert {"quickstart.ipynb", "replay_fork_export.ipynb", "panel.ipynb"} <= {
+        p.name for p in EXAMPLES
+    }
     assert {p.name for p in EXAMPLES} <= set(CHECKS)
 
 

@@ -59,7 +59,6 @@ _NUMBER_WORDS = {"zero": 0, "no": 0, "one": 1, "a single": 1, "two": 2, "three":
 _DECIMALS = re.compile(
     r"\b(\d|zero|no|one|a single|two|three|four)\s+(?:decimal|digit|place)", re.I
 )
-_ROUNDED = re.compile(r"round\(sum\(v\) / len\(v\), (\d)\)")
 
 
 def _keys(output: str) -> list[str]:
@@ -90,10 +89,11 @@ def _digits(feedback: str | None) -> int | None:
     return None
 
 
-def _digits_of(code: str) -> int:
-    """The rounding the fix that ran used (2, to the cent, unless a person asked otherwise)."""
-    m = _ROUNDED.search(code)
-    return int(m.group(1)) if m else 2
+def _digits_of(averages: list[str]) -> int:
+    """The rounding the fix that ran used, read from what it printed (a person may have edited
+    the code, or asked for another rounding): 2, to the cent, when nothing says otherwise."""
+    places = {len(a.partition(".")[2]) for a in averages}
+    return places.pop() if len(places) == 1 else 2
 
 
 def _pick(keys: list[str]) -> tuple[str | None, str | None]:
@@ -171,8 +171,8 @@ def play(t: Turn) -> Reply:
             f"The corrected code did not run cleanly ({fix.status}: {fix.error_name}).",
             "The corrected code did not run cleanly:\n\n```\n" + quote(fix.output) + "\n```",
         )
-    digits = _digits_of(fix.code)
     rows = re.findall(r"^(\S+): orders=(\d+) avg=([\d.]+)$", fix.output, re.M)
+    digits = _digits_of([a for _, _, a in rows])
     verify = t.last("verify")
     if verify is None:
         listed = ", ".join(f"{c} {a}" for c, _, a in rows)
