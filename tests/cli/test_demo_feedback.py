@@ -128,3 +128,13 @@ def test_fix_bug_feedback_it_cannot_follow_ends_honestly(demo: DemoServer) -> No
     assert "not like this" in final["content"]
     assert "the corrected code did not run" in final["content"]
     assert "did not run cleanly" not in final["content"] and "avg" not in final["content"]
+
+
+def test_analyze_dataset_summary_rejected_does_not_claim_nothing_ran(demo: DemoServer) -> None:
+    c = Conversation(demo, DEMO_PROMPTS["analyze_dataset"])
+    assert "rows=" in c.approve(c.next())  # the table was made in the kernel
+    c.reject(c.next(), "skip the summary")
+    final = c.next()
+    assert final["id"] is None
+    assert "no code ran" not in final["content"] and "not run" in final["content"]
+    assert "skip the summary" in final["content"] and "made the synthetic table" in final["content"]

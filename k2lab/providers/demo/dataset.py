@@ -81,7 +81,9 @@ def play(t: Turn) -> Reply:
             "quote them exactly.",
         )
     if summary.status != "ok":
-        return _stopped(summary.status, summary.feedback, summary.never_policy, summary.output)
+        return _stopped(
+            summary.status, summary.feedback, summary.never_policy, summary.output, made=True
+        )
     v = values(summary.output)
     needed = ("top_region", "top_mean", "bottom_region", "bottom_mean", "corr_sales_temp")
     if not all(k in v for k in needed):
@@ -134,9 +136,18 @@ def _summary_table(output: str) -> str:
     return "```\n" + "\n".join(lines).strip("\n") + "\n```" if lines else ""
 
 
-def _stopped(status: str, feedback: str | None, never: bool, output: str) -> Reply:
+def _stopped(
+    status: str, feedback: str | None, never: bool, output: str, made: bool = False
+) -> Reply:
     if status == "rejected":
         why = why_not_run(feedback, never)
+        if made:  # the table exists in the sandbox; only the summary did not run
+            return Turn.answer(
+                f"The summary call was not executed: {why}. The table was made, but I have no "
+                "figures from it, and I won't invent any.",
+                f"I made the synthetic table, but the summary was **not run** ({why}), so I have "
+                "no figures to report. Approve the summary call to get them.",
+            )
         return Turn.answer(
             f"The call was not executed: {why}. Without the data I can't analyse anything.",
             f"I could not analyse the dataset: {why}, so no code ran.",
