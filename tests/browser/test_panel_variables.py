@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.test_panel import new_notebook, open_lab, open_panel
+from tests.browser.test_panel import copy_to_docs, new_notebook, open_lab, open_panel
 from tests.browser.test_panel_ui import fresh_session
 
 pytestmark = pytest.mark.browser
@@ -44,7 +44,9 @@ def open_notebook(page: Any, lab: Any, name: str, cells: list[str]) -> Any:
     return panel
 
 
-def test_variables_context_summarises_the_kernel_and_is_sent(jupyterlab: Any, page: Any) -> None:
+def test_variables_context_summarises_the_kernel_and_is_sent(
+    jupyterlab: Any, page: Any, screenshot: Any
+) -> None:
     panel = open_notebook(
         page,
         jupyterlab,
@@ -63,6 +65,8 @@ def test_variables_context_summarises_the_kernel_and_is_sent(jupyterlab: Any, pa
     panel.locator(".k2lab-run-end").wait_for()
     context = panel.locator("details.k2lab-prompt-context")
     expect(context.locator("summary")).to_contain_text("the live variables in the kernel")
+    context.locator("summary").click()
+    copy_to_docs(screenshot("panel-variables", panel), "panel-variables.png")
     sent = context.locator("pre").text_content() or ""
     assert "sales: pandas.DataFrame, 4 rows x 2 columns" in sent, sent
     assert "columns: units (int64), price (float64)" in sent, sent
