@@ -57,6 +57,8 @@ class Settings:
     #: ``--data`` paths made visible read-only inside the sandbox (at /data/NAME under bwrap)
     data: tuple[str, ...] = ()
     gateway_url: str = ""  # a Jupyter gateway: sandboxes start there (k2lab.sandbox.gateway)
+    #: an MCP servers file (``k2lab.tools.mcp_config``): panel sessions start its servers
+    mcp_config: str = ""
     gateway_token: str = field(default="", repr=False)
     preset: str = ""
     api_key: str = field(default="", repr=False)
@@ -96,6 +98,12 @@ class K2Lab(Configurable):
     isolation = Unicode("auto", config=True, help="Sandbox isolation: auto | bwrap | process.")
     network = Bool(False, config=True, help="Let sandbox code reach the network.")
     gateway_url = Unicode("", config=True, help="Jupyter gateway URL: sandboxes start there.")
+    mcp_config = Unicode(
+        "",
+        config=True,
+        help="MCP servers file ({'mcpServers': ...}); each panel session starts its servers and "
+        "offers their tools (also $K2LAB_MCP_CONFIG).",
+    )
     gateway_token = Unicode("", config=True, help="Token of gateway_url (prefer the variable).")
     allowed_key_endpoints = List(
         Unicode(),
@@ -114,6 +122,7 @@ _ENV = {
     "isolation": "K2LAB_ISOLATION",
     "max_steps": "K2LAB_MAX_STEPS",
     "tool_timeout": "K2LAB_TOOL_TIMEOUT",
+    "mcp_config": "K2LAB_MCP_CONFIG",
     "gateway_url": "JUPYTER_GATEWAY_URL",
     "gateway_token": "JUPYTER_GATEWAY_AUTH_TOKEN",
 }

@@ -84,6 +84,7 @@ class K2LabApp(ExtensionApp):
             self.factory,
             self.k2config,
             notebook_timeout=self.notebook_timeout,
+            root_dir=Path(getattr(self.serverapp, "root_dir", "") or ".").expanduser(),
         )
         n = self.sessions.load()
         try:

@@ -62,6 +62,7 @@ class RuntimeAgentFactory:
                 isolation=settings.isolation,
                 network=settings.network,
                 kernel_manager=self.kernel_manager,
+                data=settings.data,  # the session's data paths, read-only at /data/NAME
             )
             await sandbox.start()
         self.last_isolation = sandbox.isolation

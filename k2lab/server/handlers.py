@@ -195,6 +195,16 @@ class ReplayHandler(_Base):
         self.reply(result)
 
 
+class ToolsHandler(_Base):
+    @web.authenticated
+    @authorized
+    async def get(self, sid: str) -> None:
+        """The session's tools: built-in ones and the configured MCP servers' (started here if
+        the session has not started them yet)."""
+        s = self.session(sid)
+        self.reply(await s.tools())
+
+
 class EventsSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type: ignore[misc]
     """``WS sessions/{id}/events?after=N``: the backlog after N, then live events; notebook
     requests to the panel and its answers ride the same socket."""
@@ -300,5 +310,6 @@ def api_handlers() -> list[tuple[str, type[Any]]]:
         (f"{base}/sessions/{sid}/approve-all", ApproveAllHandler),
         (f"{base}/sessions/{sid}/stop", StopHandler),
         (f"{base}/sessions/{sid}/replay", ReplayHandler),
+        (f"{base}/sessions/{sid}/tools", ToolsHandler),
         (f"{base}/sessions/{sid}/events", EventsSocket),
     ]

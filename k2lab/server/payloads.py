@@ -16,6 +16,16 @@ from k2lab.providers.presets import PRESETS
 
 M = TypeVar("M", bound=BaseModel)
 
+MAX_VERIFY_ROUNDS = 5
+MAX_HEAVY = 8
+MAX_DATA_PATHS = 32
+#: session settings that shape the run, not the agent (not ``Settings`` fields)
+RUN_OPTIONS = ("verify", "verify_rounds", "heavy", "heavy_concurrency")
+HEAVY_ASK = (
+    "heavy mode needs the approval policy 'auto' or 'never' in this session: approving the "
+    "calls of several lanes one by one is not supported in the panel yet"
+)
+
 
 class PayloadError(ValueError):
     pass
@@ -42,6 +52,35 @@ class SessionSettings(_Strict):
     wall_time: float | None = Field(None, ge=0.0)
     max_total_tokens: int | None = Field(None, ge=0)
     tool_timeout: float | None = Field(None, gt=0.0, le=86_400.0)
+    #: the verify pass (``k2lab run --verify``): after the answer, up to ``verify_rounds`` checks
+    verify: bool | None = None
+    verify_rounds: int | None = Field(None, ge=1, le=MAX_VERIFY_ROUNDS)
+    #: heavy mode (``--heavy N``): N lanes, then an aggregation; 0 = off
+    heavy: int | None = Field(None, ge=0, le=MAX_HEAVY)
+    heavy_concurrency: int | None = Field(None, ge=1, le=MAX_HEAVY)
+    #: files or folders on the server the sandbox may read (``--data``), at /data/NAME; relative
+    #: paths are relative to the Jupyter server's root; checked when the session is created
+    data: list[str] | None = Field(None, max_length=MAX_DATA_PATHS)
+
+    @field_validator("data")
+    @classmethod
+    def _paths(cls, v: list[str] | None) -> list[str] | None:
+        for i, p in enumerate(v or []):
+            if not p.strip() or "\x00" in p or len(p) > 4096:
+                raise ValueError(f"data[{i}]: not a path (empty, a NUL byte, or over 4096 chars)")
+        return v
+
+    @model_validator(mode="after")
+    def _run_options(self) -> SessionSettings:
+        # verify_rounds without verify, heavy_concurrency without heavy: kept, not used (the
+        # panel sends its whole form)
+        if self.heavy and self.data:
+            raise ValueError(
+                "heavy lanes start fresh sandboxes without the data paths; use one or the other"
+            )
+        if self.heavy and self.approve == "ask":
+            raise ValueError(HEAVY_ASK)
+        return self
 
     @field_validator("base_url")
     @classmethod

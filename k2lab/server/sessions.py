@@ -20,16 +20,18 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from k2lab.agent.decisions import Decision, DecisionError
 from k2lab.config import K2Lab, Settings, resolve_settings
-from k2lab.events import Error, Notice, RunEnd, RunStart
+from k2lab.events import Error, Event, Notice, RunEnd, RunStart
 from k2lab.scrub import Scrubber
 from k2lab.server.engine import AgentFactory, BuiltAgent
 from k2lab.server.history import RESTORE_TYPES, interrupted_run_end, restore_conversation
 from k2lab.server.notebook_tools import NotebookBridge, notebook_tools
+from k2lab.server.payloads import HEAVY_ASK, RUN_OPTIONS
 from k2lab.server.policy import SessionDecisions
 from k2lab.server.store import (
     EventLog,
@@ -39,6 +41,12 @@ from k2lab.server.store import (
     summarize,
     summary_path,
 )
+from k2lab.tools.base import Tool
+
+if TYPE_CHECKING:
+    from k2lab.agent.heavy import HeavyRun
+    from k2lab.tools.mcp import MCPToolSet
+    from k2lab.tools.mcp_config import MCPConfig
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +113,11 @@ class Session:
         self._task: asyncio.Task[None] | None = None
         #: a stop that came before the agent existed (its sandbox was still starting)
         self._stop_pending = False
+        #: the configured MCP servers, started with the session's first run (or tools listing)
+        self._mcp: MCPToolSet | None = None
+        self._mcp_starting: asyncio.Lock | None = None
+        #: the heavy run in progress (its lanes stop with ``stop``)
+        self._heavy: HeavyRun | None = None
 
     @property
     def id(self) -> str:
@@ -246,6 +259,74 @@ class Session:
     def settings(self) -> Settings:
         return self.manager.session_settings(self.header.settings)
 
+    def run_options(self) -> tuple[int, int, int | None]:
+        """(verify rounds, 0 = no verify pass; heavy lanes, 0 = one agent; heavy concurrency)."""
+        o = self.header.settings
+        rounds = int(o.get("verify_rounds") or 1) if o.get("verify") else 0
+        return rounds, int(o.get("heavy") or 0), o.get("heavy_concurrency")
+
+    async def ensure_mcp(self) -> MCPToolSet | None:
+        """The session's MCP servers, started once (together), stopped with the session."""
+        cfg = self.manager.mcp_config()
+        if cfg is None or not cfg.servers:
+            return None
+        if self._mcp_starting is None:
+            self._mcp_starting = asyncio.Lock()
+        async with self._mcp_starting:
+            if self._mcp is None:
+                from k2lab.tools.mcp import MCPToolSet
+
+                ts = MCPToolSet(cfg, timeout=self.settings().tool_timeout)
+                await ts.__aenter__()
+                self._mcp = ts
+        return self._mcp
+
+    async def tools(self) -> dict[str, Any]:
+        """What the session's agent may call: its built-in tools, and each configured MCP server
+        with its tools, started or not and why (no command lines, env or headers)."""
+        problem = self.manager.mcp_problem
+        try:
+            mcp = await self.ensure_mcp()
+        except Exception as e:  # a config that vanished: said, not a 500
+            mcp, problem = None, f"the MCP servers did not start: {e}"
+        builtin = [{"name": "python", "description": "Run Python in the session's sandbox."}]
+        builtin += [
+            {"name": t.name, "description": t.description}
+            for t in notebook_tools(self.bridge, timeout=1.0, run_timeout=1.0)
+        ]
+        servers: list[dict[str, Any]] = []
+        if mcp is not None:
+            scrub = mcp.scrubber
+            for row in mcp.public():
+                name = row["name"]
+                tools = [
+                    {"name": t.name, "description": scrub.text(t.description)}
+                    for t in mcp.tools
+                    if t.server.name == name
+                ]
+                why = [n for n in mcp.notices if f"MCP server {name!r}" in n]
+                status = (
+                    "disabled"
+                    if row.get("disabled")
+                    else ("started" if row.get("running") else "failed")
+                )
+                servers.append(
+                    {
+                        "name": name,
+                        "transport": row.get("transport", ""),
+                        "approve": row.get("approve", "ask"),
+                        "status": status,
+                        "error": why[-1] if status == "failed" and why else None,
+                        "tools": tools,
+                    }
+                )
+        return {
+            "config": self.manager.mcp_source,
+            "error": problem,
+            "builtin": builtin,
+            "servers": servers,
+        }
+
     async def ensure_agent(self) -> BuiltAgent:
         if self._built is not None:
             return self._built
@@ -258,9 +339,13 @@ class Session:
             timeout=self.manager.notebook_timeout,
             run_timeout=max(settings.tool_timeout, self.manager.notebook_timeout),
         )
+        mcp = await self.ensure_mcp()
+        tools += cast(list[Tool], mcp.tools) if mcp is not None else []
         events = await self.opened()
         history = await asyncio.to_thread(events.select, RESTORE_TYPES)  # big ones from disk
         built = await self.manager.factory(settings, self._decisions, tools)
+        if mcp is not None:
+            mcp.attach(built.agent)  # its secrets out of every event, its notices into the run
         restore_conversation(built.agent.conversation, history)
         self._built = built
         return built
@@ -274,6 +359,10 @@ class Session:
         return run_id
 
     async def _run(self, prompt: str, run_id: str) -> None:
+        if self.run_options()[1] and self.settings().approve == "ask":
+            # made under another server default: heavy cannot ask per lane (see create)
+            self._failed_start(prompt, run_id, ValueError(HEAVY_ASK))
+            return
         try:
             built = await self.ensure_agent()
         except Exception as e:
@@ -285,17 +374,50 @@ class Session:
             return
         assert self._decisions is not None
         self._decisions.new_run(run_id)
+        rounds, heavy, _ = self.run_options()
         try:
-            async for ev in built.agent.run(prompt, run_id=run_id):
+            if heavy:
+                events = self._heavy_run(built, prompt, run_id)
+            else:
+                from k2lab.agent.verify import VerifyPass
+
+                follow_up = VerifyPass(rounds) if rounds else None
+                events = built.agent.run(prompt, run_id=run_id, follow_up=follow_up)
+            async for ev in events:
                 self.append(ev.to_dict())
         except Exception as e:  # the loop promises not to raise; keep the log whole if it does
             log.exception("k2lab: run %s of session %s failed", run_id, self.id)
             err = Error(message=f"internal error: {e}", kind="internal", fatal=True)
             self.append(self._scrubber().event(err).to_dict())
         finally:
+            self._heavy = None
             self._retry_save()
             if self._log is not None:
                 self._log.save_summary()
+
+    async def _heavy_run(self, built: BuiltAgent, prompt: str, run_id: str) -> AsyncIterator[Event]:
+        """N lanes (each its own agent and sandbox, the ``python`` tool only), then the
+        aggregation, checked by the verify pass when it is on."""
+        from k2lab.agent.heavy import HeavyRun
+        from k2lab.agent.verify import VerifyPass
+        from k2lab.runtime import lane_factory
+
+        settings = self.settings()
+        rounds, n, concurrency = self.run_options()
+        assert self._decisions is not None
+        heavy = HeavyRun(
+            n,
+            lane_factory(settings, built.provider, self._decisions),
+            built.provider,
+            concurrency=concurrency,
+            run_id=run_id,
+            aggregate_follow_up=VerifyPass(rounds) if rounds else None,
+        )
+        self._heavy = heavy
+        if self._stop_pending:
+            heavy.stop()
+        async for ev in heavy.run(prompt):
+            yield ev
 
     def _scrubber(self) -> Scrubber:
         try:
@@ -337,7 +459,9 @@ class Session:
         """Stop the run wherever it waits; False when nothing was running."""
         if not self.running:
             return False
-        if self._built is not None and self._built.agent.running:
+        if self._heavy is not None:
+            self._heavy.stop()  # every lane and the aggregation
+        elif self._built is not None and self._built.agent.running:
             self._built.agent.stop()  # the agent ends the run with run.end "stopped"
         else:
             # Still starting the sandbox. Cancelling a kernel start half-way can orphan the kernel
@@ -401,6 +525,12 @@ class Session:
                 await built.aclose()
             except Exception:
                 log.warning("k2lab: closing session %s failed", self.id, exc_info=True)
+        mcp, self._mcp = self._mcp, None
+        if mcp is not None:
+            try:
+                await mcp.__aexit__(None, None, None)
+            except Exception:
+                log.warning("k2lab: stopping the MCP servers of %s failed", self.id, exc_info=True)
         if self._log is not None:
             self._retry_save()
             if self._log.unsaved:
@@ -417,19 +547,60 @@ class SessionManager:
         config: K2Lab | None = None,
         *,
         notebook_timeout: float = 30.0,
+        root_dir: Path | None = None,
     ) -> None:
         self.directory = directory
         self.factory = factory
         self.config = config
         self.notebook_timeout = notebook_timeout
+        #: where a session's relative data paths are (the Jupyter server's root)
+        self.root_dir = root_dir
         self.sessions: dict[str, Session] = {}
+        self._mcp: MCPConfig | None = None
+        self._mcp_read = False
+        #: the MCP servers file, and why it could not be read ("" = fine or none)
+        self.mcp_source = ""
+        self.mcp_problem: str | None = None
+
+    def mcp_config(self) -> MCPConfig | None:
+        """The configured MCP servers (``c.K2Lab.mcp_config`` / ``$K2LAB_MCP_CONFIG``), read once;
+        a file that cannot be read is logged and said by the tools listing, not fatal."""
+        if self._mcp_read:
+            return self._mcp
+        self._mcp_read = True
+        try:
+            path = self.server_settings().mcp_config
+        except ValueError:
+            return None
+        if not path:
+            return None
+        from k2lab.tools.mcp_config import MCPConfigError, load_mcp_config
+
+        self.mcp_source = path
+        try:
+            self._mcp = load_mcp_config(path)
+        except (MCPConfigError, OSError) as e:
+            self.mcp_problem = f"the MCP servers file could not be read: {e}"
+            log.error("k2lab: %s", self.mcp_problem)
+        return self._mcp
 
     def server_settings(self) -> Settings:
         return resolve_settings(None, config=self.config)
 
     def session_settings(self, overrides: dict[str, Any]) -> Settings:
         # the key rule (a key goes only to the endpoint it belongs to) is resolve_settings' own
-        return resolve_settings(overrides, config=self.config)
+        agent = {k: v for k, v in overrides.items() if k not in RUN_OPTIONS}
+        return resolve_settings(agent, config=self.config)
+
+    def data_paths(self, paths: list[str]) -> list[str]:
+        """A session's data paths as absolute server paths (relative ones from the server's
+        root); a missing one is a ValueError naming it."""
+        from k2lab.sandbox.isolation import data_mounts
+
+        root = self.root_dir or Path.cwd()
+        out = [str(root / Path(p).expanduser()) for p in paths]
+        data_mounts(out)
+        return out
 
     def load(self) -> int:
         """List the session files in the directory (headers and summaries, not their events);
@@ -471,9 +642,13 @@ class SessionManager:
     def create(self, title: str = "", settings: dict[str, Any] | None = None) -> Session:
         overrides = dict(settings or {})
         try:  # refuse settings the engine would refuse later, now, with the reason
-            self.session_settings(overrides)
+            if overrides.get("data"):
+                overrides["data"] = self.data_paths(overrides["data"])
+            resolved = self.session_settings(overrides)
         except (ValueError, TypeError) as e:
             raise SessionError(400, str(e)) from e
+        if overrides.get("heavy") and resolved.approve == "ask":
+            raise SessionError(400, HEAVY_ASK)
         sid = uuid.uuid4().hex[:12]
         header = SessionHeader(session_id=sid, title=title, settings=overrides)
         path = self.directory / f"{sid}.jsonl"

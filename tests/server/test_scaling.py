@@ -1,0 +1,168 @@
+"""Panel sessions with the verify pass, heavy lanes, data paths and MCP servers (issues 10, 12):
+a real jupyter_server with the extension, the fake model over HTTP, real sandbox kernels and real
+MCP server processes (tests/fixtures/mcp_servers)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.fake_server import Call, ConversationRouter, Turn
+from tests.tools.conftest import CRASH_AT_START, stdio_spec
+
+SECRET = "env-secret-panel-5c2e91"
+
+
+def ended(events: list[dict[str, Any]]) -> bool:
+    return bool(events) and events[-1]["type"] == "run.end"
+
+
+@pytest.fixture
+def k2_config(tmp_path: Path) -> dict[str, Any]:
+    cfg = tmp_path / "mcp.json"
+    servers = {
+        "calc": stdio_spec(env={"MCP_SECRET": SECRET}),
+        "broken": {"command": sys.executable, "args": [str(CRASH_AT_START)]},
+    }
+    cfg.write_text(json.dumps({"mcpServers": servers}))
+    return {"mcp_config": str(cfg)}
+
+
+async def test_verify_in_a_panel_session_checks_the_answer(api, fake_model):
+    fake_model.script(
+        [
+            Turn(content="6*7 is 42."),
+            Turn(
+                tool_calls=[Call("python", {"code": "print(6 * 7)"})],
+                reasoning="Re-compute it.",
+            ),
+            Turn(content="Recomputed: 42.\nVERDICT: holds"),
+        ]
+    )
+    sid = await api.new_session(settings={"verify": True, "approve": "auto"})
+    assert (await api.post("sessions", sid, "messages", body={"text": "6*7?"}))[0] == 202
+    evs = await api.wait_for(sid, ended, timeout=60)
+    types = [e["type"] for e in evs]
+    assert types.count("verify.start") == 1 and types.count("verify.end") == 1
+    end = next(e for e in evs if e["type"] == "verify.end")
+    assert end["outcome"] == "verified" and end["checks"][0]["output"].strip() == "42"
+    assert evs[-1]["answer"] == "6*7 is 42."  # the checked answer stands, not the check's text
+    assert len(fake_model.requests) == 3
+
+
+async def test_heavy_two_lanes_then_the_aggregate(api, fake_model):
+    def lane(k: int) -> list[Turn]:
+        return [
+            Turn(tool_calls=[Call("python", {"code": f"print(40 + {k} * 0 + 2)"})]),
+            Turn(content=f"42 (lane {k})"),
+        ]
+
+    def aggregation(body: dict[str, Any]) -> Turn | None:
+        msgs = body.get("messages", [])
+        if msgs and "<task>" in str(msgs[-1].get("content", "")):
+            return Turn(content="The lanes agree: 42.")
+        return None
+
+    fake_model.respond_with(ConversationRouter([lane(1), lane(2)], aggregation))
+    sid = await api.new_session(settings={"heavy": 2, "approve": "auto"})
+    code, data = await api.post("sessions", sid, "messages", body={"text": "6*7?"})
+    assert code == 202
+    evs = await api.wait_for(
+        sid,
+        lambda es: any(e["type"] == "run.end" and e.get("lane") == "aggregate" for e in es),
+        timeout=90,
+    )
+    ends = {e["lane"]: e for e in evs if e["type"] == "run.end"}
+    assert set(ends) == {"1", "2", "aggregate"}
+    assert all(e["stop_reason"] == "completed" for e in ends.values())
+    assert ends["aggregate"]["answer"] == "The lanes agree: 42."
+    starts = {e["run_id"] for e in evs if e["type"] == "run.start"}
+    rid = data["run_id"]
+    assert starts == {f"{rid}.1", f"{rid}.2", f"{rid}.aggregate"}
+    outputs = [e["output"].strip() for e in evs if e["type"] == "tool.result"]
+    assert outputs == ["42", "42"]  # each lane ran its code in a sandbox of its own
+    code, meta = await api.get("sessions", sid)
+    assert meta["running"] is False
+
+
+async def test_bad_run_settings_are_400_with_the_reason(api, tmp_path):
+    code, data = await api.post("sessions", body={"settings": {"heavy": 2}})
+    assert code == 400 and "heavy mode needs the approval policy" in data["message"]
+    code, data = await api.post("sessions", body={"settings": {"heavy": 2, "approve": "ask"}})
+    assert code == 400 and "'auto' or 'never'" in data["message"]
+    code, data = await api.post("sessions", body={"settings": {"verify_rounds": 0}})
+    assert code == 400 and "verify_rounds" in data["message"]
+    code, data = await api.post("sessions", body={"settings": {"heavy": 9, "approve": "auto"}})
+    assert code == 400 and "heavy" in data["message"]
+    missing = str(tmp_path / "nope.csv")
+    code, data = await api.post("sessions", body={"settings": {"data": [missing]}})
+    assert code == 400 and "no such file or folder" in data["message"]
+    code, data = await api.post("sessions", body={"settings": {"data": ["  "]}})
+    assert code == 400 and "data" in data["message"]
+
+
+async def test_data_paths_reach_the_sandbox_and_the_model(api, fake_model, tmp_path):
+    table = tmp_path / "sales.csv"
+    table.write_text("x\n1\n2\n")
+    fake_model.script([Turn(content="I see the file.")])
+    sid = await api.new_session(settings={"data": [str(table)]})
+    code, meta = await api.get("sessions", sid)
+    assert meta["settings"]["data"] == [str(table)]
+    await api.post("sessions", sid, "messages", body={"text": "what data?"})
+    await api.wait_for(sid, ended, timeout=60)
+    system = fake_model.requests[0]["messages"][0]["content"]
+    assert "sales.csv" in system  # the model is told where the data is
+
+
+async def test_mcp_servers_are_listed_and_their_tools_called(api, fake_model):
+    sid = await api.new_session(settings={"approve": "auto"})
+    code, tools = await api.get("sessions", sid, "tools")
+    assert code == 200, tools
+    assert tools["error"] is None and tools["config"].endswith("mcp.json")
+    assert "python" in [t["name"] for t in tools["builtin"]]
+    servers = {s["name"]: s for s in tools["servers"]}
+    assert servers["calc"]["status"] == "started" and servers["calc"]["transport"] == "stdio"
+    calc = {t["name"]: t["description"] for t in servers["calc"]["tools"]}
+    assert "mcp__calc__add" in calc and "calc" in calc["mcp__calc__add"]
+    assert servers["broken"]["status"] == "failed"
+    assert "did not start" in servers["broken"]["error"]
+    assert SECRET not in json.dumps(tools)
+
+    fake_model.script(
+        [
+            Turn(tool_calls=[Call("mcp__calc__add", {"a": 40, "b": 2})]),
+            Turn(tool_calls=[Call("mcp__calc__whoami", {})]),
+            Turn(content="The sum is 42."),
+        ]
+    )
+    await api.post("sessions", sid, "messages", body={"text": "add 40 and 2"})
+    evs = await api.wait_for(sid, ended, timeout=60)
+    results = [(e["name"], e["output"]) for e in evs if e["type"] == "tool.result"]
+    assert results[0] == ("mcp__calc__add", "42")
+    assert results[1][0] == "mcp__calc__whoami" and "[redacted]" in results[1][1]
+    offered = {t["function"]["name"] for t in fake_model.requests[0]["tools"]}
+    assert {"python", "mcp__calc__add"} <= offered
+    assert any("'broken' did not start" in e.get("message", "") for e in evs)
+    assert SECRET not in json.dumps(evs) + json.dumps(fake_model.requests)
+
+
+async def test_mcp_tools_wait_for_approval_under_ask(api, fake_model):
+    fake_model.script(
+        [Turn(tool_calls=[Call("mcp__calc__add", {"a": 1, "b": 2})]), Turn(content="3")]
+    )
+    sid = await api.new_session(settings={"approve": "ask"})
+    sock = await api.socket(sid)
+    await api.post("sessions", sid, "messages", body={"text": "1+2"})
+    proposed = (await sock.until_event("tool.proposed", timeout=60))["event"]
+    assert proposed["name"] == "mcp__calc__add"
+    code, _ = await api.post(
+        "sessions", sid, "decisions",
+        body={"call_id": proposed["call_id"], "run_id": proposed["run_id"], "decision": "approve"},
+    )  # fmt: skip
+    assert code == 200
+    end = (await sock.until_event("run.end", timeout=60))["event"]
+    assert end["answer"] == "3"
