@@ -18,6 +18,7 @@ import { PanelHeader } from './header';
 import { NotebookBridge } from './notebookTools';
 import { armRemoteContent, guardSanitizer } from '../safeContent';
 import { IPanelSettings, sessionSettings } from './settings';
+import { RunOptions } from './tools';
 
 const STORAGE_KEY = 'k2lab:current-session';
 const FALLBACK_KEY_HELP =
@@ -36,6 +37,7 @@ export class K2Panel extends Widget {
   private stream: HTMLElement;
   private empty: HTMLElement;
   private composer: Composer;
+  private runOptions: RunOptions;
   private bridge: NotebookBridge;
   private info: IServerInfo | null = null;
   private sessions: ISessionMeta[] = [];
@@ -106,7 +108,13 @@ export class K2Panel extends Widget {
         approveAll: () => void this.approveAll()
       }
     );
-    this.node.append(this.header.node, this.stream, this.composer.node);
+    this.runOptions = new RunOptions(options.settings());
+    this.node.append(
+      this.header.node,
+      this.runOptions.node,
+      this.stream,
+      this.composer.node
+    );
     armRemoteContent(this.node);
     this.updateControls();
   }
@@ -201,6 +209,9 @@ export class K2Panel extends Widget {
       window.localStorage.removeItem(STORAGE_KEY);
     }
     this.header.setSessions(this.sessions, id);
+    const meta = this.sessions.find(s => s.id === id) as
+      { settings?: { [key: string]: unknown } } | undefined;
+    void this.runOptions.show(id, meta?.settings);
     this.updateControls();
   }
 
@@ -294,7 +305,10 @@ export class K2Panel extends Widget {
       if (!this.sessionId) {
         const created = await postJSON<ISessionMeta>('sessions', {
           title: text.length > 60 ? text.slice(0, 57) + '…' : text,
-          settings: sessionSettings(this.options.settings())
+          settings: {
+            ...sessionSettings(this.options.settings()),
+            ...this.runOptions.settings()
+          }
         });
         this.sessions.unshift(created);
         this.selectSession(created.id);

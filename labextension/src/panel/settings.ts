@@ -15,6 +15,12 @@ export interface IPanelSettings {
   wallTime: number;
   toolTimeout: number;
   contextMaxChars: number;
+  /** Run options of new sessions (the panel's "Run options & tools" starts from these). */
+  verify: boolean;
+  verifyRounds: number;
+  heavy: number;
+  heavyConcurrency: number;
+  dataPaths: string[];
 }
 
 export const DEFAULT_SETTINGS: IPanelSettings = {
@@ -26,7 +32,12 @@ export const DEFAULT_SETTINGS: IPanelSettings = {
   maxTotalTokens: 0,
   wallTime: 0,
   toolTimeout: 0,
-  contextMaxChars: 20000
+  contextMaxChars: 20000,
+  verify: false,
+  verifyRounds: 1,
+  heavy: 0,
+  heavyConcurrency: 0,
+  dataPaths: []
 };
 
 export function readSettings(
