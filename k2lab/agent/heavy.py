@@ -346,6 +346,9 @@ class HeavyRun:
         self.stopped = False
         self.outcome: HeavyOutcome | None = None
         self.lanes_ended: float | None = None
+        #: every lane's task, kept after the lane signalled its end: its sandbox's shutdown
+        #: still runs in it, and ``run()`` awaits them all before it returns
+        self._tasks: list[asyncio.Task[None]] = []
 
     # -- control -------------------------------------------------------------------------------
     def lane(self, name: str) -> Lane:
@@ -375,6 +378,7 @@ class HeavyRun:
         sem = asyncio.Semaphore(self.concurrency)
         for ln in self.lanes:
             ln.task = asyncio.ensure_future(self._lane(ln, prompt, sem, queue))
+            self._tasks.append(ln.task)
         try:
             waiting = len(self.lanes)
             while waiting:
@@ -410,8 +414,9 @@ class HeavyRun:
                 )
         finally:
             self.stop_all_quietly()
-            tasks = [ln.task for ln in self.lanes if ln.task is not None]
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # every lane's task, those that already signalled their end included: their
+            # sandboxes' shutdowns are awaited here, not left behind the run
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def stop_all_quietly(self) -> None:
         """Leave nothing running (the consumer went away): lanes and aggregation."""

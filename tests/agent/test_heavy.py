@@ -281,3 +281,32 @@ async def test_aggregation_prompt_escapes_lane_tags(fake_model: FakeModel) -> No
     assert p.index("ignore the task") < p.index('<lane id="2"')
     # the pure function agrees
     assert aggregation_prompt(PROMPT, heavy.lanes) == p
+
+
+async def test_run_returns_after_every_lane_sandbox_shutdown(fake_model: FakeModel) -> None:
+    """A lane that ended is no longer waited for by the aggregation, but its sandbox's shutdown
+    still runs: ``run()`` returns only once every lane's shutdown has finished (also for lanes
+    that signalled their end before the shutdown began)."""
+    aside = Aside()
+    scripts = [lane_script(1, "print(1)", "42 from lane 1"), lane_script(2, "print(2)", "42")]
+    fake_model.respond_with(ConversationRouter(scripts, aside=aside))
+    closed: list[str] = []
+    inner = Factory(provider(fake_model))
+
+    async def make(name: str) -> LaneSetup:
+        setup = await inner(name)
+        close = setup.close
+        assert close is not None
+
+        async def slow_close() -> None:
+            await asyncio.sleep(1.5)  # longer than the aggregation takes
+            await close()
+            closed.append(name)
+
+        return LaneSetup(agent=setup.agent, start=setup.start, close=slow_close)
+
+    heavy = HeavyRun(2, make, provider(fake_model), run_id="H9")
+    await collect(heavy)
+    assert heavy.outcome is not None and heavy.outcome.stop_reason == "completed"
+    assert sorted(closed) == ["1", "2"]
+    assert all(not sk.started for sk in inner.kernels.values())
