@@ -16,14 +16,13 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 from k2lab.agent.decisions import DecisionSource, decision_source
-from k2lab.agent.loop import Agent
-from k2lab.agent.verify import VerifyPass, outcome_text
+from k2lab.agent.heavy import AGGREGATE
+from k2lab.agent.verify import outcome_text
 from k2lab.cli.approve import StdinLines, TerminalApprover
 from k2lab.cli.progress import Progress
 from k2lab.cli.term import (
@@ -38,13 +37,9 @@ from k2lab.cli.term import (
     out,
 )
 from k2lab.config import Settings
-from k2lab.events import Notice, RunEnd, ToolProposed, VerifyEnd
-from k2lab.providers.base import ChatProvider
+from k2lab.driver import RunDriver, RunResult, RunSpec, Sink
+from k2lab.events import Event, Notice, RunEnd, ToolProposed
 from k2lab.providers.demo import DEMO_MODEL_LABEL
-from k2lab.runtime import build_agent, open_provider, open_sandbox
-from k2lab.sandbox.base import Sandbox
-from k2lab.tools.base import Tool
-from k2lab.tools.mcp import MCPToolSet
 from k2lab.tools.mcp_config import MCPConfig
 from k2lab.trace.jsonl import TraceWriter
 
@@ -81,56 +76,25 @@ class RunOptions:
 
 async def execute_run(settings: Settings, prompt: str, opts: RunOptions) -> tuple[int, str]:
     """Run ``prompt``; returns (exit code, answer). Raises ``CliFailure`` for one-line failures."""
+    if opts.heavy:  # what the terminal cannot do with N lanes: said before anything starts
+        if opts.mcp is not None and opts.mcp.servers:
+            raise CliFailure("--heavy does not take --mcp-config yet", EXIT_USAGE)
+        if settings.approve == "ask":
+            raise CliFailure(
+                "--heavy needs --approve auto or deny (no terminal approval of N lanes yet)",
+                EXIT_USAGE,
+            )
     tty = sys.stderr.isatty()
     color = tty and not os.environ.get("NO_COLOR")
     progress = Progress(sys.stderr, enabled=opts.verbose or tty, color=color)
     writer = _open_trace(opts.trace)
     if settings.uses_demo_model and opts.announce_demo:
         err(DEMO_NOTE)
-    if opts.heavy:
-        return await _execute_heavy(settings, prompt, opts, progress, writer)
-    # the kernel boots in its own process while this one imports and builds the HTTP client
-    booting = asyncio.ensure_future(open_sandbox(settings, workspace=opts.workspace))
     try:
-        provider = await asyncio.to_thread(open_provider, settings)
-    except BaseException:
-        booting.cancel()
-        with contextlib.suppress(BaseException):
-            await (await booting).shutdown()  # it may have finished booting just before
-        if writer is not None:
-            writer.close()
-        raise
-    try:
-        try:
-            sandbox = await booting
-        except Exception as e:
-            raise CliFailure(f"the sandbox did not start: {e}") from e
-        try:
-            note = getattr(sandbox, "isolation_note", "")
-            if note:
-                progress.line(progress.dim(f"sandbox: {note}"))
-            async with _mcp_tools(settings, opts.mcp) as mcp:
-                return await _drive(
-                    settings, prompt, opts, progress, writer, provider, sandbox, mcp
-                )
-        finally:
-            with contextlib.suppress(Exception):
-                await sandbox.shutdown()
+        return await _drive(settings, prompt, opts, progress, writer)
     finally:
-        with contextlib.suppress(Exception):
-            await provider.aclose()
         if writer is not None:
             writer.close()
-
-
-@contextlib.asynccontextmanager
-async def _mcp_tools(settings: Settings, cfg: MCPConfig | None) -> AsyncIterator[MCPToolSet | None]:
-    """The MCP servers, started together for this run and stopped after it."""
-    if cfg is None or not cfg.servers:
-        yield None
-        return
-    async with MCPToolSet(cfg, timeout=settings.tool_timeout) as mcp:
-        yield mcp
 
 
 def _open_trace(path: str | None) -> TraceWriter | None:
@@ -148,15 +112,14 @@ async def _drive(
     opts: RunOptions,
     progress: Progress,
     writer: TraceWriter | None,
-    provider: ChatProvider,
-    sandbox: Sandbox,
-    mcp: MCPToolSet | None = None,
 ) -> tuple[int, str]:
-    stopper: list[Agent] = []  # the agent, once built (the approver stops it)
+    """One run through the driver (``k2lab.driver``): the trace, the JSON lines, the progress
+    view and the approver are its sinks; the run's end becomes the exit code."""
+    drivers: list[RunDriver] = []  # the driver, once made (the approver stops it)
 
     def stop() -> None:
-        if stopper:
-            stopper[0].stop()
+        if drivers:
+            drivers[0].stop()
 
     approver: TerminalApprover | None = None
     decisions: DecisionSource
@@ -167,37 +130,47 @@ async def _drive(
         decisions = approver
     else:
         decisions = decision_source(settings.approve)
-    extra = cast(list[Tool], mcp.tools) if mcp is not None else []
-    agent = build_agent(settings, provider, sandbox, decisions, extra_tools=extra)
-    if mcp is not None:
-        mcp.attach(agent)  # its secrets out of every event, its notices into the run
-    stopper.append(agent)
-    interrupts = _install_sigint(agent.stop)
-    end: RunEnd | None = None
-    checked: VerifyEnd | None = None  # the last verify round: the pass's outcome
-    follow_up = VerifyPass(opts.verify_rounds) if opts.verify_rounds else None
+    spec = RunSpec(
+        settings,
+        prompt,
+        decisions=decisions,
+        workspace=opts.workspace,
+        mcp=opts.mcp,
+        verify_rounds=opts.verify_rounds,
+        heavy=opts.heavy,
+        heavy_concurrency=opts.heavy_concurrency,
+    )
+    sinks: list[Sink] = []
+    if writer is not None:
+        sinks.append(writer.write)
+    if opts.json:
+        sinks.append(lambda ev: out(json.dumps(ev.to_dict(), ensure_ascii=False)))
+    sinks.append(_heavy_progress(progress) if opts.heavy else progress.show)
+    if not progress.enabled:
+        sinks.append(_warnings)
+    if approver is not None:
+        shown = approver.proposal_shown
+        sinks.append(lambda ev: shown(ev.call_id) if isinstance(ev, ToolProposed) else None)
+    driver = RunDriver(spec, sinks, on_agent=lambda _agent: _sandbox_note(progress, driver))
+    drivers.append(driver)
+    interrupts = _install_sigint(driver.stop)
     try:
-        async for ev in agent.run(prompt, follow_up=follow_up):
-            if isinstance(ev, VerifyEnd):
-                checked = ev
-            if writer is not None:
-                writer.write(ev)
-            if opts.json:
-                out(json.dumps(ev.to_dict(), ensure_ascii=False))
-            progress.show(ev)
-            if isinstance(ev, Notice) and ev.kind in ("mcp", "verify") and not progress.enabled:
-                # a server that failed or died, a correction a budget cut: always said
-                err(f"k2lab: warning: {ev.message}")
-            if approver is not None and isinstance(ev, ToolProposed):
-                approver.proposal_shown(ev.call_id)
-            if isinstance(ev, RunEnd):
-                end = ev
+        result = await driver.run()
     finally:
         _remove_sigint()
     trace_hint = f" (trace: {opts.trace})" if opts.trace else ""
+    if result.failed == "stopped":
+        code = EXIT_STOPPED if interrupts[0] else EXIT_FAILED
+        raise CliFailure(f"the run was stopped before it started{trace_hint}", code)
+    if result.failed is not None:
+        raise CliFailure(result.failure + trace_hint)
     if approver is not None and approver.failure:
         raise CliFailure(approver.failure + trace_hint)
-    if end is None:  # cannot happen: the loop always ends with run.end
+    if opts.heavy:
+        return _heavy_exit(result, trace_hint, interrupts)
+    end = result.end
+    checked = result.verify
+    if end is None:  # cannot happen: the driver always ends a run with run.end
         raise CliFailure("the run ended without a run.end event" + trace_hint)
     if checked is not None:  # the model answered: exit 0 whatever the check found
         err(f"k2lab: {one_line(outcome_text(checked), 600)}")
@@ -215,66 +188,34 @@ async def _drive(
     raise CliFailure(words + trace_hint, EXIT_BUDGET)
 
 
-async def _execute_heavy(
-    settings: Settings,
-    prompt: str,
-    opts: RunOptions,
-    progress: Progress,
-    writer: TraceWriter | None,
-) -> tuple[int, str]:
-    """``--heavy N``: N lanes, each with its own agent and sandbox, then the aggregation (with
-    ``--verify``, the verify pass checks the aggregated answer). Every lane's events go to the
-    trace and the JSON output; progress shows a line per lane's end."""
-    from k2lab.agent.heavy import HeavyRun
-    from k2lab.runtime import lane_factory
+def _sandbox_note(progress: Progress, driver: RunDriver) -> None:
+    note = getattr(driver.sandbox, "isolation_note", "")
+    if note:
+        progress.line(progress.dim(f"sandbox: {note}"))
 
-    try:
-        provider = await asyncio.to_thread(open_provider, settings)
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        raise
-    try:
-        async with _mcp_tools(settings, opts.mcp) as mcp:
-            if mcp is not None:
-                raise CliFailure("--heavy does not take --mcp-config yet", EXIT_USAGE)
-            if settings.approve == "ask":
-                raise CliFailure(
-                    "--heavy needs --approve auto or deny (no terminal approval of N lanes yet)",
-                    EXIT_USAGE,
-                )
-            decisions = decision_source(settings.approve)
-            heavy = HeavyRun(
-                opts.heavy,
-                lane_factory(settings, provider, decisions),
-                provider,
-                concurrency=opts.heavy_concurrency,
-                aggregate_follow_up=VerifyPass(opts.verify_rounds) if opts.verify_rounds else None,
-            )
-            interrupts = _install_sigint(heavy.stop)
-            checked: VerifyEnd | None = None
-            try:
-                async for ev in heavy.run(prompt):
-                    if isinstance(ev, VerifyEnd):
-                        checked = ev
-                    if writer is not None:
-                        writer.write(ev)
-                    if opts.json:
-                        out(json.dumps(ev.to_dict(), ensure_ascii=False))
-                    if isinstance(ev, RunEnd):
-                        what = ev.stop_reason if ev.stop_reason != "error" else f"error: {ev.error}"
-                        progress.line(progress.dim(f"lane {ev.lane}: {one_line(what, 200)}"))
-                    elif ev.lane == "aggregate":
-                        progress.show(ev)
-            finally:
-                _remove_sigint()
-    finally:
-        with contextlib.suppress(Exception):
-            await provider.aclose()
-        if writer is not None:
-            writer.close()
-    outcome = heavy.outcome
-    trace_hint = f" (trace: {opts.trace})" if opts.trace else ""
+
+def _warnings(ev: Event) -> None:
+    if isinstance(ev, Notice) and ev.kind in ("mcp", "verify"):
+        # a server that failed or died, a correction a budget cut: always said
+        err(f"k2lab: warning: {ev.message}")
+
+
+def _heavy_progress(progress: Progress) -> Sink:
+    """Heavy mode's progress: a line per lane's end, the aggregation's run in full."""
+
+    def show(ev: Event) -> None:
+        if isinstance(ev, RunEnd) and ev.lane != AGGREGATE:
+            what = ev.stop_reason if ev.stop_reason != "error" else f"error: {ev.error}"
+            progress.line(progress.dim(f"lane {ev.lane}: {one_line(what, 200)}"))
+        elif ev.lane == AGGREGATE:
+            progress.show(ev)
+
+    return show
+
+
+def _heavy_exit(result: RunResult, trace_hint: str, interrupts: list[int]) -> tuple[int, str]:
+    outcome = result.heavy
+    checked = result.verify
     if outcome is None:
         raise CliFailure("the heavy run ended without an outcome" + trace_hint)
     if outcome.failed:
