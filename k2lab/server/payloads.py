@@ -21,10 +21,6 @@ MAX_HEAVY = 8
 MAX_DATA_PATHS = 32
 #: session settings that shape the run, not the agent (not ``Settings`` fields)
 RUN_OPTIONS = ("verify", "verify_rounds", "heavy", "heavy_concurrency")
-HEAVY_ASK = (
-    "heavy mode needs the approval policy 'auto' or 'never' in this session: approving the "
-    "calls of several lanes one by one is not supported in the panel yet"
-)
 
 
 class PayloadError(ValueError):
@@ -78,8 +74,6 @@ class SessionSettings(_Strict):
             raise ValueError(
                 "heavy lanes start fresh sandboxes without the data paths; use one or the other"
             )
-        if self.heavy and self.approve == "ask":
-            raise ValueError(HEAVY_ASK)
         return self
 
     @field_validator("base_url")

@@ -9,7 +9,8 @@ for the current run. A server-wide default of ``auto`` does not count as that ch
 A call waiting for a person is known by ``(run_id, call_id)``: each run gets its own table, so an
 id the model (or an engine's fallback) repeats in a later run never collides with an earlier one,
 and an id repeated inside one run is answered at once (rejected) rather than waiting on a decision
-that can never be sent.
+that can never be sent. A heavy run's lanes (run ids ``RUN.1`` .. ``RUN.N``) are runs of their own
+here: each lane gets its table, so the same call id in two lanes is two cards, decided apart.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ class SessionDecisions:
         self.policy = policy
         self.user_chose_auto = user_chose_auto
         self.pending = RunPending()
+        #: the tables of the current heavy run's lanes, by lane run id
+        self.lanes: dict[str, RunPending] = {}
 
     @property
     def run_id(self) -> str:
@@ -88,10 +91,42 @@ class SessionDecisions:
     def new_run(self, run_id: str = "") -> None:
         """A fresh table per run: "Approve all" lasts for one run, ids are the run's own."""
         self.pending = RunPending(run_id)
+        self.lanes = {}
+
+    def is_current(self, run_id: str) -> bool:
+        """``run_id`` is the current run or one of its heavy lanes."""
+        cur = self.pending.run_id
+        return run_id == cur or (bool(cur) and run_id.startswith(cur + "."))
+
+    def table(self, run_id: str | None) -> RunPending | None:
+        """The table of the current run (``None``/its id) or of one of its lanes."""
+        if not run_id or run_id == self.pending.run_id:
+            return self.pending
+        return self.lanes.get(run_id) if self.is_current(run_id) else None
+
+    def waiting(self) -> list[tuple[str, str]]:
+        """Every ``(run_id, call_id)`` that waits for a person, the run's then its lanes'."""
+        tables = [self.pending, *self.lanes.values()]
+        return [(t.run_id, cid) for t in tables for cid in t.pending]
+
+    def approve_all(self) -> None:
+        """Approve what waits, in the run and all its lanes, and the rest of the run."""
+        for t in [self.pending, *self.lanes.values()]:
+            t.approve_all()
+
+    def _table_for(self, proposal: ToolProposed) -> RunPending:
+        rid = proposal.run_id
+        if not rid or rid == self.pending.run_id or not self.is_current(rid):
+            return self.pending
+        t = self.lanes.get(rid)
+        if t is None:
+            t = self.lanes[rid] = RunPending(rid)
+            t.auto = self.pending.auto  # "Approve all" pressed before this lane's first call
+        return t
 
     async def decide(self, proposal: ToolProposed) -> Decision:
         if self.policy == "never":
             return Decision("reject", feedback=NEVER_FEEDBACK, by="policy")
         if self.policy == "auto" and (self.user_chose_auto or proposal.name not in ALWAYS_ASK):
             return Decision("approve", by="policy")
-        return await self.pending.decide(proposal)
+        return await self._table_for(proposal).decide(proposal)

@@ -31,7 +31,7 @@ from k2lab.scrub import Scrubber
 from k2lab.server.engine import AgentFactory, BuiltAgent
 from k2lab.server.history import RESTORE_TYPES, interrupted_run_end, restore_conversation
 from k2lab.server.notebook_tools import NotebookBridge, notebook_tools
-from k2lab.server.payloads import HEAVY_ASK, RUN_OPTIONS
+from k2lab.server.payloads import RUN_OPTIONS
 from k2lab.server.policy import SessionDecisions
 from k2lab.server.store import (
     EventLog,
@@ -163,7 +163,9 @@ class Session:
         return (run_id, call_id) in self._calls.proposed
 
     def pending_calls(self) -> list[str]:
-        return [] if self._decisions is None else self._decisions.pending.pending
+        """Call ids waiting for a person (a heavy run's lanes may repeat an id: each lane's call
+        is its own card, decided with its ``run_id``)."""
+        return [] if self._decisions is None else [c for _, c in self._decisions.waiting()]
 
     # -- the event log ---------------------------------------------------------------------------
     def _read(self) -> tuple[EventLog, _Calls]:
@@ -359,10 +361,6 @@ class Session:
         return run_id
 
     async def _run(self, prompt: str, run_id: str) -> None:
-        if self.run_options()[1] and self.settings().approve == "ask":
-            # made under another server default: heavy cannot ask per lane (see create)
-            self._failed_start(prompt, run_id, ValueError(HEAVY_ASK))
-            return
         try:
             built = await self.ensure_agent()
         except Exception as e:
@@ -488,15 +486,15 @@ class Session:
             raise SessionError(404, f"no tool call {call_id!r} in this session")
         if key in calls.decided:
             raise SessionError(409, f"tool call {call_id!r} was already decided")
-        if key[0] != current or call_id not in self.pending_calls():
+        table = self._decisions.table(key[0]) if current and self._decisions else None
+        if table is None or call_id not in table.pending:
             raise SessionError(
                 409,
                 f"tool call {call_id!r} is not waiting for a decision "
                 "(it was never offered, or its run ended)",
             )
-        assert self._decisions is not None
         try:
-            self._decisions.pending.resolve(call_id, decision)
+            table.resolve(call_id, decision)
         except DecisionError as e:
             raise SessionError(409, str(e)) from e
 
@@ -505,7 +503,7 @@ class Session:
         if self._decisions is None or not self.running:
             raise SessionError(409, "no run is in progress in this session")
         n = len(self.pending_calls())
-        self._decisions.pending.approve_all()
+        self._decisions.approve_all()
         return n
 
     async def close(self) -> None:
@@ -644,11 +642,9 @@ class SessionManager:
         try:  # refuse settings the engine would refuse later, now, with the reason
             if overrides.get("data"):
                 overrides["data"] = self.data_paths(overrides["data"])
-            resolved = self.session_settings(overrides)
+            self.session_settings(overrides)
         except (ValueError, TypeError) as e:
             raise SessionError(400, str(e)) from e
-        if overrides.get("heavy") and resolved.approve == "ask":
-            raise SessionError(400, HEAVY_ASK)
         sid = uuid.uuid4().hex[:12]
         header = SessionHeader(session_id=sid, title=title, settings=overrides)
         path = self.directory / f"{sid}.jsonl"

@@ -135,16 +135,12 @@ def test_the_api_keeps_to_its_description(case: Any, fuzz_server: Server) -> Non
 
 
 def _server_state_checks(case: Any) -> list[Any]:
-    """A new session's data paths must exist on the server, and heavy lanes need a policy other
-    than the server's ``ask``: schema-valid settings the server rightly refuses (400 with the
-    reason, tests/server/test_scaling.py), so "valid data is accepted" is not checked for them."""
+    """A new session's data paths must exist on the server: schema-valid settings the server
+    rightly refuses (400 with the reason, tests/server/test_scaling.py), so "valid data is
+    accepted" is not checked for them."""
     body = case.body if isinstance(case.body, dict) else {}
     settings = body.get("settings")
-    if (
-        case.path == "/sessions"
-        and isinstance(settings, dict)
-        and (settings.get("data") or settings.get("heavy"))
-    ):
+    if case.path == "/sessions" and isinstance(settings, dict) and settings.get("data"):
         from schemathesis.specs.openapi.checks import positive_data_acceptance
 
         return [positive_data_acceptance]
