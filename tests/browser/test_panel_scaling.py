@@ -1,9 +1,8 @@
 """The panel's "Run options & tools" in real JupyterLab + Chromium (issues 10, 12): turning the
 verify pass on for a new session runs it (verify.start / verify.end reach the panel and the
-server's log), data paths are checked by the server (a missing one is said in the panel), heavy
-mode under the server's ``ask`` policy is refused with the reason, and the session's tools are
-listed. The model is the offline demo model: it has no verdict line, so the check ends "could not
-verify", which is still a verify pass that ran."""
+server's log), data paths are checked by the server (a missing one is said in the panel), and
+the session's tools are listed. The model is the offline demo model: it has no verdict line, so
+the check ends "could not verify", which is still a verify pass that ran."""
 
 from __future__ import annotations
 
@@ -40,14 +39,7 @@ def test_verify_turned_on_in_the_panel_runs_and_options_are_checked(
     panel.locator("button.k2lab-send").click()
     expect(panel).to_contain_text("no such file or folder")
 
-    # heavy under the server's ask policy: refused, with what to do
-    panel.locator(".k2lab-opt-data").fill("")
-    panel.locator(".k2lab-opt-heavy").fill("2")
-    panel.locator("button.k2lab-send").click()
-    expect(panel).to_contain_text("'auto' or 'never'")
-
     # verify on, with a data path that exists: the session runs the verify pass
-    panel.locator(".k2lab-opt-heavy").fill("0")
     panel.locator(".k2lab-opt-data").fill("sales.csv")
     panel.locator(".k2lab-opt-verify").check()
     panel.locator(".k2lab-opt-verify-rounds").fill("1")

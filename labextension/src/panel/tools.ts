@@ -127,7 +127,7 @@ export class RunOptions {
       h(
         'div',
         { class: 'k2lab-opt-note' },
-        'Heavy mode needs the approval policy auto or never (Settings).'
+        'Under the ask policy, each lane\u2019s calls get their own cards.'
       ),
       h(
         'label',
