@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 import pytest
@@ -62,3 +63,108 @@ def test_verify_turned_on_in_the_panel_runs_and_options_are_checked(
     types = [e["event"]["type"] for e in stored["events"]]
     assert "verify.start" in types and "verify.end" in types, json.dumps(types)
     assert types[-1] == "run.end"
+
+
+def test_heavy_turned_on_in_the_panel_runs_lanes_whose_cards_are_decided_apart(
+    jupyterlab: Any, page: Any, screenshot: Any
+) -> None:
+    """Heavy 2 under ``ask`` with a scripted model: both lanes propose a call with the same id
+    (as Kimi's ``functions.python:0``); each card is approved in the panel, and the server gets
+    each decision for its own lane (run id ``RUN.K``), then the aggregation answers."""
+    from tests.fixtures.fake_server import Call, ConversationRouter, FakeModel, Turn
+
+    def lane(k: int) -> list[Turn]:
+        return [
+            Turn(tool_calls=[Call("python", {"code": f"print({k} * 21)"}, id="same")]),
+            Turn(content=f"lane {k} says {k * 21}"),
+        ]
+
+    def aggregation(body: dict[str, Any]) -> Turn | None:
+        msgs = body.get("messages", [])
+        if msgs and "<task>" in str(msgs[-1].get("content", "")):
+            return Turn(content="The lanes were aggregated.")
+        return None
+
+    model = FakeModel()
+    model.respond_with(ConversationRouter([lane(1), lane(2)], aggregation))
+    settings_url = "lab/api/settings/k2lab:plugin"
+    raw = {"preset": "custom", "baseUrl": model.base_url, "model": "fake-k2", "approve": "ask"}
+    jupyterlab.api(settings_url, "PUT", {"raw": json.dumps(raw)})
+    try:
+        open_lab(page, jupyterlab)
+        panel = open_panel(page)
+        new_session(panel)
+        panel.locator(".k2lab-run-options > summary").click()
+        panel.locator(".k2lab-opt-heavy").fill("2")
+        panel.locator(".k2lab-prompt-input").fill("what is 21 times k?")
+        panel.locator("button.k2lab-send").click()
+        pending = panel.locator(".k2lab-call[data-state=pending] button.k2lab-approve")
+        expect(pending).to_have_count(2, timeout=90_000)  # one card per lane
+        for _ in range(2):
+            pending.first.click()
+            page.wait_for_timeout(200)
+        expect(panel).to_contain_text("The lanes were aggregated.", timeout=90_000)
+        expect(panel.locator(".k2lab-opt-current")).to_contain_text("heavy 2 lanes")
+        screenshot("panel-heavy-lanes", panel)
+        sessions = jupyterlab.api("k2lab/api/sessions")["sessions"]
+        mine = next(s for s in sessions if s["settings"].get("heavy") == 2)
+        stored = [e["event"] for e in jupyterlab.api(f"k2lab/api/sessions/{mine['id']}")["events"]]
+        decided = {e["run_id"]: e["decision"] for e in stored if e["type"] == "tool.decision"}
+        start = next(e for e in stored if e["type"] == "run.start")["run_id"].split(".")[0]
+        assert decided == {f"{start}.1": "approve", f"{start}.2": "approve"}
+        outputs = sorted(e["output"].strip() for e in stored if e["type"] == "tool.result")
+        assert outputs == ["21", "42"]
+    finally:
+        jupyterlab.api(settings_url, "PUT", {"raw": "{}"})
+        model.close()
+
+
+def test_heavy_under_ask_in_the_panel_decides_each_lanes_card_apart(
+    jupyterlab: Any, page: Any
+) -> None:
+    """Heavy mode (2 lanes) under the server's ``ask`` policy: both lanes propose the same call id;
+    approving one lane's card in the panel decides that lane's call (the panel sends the lane's
+    run id), the other lane's card still waits, then "Approve all" lets the run finish."""
+    from k2lab.providers.demo.scripts import DEMO_PROMPTS
+
+    open_lab(page, jupyterlab)
+    panel = open_panel(page)
+    new_session(panel)
+    panel.locator(".k2lab-run-options > summary").click()
+    panel.locator(".k2lab-opt-heavy").fill("2")
+    panel.locator(".k2lab-prompt-input").fill(DEMO_PROMPTS["estimate_pi"])
+    panel.locator("button.k2lab-send").click()
+    heavy = panel.locator(".k2lab-heavy")
+    tiles = heavy.locator(".k2lab-lanes > .k2lab-lane")
+    expect(tiles).to_have_count(2, timeout=60_000)
+    waiting = heavy.locator('.k2lab-call[data-state="pending"]')
+    expect(waiting).to_have_count(2, timeout=60_000)
+
+    sessions = jupyterlab.api("k2lab/api/sessions")["sessions"]
+    sid = next(s for s in sessions if s["settings"].get("heavy"))["id"]
+
+    def events() -> list[dict[str, Any]]:
+        stored = jupyterlab.api(f"k2lab/api/sessions/{sid}")
+        return [e["event"] for e in stored["events"]]
+
+    proposed = [e for e in events() if e["type"] == "tool.proposed"]
+    assert len(proposed) == 2 and proposed[0]["call_id"] == proposed[1]["call_id"], proposed
+    first = proposed[0]["run_id"]  # the server's fallback (no run id) would pick the other lane
+    lane = int(first.rsplit(".", 1)[1])
+    tiles.nth(lane - 1).click()
+    card = heavy.locator(f'.k2lab-call[data-run-id="{first}"]')
+    card.locator("button.k2lab-approve").click()
+    expect(waiting).to_have_count(1)
+    for _ in range(100):  # the decision reaches the server's log
+        decided = [e for e in events() if e["type"] == "tool.decision"]
+        if decided:
+            break
+        time.sleep(0.1)
+    assert [(e["run_id"], e["decision"]) for e in decided] == [(first, "approve")]
+
+    panel.locator("button.k2lab-approve-all").click()
+    expect(heavy.locator(".k2lab-aggregate .k2lab-answer")).not_to_be_empty(timeout=90_000)
+    evs = events()
+    lanes = {e["run_id"] for e in evs if e["type"] == "tool.decision"}
+    assert {first, proposed[1]["run_id"]} <= lanes
+    assert any(e["type"] == "run.end" and e.get("lane") == "aggregate" for e in evs)
