@@ -68,6 +68,24 @@ class K2Magics(Magics):
         '..., "args": [...]} or {"url": ...}}} ($K2LAB_MCP_CONFIG). The servers start with the '
         "first run that names the file and serve this kernel's later runs with the same config.",
     )
+    @argument(
+        "--verify",
+        action="store_true",
+        help="After the answer, ask the model to check it with tools (re-compute, edge cases, "
+        "another method); a fault it finds is corrected and checked again (up to "
+        "--verify-rounds). The outcome shows next to the answer.",
+    )
+    @argument("--verify-rounds", type=int, help="Most verify rounds with --verify (default 1).")
+    @argument(
+        "--heavy",
+        type=int,
+        help="Heavy mode: N independent lanes (own agent and sandbox each) in parallel, then one "
+        "aggregation of their answers and evidence (with --verify, it checks that answer). "
+        "Needs --approve auto or never.",
+    )
+    @argument(
+        "--heavy-concurrency", type=int, help="Most lanes alive at once with --heavy (default N)."
+    )
     @argument("--new", action="store_true", help="Start a new conversation.")
     @argument(
         "--resume",
@@ -97,6 +115,9 @@ class K2Magics(Magics):
           %%k2 fork RUN|last CALL      # branch a run at a call; the cell body is the code to run
           %k2 --resume PROMPT          # continue the conversation saved in this notebook
           %k2 --mcp-config F PROMPT    # also offer the tools of the MCP servers in file F
+          %k2 --verify PROMPT          # the model checks its answer with tools (--verify-rounds R)
+          %k2 --heavy N PROMPT         # N lanes in parallel, then one aggregated answer
+                                       # (--heavy-concurrency C; needs --approve auto or never)
           await k2lab.wait()           # wait for the runs (Run All, nbclient)
 
         The cell returns at once; the run goes on in the kernel's event loop, so the buttons work

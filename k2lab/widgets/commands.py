@@ -136,6 +136,8 @@ def _count(n: int, word: str) -> str:
 
 # -- the forms -------------------------------------------------------------------------------------
 def ask(session: Any, opts: Any, prompt: str) -> None:
+    from k2lab.widgets.session import run_flags
+
     settings = _settings(session, opts)
     mcp = mcp_config(opts)
     conversation, parent = None, None
@@ -154,6 +156,7 @@ def ask(session: Any, opts: Any, prompt: str) -> None:
         conversation=conversation,
         parent_run_id=parent,
         mcp=mcp,
+        **run_flags(opts),  # --verify/--heavy (k2lab.widgets.session, helper "driver")
     )
 
 

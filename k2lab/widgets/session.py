@@ -39,7 +39,7 @@ import asyncio
 import contextlib
 import os
 import uuid
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.display import DisplayHandle, display
@@ -53,7 +53,14 @@ from k2lab.agent.decisions import (
 )
 from k2lab.agent.loop import Agent
 from k2lab.config import K2Lab, Settings, resolve_settings
-from k2lab.events import Error, Notice, RunEnd, RunStart
+from k2lab.driver import (
+    HEAVY_NEEDS_POLICY,
+    RunDriver,
+    RunSpec,
+    failed_start_events,
+    heavy_problem,
+)
+from k2lab.events import Event, Notice
 from k2lab.providers.base import ChatProvider
 from k2lab.sandbox.base import Sandbox
 from k2lab.trace.notebook import scrub_event, trace_bundle
@@ -62,7 +69,6 @@ from k2lab.widgets.state import arguments_for
 from k2lab.widgets.trace_widget import TraceWidget
 
 if TYPE_CHECKING:
-    from k2lab.tools.base import Tool
     from k2lab.tools.mcp import MCPToolSet
     from k2lab.tools.mcp_config import MCPConfig
 
@@ -86,6 +92,26 @@ def empty_slot(text: str = "") -> DisplayHandle:
         {"text/plain": text}, raw=True, display_id=did, metadata={"k2lab": {"display_id": did}}
     )
     return handle
+
+
+def run_flags(opts: Any) -> dict[str, Any]:
+    """``%k2``'s run options (``--verify [--verify-rounds R]``, ``--heavy N
+    [--heavy-concurrency C]``, the CLI's words) as ``NotebookSession.start_run`` arguments."""
+    verify = bool(getattr(opts, "verify", False))
+    rounds = getattr(opts, "verify_rounds", None)
+    heavy = getattr(opts, "heavy", None)
+    concurrency = getattr(opts, "heavy_concurrency", None)
+    if rounds is not None and (rounds < 1 or not verify):
+        raise UsageError("--verify-rounds needs --verify and at least 1 round")
+    if heavy is not None and heavy < 1:
+        raise UsageError("--heavy must be at least 1")
+    if concurrency is not None and (concurrency < 1 or not heavy):
+        raise UsageError("--heavy-concurrency needs --heavy and at least 1")
+    return {
+        "verify_rounds": (rounds or 1) if verify else 0,
+        "heavy": heavy or 0,
+        "heavy_concurrency": concurrency,
+    }
 
 
 class RunRecord:
@@ -113,6 +139,12 @@ class RunRecord:
         self.final: dict[str, Any] | None = None
         #: the MCP servers this run offers the tools of (``--mcp-config``); a fork inherits them
         self.mcp: MCPConfig | None = None
+        #: ``--verify-rounds`` (0: no verify pass), ``--heavy N`` (0: one agent)
+        self.verify_rounds = 0
+        self.heavy = 0
+        self.heavy_concurrency: int | None = None
+        #: the run's driver (``k2lab.driver``), once the run left the queue
+        self.driver: RunDriver | None = None
 
     # -- displays --------------------------------------------------------------------------------
     def show(self, *, slot: DisplayHandle | None = None) -> None:
@@ -160,31 +192,21 @@ class RunRecord:
 
     # -- events ------------------------------------------------------------------------------------
     def feed(self, ev: dict[str, Any]) -> None:
-        ev = scrub_event(ev, self.session.secrets())
+        """An event made here (a notice): scrubbed, then shown and kept."""
+        self.take(scrub_event(ev, self.session.secrets()))
+
+    def take(self, ev: dict[str, Any]) -> None:
         self.events.append(ev)
         self.widget.feed(ev)
 
+    def sink(self, ev: Event) -> None:
+        """The driver's sink: its events are scrubbed already."""
+        self.take(ev.to_dict())
+
     def fail_before_start(self, message: str, kind: str) -> None:
-        """A run that could not start (bad settings, sandbox failure) still leaves a trace."""
-        s = self.settings
-        for i, ev in enumerate(
-            (
-                RunStart(
-                    run_id=self.run_id,
-                    prompt=self.prompt,
-                    model=s.model,
-                    model_label="",
-                    base_url=s.base_url,
-                    policy=s.approve,
-                    isolation="",
-                    max_steps=s.max_steps,
-                ),
-                Error(message=message, kind=kind, fatal=True),
-                RunEnd(stop_reason="error", answer="", steps=0, tool_calls=0, error=message),
-            )
-        ):
-            ev.seq = i
-            self.feed(ev.to_dict())
+        """A run that could not start still leaves a trace (``k2lab.driver``'s events)."""
+        for ev in failed_start_events(self.settings, self.prompt, self.run_id, message, kind=kind):
+            self.take(ev.to_dict())
 
     # -- RunControls (what the buttons do) ---------------------------------------------------------
     def _card(self, call_id: str) -> dict[str, Any]:
@@ -228,8 +250,10 @@ class RunRecord:
             r.stop()
 
     def stop(self) -> None:
-        if self.agent is not None and self.agent.running:
-            self.agent.stop()
+        if self.driver is not None and self.driver.running:
+            # a run still starting its sandbox ends right after the start, before the model is
+            # asked anything (cancelling a kernel start half-way can orphan the kernel)
+            self.driver.stop()
         elif self.task is not None and not self.task.done():
             self.task.cancel()  # still queued behind another run
 
@@ -357,6 +381,9 @@ class NotebookSession:
         parent_run_id: str | None = None,
         show: bool = True,
         mcp: MCPConfig | None = None,
+        verify_rounds: int = 0,
+        heavy: int = 0,
+        heavy_concurrency: int | None = None,
     ) -> RunRecord:
         try:
             self._loop = asyncio.get_running_loop()
@@ -364,12 +391,25 @@ class NotebookSession:
             raise UsageError(
                 "%k2 runs on a Jupyter kernel's event loop; in a terminal use `k2lab run PROMPT`"
             ) from None
+        if heavy:
+            problem = heavy_problem(RunSpec(settings, prompt, heavy=heavy, mcp=mcp))
+            if problem == HEAVY_NEEDS_POLICY:  # the live view has no approval cards per lane yet
+                problem = "it needs --approve auto or never (no approval of N lanes' calls yet)"
+            if in_kernel:
+                problem = "each lane has a sandbox of its own; it does not take --in-kernel"
+            if problem is not None:
+                raise UsageError(f"%k2 --heavy: {problem}")
         if new:
             self.reset()
         if conversation is not None:
             self.conversation = conversation
         rec = RunRecord(self, prompt, settings)
         rec.mcp = mcp
+        rec.verify_rounds, rec.heavy, rec.heavy_concurrency = (
+            verify_rounds,
+            heavy,
+            heavy_concurrency,
+        )
         # earlier runs waiting for a person: if their views are gone, this run must not wait
         # behind them for ever; their traces then go in this cell (shown before this run's view)
         waiting = [(r, empty_slot()) for r in self.runs if r.waits_for_person()] if show else []
@@ -453,42 +493,50 @@ class NotebookSession:
         parent: str | None = None,
         at: str | None = None,
     ) -> None:
-        from k2lab.runtime import build_agent
-
+        """The run through the driver (``k2lab.driver``): the session's model, sandbox and MCP
+        servers are passed in and stay open for the next run; the events go to the record."""
         s = rec.settings
         try:
             try:
                 provider = self.provider_for(s)
+            except Exception as e:
+                rec.fail_before_start(f"{type(e).__name__}: {e}", "provider")
+                return
+
+            async def sandbox() -> Sandbox:
                 rec.sandbox = await self.sandbox_for(s, in_kernel=in_kernel)
-            except Exception as e:
-                rec.fail_before_start(f"{type(e).__name__}: {e}", "sandbox")
-                return
-            try:
-                mcp = await self.mcp_for(rec.mcp, s.tool_timeout)
-            except Exception as e:
-                rec.fail_before_start(f"MCP servers: {type(e).__name__}: {e}", "mcp")
-                return
-            decisions = rec.decisions
-            if first is not None:
-                provider = ForkProvider(provider, first)
-            extra = cast("list[Tool]", mcp.tools) if mcp is not None else []
-            agent = build_agent(s, provider, rec.sandbox, decisions, extra_tools=extra)
-            if mcp is not None:
-                mcp.attach(agent)  # its secrets out of every event, its notices into the run
-            if conversation is not None:  # a fork runs on its own copy of the history
-                agent.conversation = conversation
-            elif self.conversation is not None:
-                agent.conversation = self.conversation
-            else:
-                self.conversation = agent.conversation
-            rec.agent = agent
-            rec.conv_before = list(agent.conversation.messages)
-            async for ev in agent.run(
-                rec.prompt, run_id=rec.run_id, parent_run_id=parent, forked_from_call=at
-            ):
-                rec.feed(ev.to_dict())
-            if conversation is not None:  # follow-ups continue the branch
-                self.conversation = agent.conversation
+                return rec.sandbox
+
+            async def mcp() -> MCPToolSet | None:
+                return await self.mcp_for(rec.mcp, s.tool_timeout)
+
+            def built(agent: Agent) -> None:
+                if conversation is None and self.conversation is None:
+                    self.conversation = agent.conversation
+                rec.agent = agent
+                rec.conv_before = list(agent.conversation.messages)
+
+            spec = RunSpec(
+                s,
+                rec.prompt,
+                decisions=rec.decisions,
+                run_id=rec.run_id,
+                provider=provider,
+                wrap_provider=(lambda p: ForkProvider(p, first)) if first is not None else None,
+                sandbox_factory=sandbox,
+                mcp_tools=mcp if rec.mcp is not None and rec.mcp.servers else None,
+                verify_rounds=rec.verify_rounds,
+                heavy=rec.heavy,
+                heavy_concurrency=rec.heavy_concurrency,
+                # a fork runs on its own copy of the history
+                conversation=conversation if conversation is not None else self.conversation,
+                parent_run_id=parent,
+                forked_from_call=at,
+            )
+            rec.driver = RunDriver(spec, [rec.sink], on_agent=built)
+            await rec.driver.run()
+            if conversation is not None and rec.agent is not None:  # follow-ups continue the branch
+                self.conversation = rec.agent.conversation
         except asyncio.CancelledError:
             if not rec.events:  # stopped while queued behind another run
                 rec.fail_before_start("stopped before it started", "stopped")
@@ -509,7 +557,7 @@ class NotebookSession:
         """Stop every run still going, saying why, and wait until their traces are published."""
         going = [r for r in self.runs if r.going]
         for r in going:
-            if r.agent is not None and r.agent.running:
+            if r.driver is not None and r.driver.running:
                 r.abandon(reason)
             else:
                 r.stop()

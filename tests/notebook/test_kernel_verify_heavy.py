@@ -1,0 +1,125 @@
+"""``%k2 --verify`` and ``%k2 --heavy N`` in a real kernel, against the fake model server over
+HTTP, with real sandbox kernels (one per lane): the notebook face on the one run driver."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.fixtures.fake_server import Call, ConversationRouter, FakeModel, Turn
+from tests.notebook.kernel import FAKE_KEY, Kernel
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def kernel() -> Iterator[Kernel]:
+    k = Kernel({"K2LAB_API_KEY": FAKE_KEY, "K2LAB_ISOLATION": "process"})
+    try:
+        yield k
+    finally:
+        k.close()
+
+
+def start(kernel: Kernel, fake: FakeModel, opts: str, prompt: str = "What is 6 * 7?") -> int:
+    res = kernel.run(f"%k2 --new --base-url {fake.base_url} {opts} {prompt}")
+    assert res["error"] is None, res["error"]
+    return int(kernel.value("len(_k2s().runs)")) - 1
+
+
+def ended(kernel: Kernel, i: int) -> list[dict[str, Any]]:
+    kernel.wait_for(f"_k2s().runs[{i}].final is not None", 120)
+    return kernel.events(i)
+
+
+def _run_id(kernel: Kernel, i: int) -> str:
+    return str(kernel.value(f"_k2s().runs[{i}].run_id"))
+
+
+def usage_error(kernel: Kernel, fake: FakeModel, opts: str) -> str:
+    """The UsageError ``%k2 OPTS PROMPT`` raises (IPython prints those; caught here to read)."""
+    before = int(kernel.value("len(_k2s().runs)"))
+    line = f"--new --base-url {fake.base_url} {opts} What is 6 * 7?"
+    res = kernel.run(
+        "from IPython.core.error import UsageError\n"
+        f"try:\n    get_ipython().run_line_magic('k2', {line!r})\n"
+        "except UsageError as e:\n    print('USAGE:', e)"
+    )
+    assert res["error"] is None, res["error"]
+    assert "USAGE:" in res["stdout"], res
+    assert int(kernel.value("len(_k2s().runs)")) == before  # no run was started
+    return str(res["stdout"])
+
+
+def test_verify_checks_the_answer_in_the_same_run(kernel: Kernel, fake_model: FakeModel) -> None:
+    fake_model.script(
+        [
+            Turn(reasoning="compute", tool_calls=[Call("python", {"code": "print(6 * 7)"})]),
+            Turn(content="The answer is 42."),
+            Turn(reasoning="check", tool_calls=[Call("python", {"code": "print(42 // 7)"})]),
+            Turn(content="Recomputed another way: 42 / 7 = 6.\nVERDICT: holds"),
+        ]
+    )
+    i = start(kernel, fake_model, "--approve auto --verify")
+    events = ended(kernel, i)
+    types = [e["type"] for e in events]
+    assert types.count("verify.start") == 1 and types.count("verify.end") == 1
+    check = next(e for e in events if e["type"] == "verify.end")
+    assert check["outcome"] == "verified"
+    end = events[-1]
+    assert end["type"] == "run.end" and end["answer"] == "The answer is 42."
+    # the check ran as a follow-up of the same conversation: it asked the model to verify
+    assert len(fake_model.requests) == 4
+    last_user = [m for m in fake_model.requests[2]["messages"] if m["role"] == "user"][-1]
+    assert "verif" in str(last_user["content"]).lower()
+    # the saved trace in the cell holds the verify pass
+    assert kernel.value(f"_k2s().runs[{i}].final is not None")
+
+
+def test_heavy_lanes_and_aggregation_in_the_notebook(kernel: Kernel, fake_model: FakeModel) -> None:
+    def aside(body: dict[str, Any]) -> Turn | None:
+        msgs = body.get("messages", [])
+        if msgs and "<task>" in str(msgs[-1].get("content", "")):
+            return Turn(content="Aggregated: 42 (lanes 1 and 2 agree).")
+        return None
+
+    scripts = [
+        [
+            Turn(reasoning=f"lane {k}", tool_calls=[Call("python", {"code": f"print({k} * 21)"})]),
+            Turn(content=f"42 from lane {k}"),
+        ]
+        for k in (1, 2)
+    ]
+    fake_model.respond_with(ConversationRouter(scripts, aside=aside))
+    i = start(kernel, fake_model, "--approve auto --heavy 2 --heavy-concurrency 2")
+    events = ended(kernel, i)
+    lanes = {e.get("lane") for e in events}
+    assert lanes == {"1", "2", "aggregate"}
+    ends = {e["lane"]: e for e in events if e["type"] == "run.end"}
+    assert ends["1"]["stop_reason"] == ends["2"]["stop_reason"] == "completed"
+    assert ends["aggregate"]["answer"] == "Aggregated: 42 (lanes 1 and 2 agree)."
+    # each lane ran its code in its own sandbox
+    outs = sorted(e["output"].strip() for e in events if e["type"] == "tool.result")
+    assert outs == ["21", "42"]
+    # lanes' run ids are the heavy run's, and the saved trace in the cell holds every lane
+    starts = {e["lane"]: e["run_id"] for e in events if e["type"] == "run.start"}
+    assert starts == {k: f"{_run_id(kernel, i)}.{k}" for k in ("1", "2", "aggregate")}
+    bundle = kernel.value(f"_k2s().runs[{i}].final")
+    assert "Aggregated: 42" in str(bundle)
+
+
+def test_heavy_and_verify_usage_errors(kernel: Kernel, fake_model: FakeModel) -> None:
+    assert "--approve auto or never" in usage_error(kernel, fake_model, "--approve ask --heavy 2")
+    assert "--verify-rounds needs --verify" in usage_error(
+        kernel, fake_model, "--approve auto --verify-rounds 2"
+    )
+    assert "at least 1" in usage_error(kernel, fake_model, "--approve auto --heavy 0")
+    assert "--heavy-concurrency needs --heavy" in usage_error(
+        kernel, fake_model, "--approve auto --heavy-concurrency 2"
+    )
+    assert "--in-kernel" in usage_error(kernel, fake_model, "--approve auto --heavy 2 --in-kernel")
+    # the help names the options
+    res = kernel.run("%k2 --help")
+    assert "--verify" in res["stdout"] and "--heavy N" in res["stdout"]
