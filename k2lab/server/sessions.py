@@ -475,10 +475,20 @@ class Session:
     # -- decisions -------------------------------------------------------------------------------
     def decide(self, call_id: str, decision: Decision, run_id: str | None = None) -> None:
         """Resolve a waiting call: ``(run_id, call_id)``; without ``run_id``, the call of that id
-        in the current run, else in the latest run that proposed it."""
+        in the current run (or the one lane of it where it waits), else in the latest run that
+        proposed it. An id waiting in several heavy lanes needs ``run_id`` (409 otherwise)."""
         calls = self._calls
         current = self._decisions.run_id if self._decisions is not None and self.running else ""
         run = run_id
+        if run is None and current and self._decisions is not None:
+            lanes = [r for r, c in self._decisions.waiting() if c == call_id and r != current]
+            if len(lanes) > 1:
+                raise SessionError(
+                    409,
+                    f"tool call {call_id!r} waits in several lanes ({', '.join(lanes)}): "
+                    "name its run_id",
+                )
+            run = lanes[0] if lanes else None
         if run is None:
             run = current if (current, call_id) in calls.proposed else calls.last_run.get(call_id)
         key = (run or "", call_id)

@@ -198,6 +198,10 @@ async def test_heavy_under_ask_gives_each_lane_its_own_cards(api, fake_model):
     cid = proposed[f"{rid}.1"]["call_id"]
     assert proposed[f"{rid}.2"]["call_id"] == cid  # the same id in both lanes
     assert meta["pending"] == [cid, cid]
+    code, data = await api.post(
+        "sessions", sid, "decisions", body={"call_id": cid, "decision": "approve"}
+    )
+    assert code == 409 and "name its run_id" in data["message"]  # which lane's card?
     approve = {"call_id": cid, "run_id": f"{rid}.1", "decision": "approve"}
     assert (await api.post("sessions", sid, "decisions", body=approve))[0] == 200
     code, again = await api.post("sessions", sid, "decisions", body=approve)
@@ -210,7 +214,9 @@ async def test_heavy_under_ask_gives_each_lane_its_own_cards(api, fake_model):
         timeout=90,
     )
     results = {e["run_id"]: e for e in evs if e["type"] == "tool.result"}
-    assert results[f"{rid}.1"]["output"].strip() == "21"
+    # the router hands scripts out in the order lanes ask: lane 1 ran whichever code it proposed
+    expected = "21" if "1 * 21" in proposed[f"{rid}.1"]["arguments"] else "42"
+    assert results[f"{rid}.1"]["output"].strip() == expected
     decisions = {e["run_id"]: e["decision"] for e in evs if e["type"] == "tool.decision"}
     assert decisions == {f"{rid}.1": "approve", f"{rid}.2": "reject"}
     assert evs[-1]["answer"] == "aggregated"
