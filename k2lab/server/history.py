@@ -15,7 +15,9 @@ from k2lab.agent.loop import STOPPED_BEFORE_RUN
 from k2lab.events import RunEnd, ToolResult
 
 #: the event types the conversation is rebuilt from
-RESTORE_TYPES = frozenset({"run.start", "step.end", "tool.result", "notice", "run.end"})
+RESTORE_TYPES = frozenset(
+    {"run.start", "step.end", "tool.result", "notice", "run.end", "verify.start", "verify.end"}
+)
 
 INTERRUPTED = (
     "The Jupyter server stopped while this run was in progress; the run ended there. "
@@ -58,6 +60,12 @@ def restore_conversation(conversation: Conversation, events: list[dict[str, Any]
             if cid in open_calls:
                 open_calls.remove(cid)
                 conversation.add_tool_result(str(cid), str(ev.get("output", "")))
+        elif kind == "verify.start":  # the verify pass's check is a user message of the run
+            close_open()
+            conversation.add_user(str(ev.get("prompt", "")))
+        elif kind == "verify.end" and ev.get("correction"):  # and so is its ask to correct
+            close_open()
+            conversation.add_user(str(ev.get("correction")))
         elif kind == "notice" and ev.get("kind") == "compaction":
             conversation.hide_tool_outputs()
         elif kind == "run.end":

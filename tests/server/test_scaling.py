@@ -220,3 +220,32 @@ async def test_heavy_under_ask_gives_each_lane_its_own_cards(api, fake_model):
     decisions = {e["run_id"]: e["decision"] for e in evs if e["type"] == "tool.decision"}
     assert decisions == {f"{rid}.1": "approve", f"{rid}.2": "reject"}
     assert evs[-1]["answer"] == "aggregated"
+
+
+def test_a_verify_run_restores_with_its_check_and_correction_messages():
+    """After a restart the conversation is rebuilt from the log: the verify pass's check and its
+    ask to correct are user messages, as they were in the live run (not two answers in a row)."""
+    from k2lab.agent.context import Conversation
+    from k2lab.server.history import RESTORE_TYPES, restore_conversation
+
+    events = [
+        {"type": "run.start", "prompt": "6*7?"},
+        {"type": "step.end", "content": "41", "reasoning": "", "tool_calls": []},
+        {"type": "verify.start", "prompt": "Check your answer."},
+        {"type": "step.end", "content": "VERDICT: fault", "reasoning": "", "tool_calls": []},
+        {"type": "verify.end", "correction": "Correct it."},
+        {"type": "step.end", "content": "42", "reasoning": "", "tool_calls": []},
+        {"type": "run.end", "answer": "42"},
+    ]
+    assert all(e["type"] in RESTORE_TYPES for e in events)
+    conv = Conversation(system="sys")
+    restore_conversation(conv, events)
+    said = [(m["role"], m.get("content")) for m in conv.to_list()[1:]]
+    assert said == [
+        ("user", "6*7?"),
+        ("assistant", "41"),
+        ("user", "Check your answer."),
+        ("assistant", "VERDICT: fault"),
+        ("user", "Correct it."),
+        ("assistant", "42"),
+    ]
