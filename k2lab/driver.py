@@ -27,8 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -52,6 +52,7 @@ Sink = Callable[[Event], object]
 #: the message of a heavy run under ``ask`` in a face that cannot show lanes' cards
 HEAVY_NEEDS_POLICY = "heavy mode needs --approve auto or deny (approving N lanes' calls: not yet)"
 HEAVY_NO_MCP = "heavy mode does not take MCP servers yet (each lane has the python tool only)"
+HEAVY_NO_WITH = "heavy mode does not copy notebook variables (--with) into its lanes yet"
 
 
 @dataclass
@@ -82,6 +83,8 @@ class RunSpec:
     #: heavy mode: N lanes (each its own sandbox) and an aggregation; 0: one agent
     heavy: int = 0
     heavy_concurrency: int | None = None
+    #: notebook variables copied into the sandbox before the run (``%k2 --with``), by name
+    variables: Mapping[str, Any] = field(default_factory=dict)
     #: the conversation to continue (a follow-up, a fork's copy); None: a new one
     conversation: Conversation | None = None
     parent_run_id: str | None = None
@@ -120,6 +123,8 @@ def heavy_problem(spec: RunSpec, *, lanes_can_ask: bool = False) -> str | None:
         return None
     if (spec.mcp is not None and spec.mcp.servers) or spec.mcp_tools is not None:
         return HEAVY_NO_MCP
+    if spec.variables:
+        return HEAVY_NO_WITH
     if not lanes_can_ask and spec.settings.approve == "ask" and spec.decisions is None:
         return HEAVY_NEEDS_POLICY
     return None
@@ -208,6 +213,9 @@ class RunDriver:
         self._stop_requested = False
         self._stop_why: str | None = None
         self._ran = False
+        #: ``--with``: the model's note and the view's line on what was copied
+        self.variables_note = ""
+        self.copied = ""
 
     # -- control ---------------------------------------------------------------------------------
     @property
@@ -309,6 +317,30 @@ class RunDriver:
             raise _StartFailed("mcp", f"the MCP servers did not start: {e}") from e
         if self.mcp is not None:
             self.scrubber = self.scrubber.merged(self.mcp.scrubber)
+        if spec.variables and not spec.heavy:
+            await self._copy_variables()
+
+    async def _copy_variables(self) -> None:
+        """``--with``: the notebook's variables into the sandbox (pickled, size-checked); what
+        was copied goes to the view (a notice) and to the model (the system prompt's note)."""
+        from k2lab.sandbox.transfer import TransferError, describe_value, variables_note
+
+        put = getattr(self.sandbox, "put", None)
+        if put is None:
+            raise _StartFailed(
+                "sandbox", "--with: this sandbox cannot take copies of notebook variables"
+            )
+        described: list[tuple[str, str]] = []
+        for name, value in self.spec.variables.items():
+            try:
+                await put(name, value)
+            except TransferError as e:
+                raise _StartFailed("sandbox", f"--with {name}: {e}") from e
+            described.append((name, describe_value(value)))
+        self.variables_note = variables_note(described)
+        self.copied = "copied into the sandbox (--with): " + "; ".join(
+            f"{n} ({what})" for n, what in described
+        )
 
     def _decisions(self) -> DecisionSource:
         d = self.spec.decisions
@@ -332,9 +364,16 @@ class RunDriver:
         extra = [*spec.extra_tools]
         if self.mcp is not None:
             extra += cast("list[Tool]", self.mcp.tools)
+        notes = [self.variables_note] if self.variables_note else []
+        prompt = spec.prompt
+        if notes and spec.conversation is not None and spec.conversation.messages:
+            # a follow-up keeps its system prompt: the note comes with the message instead
+            prompt = f"{self.variables_note}\n\n{prompt}"
         agent = build_agent(
-            spec.settings, provider, self.sandbox, self._decisions(), extra_tools=extra
+            spec.settings, provider, self.sandbox, self._decisions(), extra_tools=extra, notes=notes
         )
+        if self.copied:
+            agent.tools.notice(self.copied, "data")
         if self.mcp is not None:
             self.mcp.attach(agent)  # its secrets out of every event, its notices into the run
         if spec.conversation is not None:
@@ -348,7 +387,7 @@ class RunDriver:
         events = cast(
             "AsyncGenerator[Event, None]",
             agent.run(
-                spec.prompt,
+                prompt,
                 run_id=self.run_id,
                 parent_run_id=spec.parent_run_id,
                 forked_from_call=spec.forked_from_call,
@@ -443,6 +482,7 @@ async def drive(spec: RunSpec, sinks: Iterable[Sink] = (), **kw: Any) -> RunResu
 __all__ = [
     "HEAVY_NEEDS_POLICY",
     "HEAVY_NO_MCP",
+    "HEAVY_NO_WITH",
     "RunDriver",
     "RunResult",
     "RunSpec",

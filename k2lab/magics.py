@@ -69,6 +69,14 @@ class K2Magics(Magics):
         "first run that names the file and serve this kernel's later runs with the same config.",
     )
     @argument(
+        "--with",
+        dest="with_vars",
+        metavar="NAMES",
+        help="Copy these variables of this notebook (comma-separated: df,model) into the sandbox "
+        "before the run (pickled, size-checked); the model is told their types, shapes and "
+        "columns. Copies: the notebook's own variables do not change.",
+    )
+    @argument(
         "--verify",
         action="store_true",
         help="After the answer, ask the model to check it with tools (re-compute, edge cases, "
@@ -115,6 +123,7 @@ class K2Magics(Magics):
           %%k2 fork RUN|last CALL      # branch a run at a call; the cell body is the code to run
           %k2 --resume PROMPT          # continue the conversation saved in this notebook
           %k2 --mcp-config F PROMPT    # also offer the tools of the MCP servers in file F
+          %k2 --with df,model PROMPT   # copies of these variables in the sandbox
           %k2 --verify PROMPT          # the model checks its answer with tools (--verify-rounds R)
           %k2 --heavy N PROMPT         # N lanes in parallel, then one aggregated answer
                                        # (--heavy-concurrency C; needs --approve auto or never)

@@ -87,8 +87,10 @@ def build_agent(
     decisions: DecisionSource,
     *,
     extra_tools: Iterable[Tool] = (),
+    notes: Iterable[str] = (),
 ) -> Agent:
-    """An agent with the ``python`` tool over ``sandbox`` (plus ``extra_tools``) and the budgets."""
+    """An agent with the ``python`` tool over ``sandbox`` (plus ``extra_tools``) and the budgets;
+    ``notes`` (e.g. the ``--with`` variables) join the system prompt after the data note."""
     from k2lab.tools.python import PythonTool
 
     python = cast(Tool, PythonTool(sandbox, timeout=settings.tool_timeout))
@@ -99,9 +101,9 @@ def build_agent(
         max_total_tokens=settings.max_total_tokens or None,
         context_window=settings.context_window,
     )
-    # the user's --data paths (and, later, --with variables): where the model finds them
+    # the user's --data paths and --with variables: where the model finds them
     note_of = getattr(sandbox, "data_note_for_model", None)
-    note = note_of() if callable(note_of) else ""
+    note = "\n\n".join(n for n in [note_of() if callable(note_of) else "", *notes] if n)
     system_prompt = None
     if note:
         from k2lab.agent.loop import default_system_prompt

@@ -70,6 +70,58 @@ def _check_name(name: str) -> None:
         raise TransferError(f"{name!r} is not a valid variable name")
 
 
+def pickled(name: str, value: Any, limit: int) -> bytes:
+    """``value`` pickled for ``put``, or a ``TransferError`` that says why it cannot go."""
+    _check_name(name)
+    try:
+        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as e:
+        raise TransferError(
+            f"cannot copy {name!r} ({type(value).__name__}): it cannot be pickled ({e})"
+        ) from e
+    if len(data) > limit:
+        raise TransferError(
+            f"{name!r} is {len(data):,} bytes pickled; the limit is {limit:,} "
+            "(Limits.transfer_bytes)"
+        )
+    return data
+
+
+#: columns of a DataFrame named in the model's note (the rest are counted)
+NOTE_COLUMNS = 30
+
+
+def describe_value(value: Any) -> str:
+    """A short description of a value for the model and the view: type, shape, columns."""
+    kind = type(value).__name__
+    shape = getattr(value, "shape", None)
+    parts = [kind]
+    if isinstance(shape, tuple):
+        parts.append(f"shape {shape}")
+    columns = getattr(value, "columns", None)
+    dtypes = getattr(value, "dtypes", None)
+    if columns is not None and dtypes is not None and hasattr(dtypes, "items"):
+        cols = [f"{c} ({t})" for c, t in list(dtypes.items())[:NOTE_COLUMNS]]
+        more = len(columns) - len(cols)
+        parts.append("columns " + ", ".join(cols) + (f", and {more} more" if more > 0 else ""))
+    elif shape is None and isinstance(value, (list, tuple, dict, set, str, bytes)):
+        parts.append(f"length {len(value)}")
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and columns is None:
+        parts.append(f"dtype {dtype}")
+    return ", ".join(parts)
+
+
+def variables_note(described: list[tuple[str, str]]) -> str:
+    """For the model: which notebook variables its python tool has (copies)."""
+    lines = [
+        "The user copied these variables of their notebook into the python tool's namespace "
+        "(copies: changing them there does not change the notebook's):"
+    ]
+    lines += [f"- {name}: {what}" for name, what in described]
+    return "\n".join(lines)
+
+
 class TransferMixin:
     """``put``/``get`` for ``SandboxKernel`` (uses its client, lock and limits)."""
 
@@ -119,16 +171,7 @@ class TransferMixin:
 
     async def put(self, name: str, value: Any, *, timeout: float = 60.0) -> None:
         """Set variable ``name`` in the sandbox to a copy of ``value`` (pickled, size-checked)."""
-        _check_name(name)
-        try:
-            data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as e:
-            raise TransferError(f"cannot pickle {name!r}: {e}") from e
-        if len(data) > self.limits.transfer_bytes:
-            raise TransferError(
-                f"{name!r} is {len(data):,} bytes pickled; the limit is "
-                f"{self.limits.transfer_bytes:,} (Limits.transfer_bytes)"
-            )
+        data = pickled(name, value, self.limits.transfer_bytes)
         blob = base64.b64encode(data).decode()
         code = f"import pickle as _p, base64 as _b\n{name} = _p.loads(_b.b64decode('{blob}'))\n"
         code += "del _p, _b\n"

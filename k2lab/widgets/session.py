@@ -107,7 +107,9 @@ def run_flags(opts: Any) -> dict[str, Any]:
         raise UsageError("--heavy must be at least 1")
     if concurrency is not None and (concurrency < 1 or not heavy):
         raise UsageError("--heavy-concurrency needs --heavy and at least 1")
+    names = [n.strip() for n in (getattr(opts, "with_vars", None) or "").split(",") if n.strip()]
     return {
+        "with_vars": tuple(dict.fromkeys(names)),
         "verify_rounds": (rounds or 1) if verify else 0,
         "heavy": heavy or 0,
         "heavy_concurrency": concurrency,
@@ -143,6 +145,8 @@ class RunRecord:
         self.verify_rounds = 0
         self.heavy = 0
         self.heavy_concurrency: int | None = None
+        #: ``--with``: the notebook's variables copied into the sandbox before the run
+        self.variables: dict[str, Any] = {}
         #: the run's driver (``k2lab.driver``), once the run left the queue
         self.driver: RunDriver | None = None
 
@@ -384,6 +388,7 @@ class NotebookSession:
         verify_rounds: int = 0,
         heavy: int = 0,
         heavy_concurrency: int | None = None,
+        with_vars: tuple[str, ...] = (),
     ) -> RunRecord:
         try:
             self._loop = asyncio.get_running_loop()
@@ -391,8 +396,10 @@ class NotebookSession:
             raise UsageError(
                 "%k2 runs on a Jupyter kernel's event loop; in a terminal use `k2lab run PROMPT`"
             ) from None
+        variables = self.variables_for(with_vars, in_kernel=in_kernel)
         if heavy:
-            problem = heavy_problem(RunSpec(settings, prompt, heavy=heavy, mcp=mcp))
+            spec = RunSpec(settings, prompt, heavy=heavy, mcp=mcp, variables=variables)
+            problem = heavy_problem(spec)
             if problem == HEAVY_NEEDS_POLICY:  # the live view has no approval cards per lane yet
                 problem = "it needs --approve auto or never (no approval of N lanes' calls yet)"
             if in_kernel:
@@ -410,6 +417,7 @@ class NotebookSession:
             heavy,
             heavy_concurrency,
         )
+        rec.variables = variables
         # earlier runs waiting for a person: if their views are gone, this run must not wait
         # behind them for ever; their traces then go in this cell (shown before this run's view)
         waiting = [(r, empty_slot()) for r in self.runs if r.waits_for_person()] if show else []
@@ -421,6 +429,32 @@ class NotebookSession:
             before=self._reap(rec, waiting) if waiting else None,
         )
         return rec
+
+    def variables_for(self, names: tuple[str, ...], *, in_kernel: bool) -> dict[str, Any]:
+        """``--with NAMES``: the values of the notebook's variables, each checked here (exists,
+        can be pickled, within the transfer limit), so a refusal is said in the cell at once."""
+        if not names:
+            return {}
+        if in_kernel:
+            raise UsageError(
+                "%k2 --with copies variables into the sandbox; with --in-kernel the code "
+                "already sees this notebook's variables"
+            )
+        from k2lab.sandbox.base import Limits
+        from k2lab.sandbox.transfer import TransferError, pickled
+
+        ns = getattr(self.shell, "user_ns", {}) or {}
+        limit = Limits().transfer_bytes
+        out: dict[str, Any] = {}
+        for name in names:
+            if name not in ns:
+                raise UsageError(f"%k2 --with: no variable {name!r} in this notebook")
+            try:
+                pickled(name, ns[name], limit)
+            except TransferError as e:
+                raise UsageError(f"%k2 --with: {e}") from None
+            out[name] = ns[name]
+        return out
 
     async def _reap(self, new: RunRecord, waiting: list[tuple[RunRecord, DisplayHandle]]) -> None:
         """Stop the runs in ``waiting`` that no view answers for; show their traces in their
@@ -528,6 +562,7 @@ class NotebookSession:
                 verify_rounds=rec.verify_rounds,
                 heavy=rec.heavy,
                 heavy_concurrency=rec.heavy_concurrency,
+                variables=rec.variables,
                 # a fork runs on its own copy of the history
                 conversation=conversation if conversation is not None else self.conversation,
                 parent_run_id=parent,
