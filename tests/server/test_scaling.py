@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -249,3 +250,44 @@ def test_a_verify_run_restores_with_its_check_and_correction_messages():
         ("user", "Correct it."),
         ("assistant", "42"),
     ]
+
+
+async def test_stop_ends_every_heavy_lane(api, fake_model):
+    def lane(k: int) -> list[Turn]:
+        return [Turn(tool_calls=[Call("python", {"code": "print(1)"})]), Turn(content="x")]
+
+    fake_model.respond_with(ConversationRouter([lane(1), lane(2)], lambda body: None))
+    sid = await api.new_session(settings={"heavy": 2, "approve": "ask"})
+    await api.post("sessions", sid, "messages", body={"text": "go"})
+    await api.wait_for(
+        sid, lambda es: sum(e["type"] == "tool.proposed" for e in es) == 2, timeout=90
+    )
+    code, data = await api.post("sessions", sid, "stop")
+    assert code == 200 and data["stopped"] is True
+    evs = await api.wait_for(
+        sid, lambda es: sum(e["type"] == "run.end" for e in es) == 2, timeout=60
+    )
+    ends = [e for e in evs if e["type"] == "run.end"]
+    assert {e["lane"] for e in ends} == {"1", "2"} and all(
+        e["stop_reason"] == "stopped" for e in ends
+    )
+    assert not any(e.get("lane") == "aggregate" for e in evs)  # none starts after a stop
+
+
+async def test_the_sessions_mcp_servers_stop_with_it(api, fake_model):
+    fake_model.script([Turn(tool_calls=[Call("mcp__calc__pid", {})]), Turn(content="done")])
+    sid = await api.new_session(settings={"approve": "auto"})
+    await api.post("sessions", sid, "messages", body={"text": "pid?"})
+    evs = await api.wait_for(sid, ended, timeout=60)
+    pid = int(next(e["output"] for e in evs if e["type"] == "tool.result"))
+    os.kill(pid, 0)  # alive while the session is
+    code, _ = await api.call("DELETE", "sessions", sid)
+    assert code == 204
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"the MCP server {pid} outlived its session")
