@@ -38,19 +38,24 @@ def _run_id(kernel: Kernel, i: int) -> str:
     return str(kernel.value(f"_k2s().runs[{i}].run_id"))
 
 
-def usage_error(kernel: Kernel, fake: FakeModel, opts: str) -> str:
-    """The UsageError ``%k2 OPTS PROMPT`` raises (IPython prints those; caught here to read)."""
-    before = int(kernel.value("len(_k2s().runs)"))
-    line = f"--new --base-url {fake.base_url} {opts} What is 6 * 7?"
+def magic(kernel: Kernel, line: str) -> str:
+    """Run ``%k2 LINE``; its stdout, with 'USAGE: ...' for a UsageError (IPython only prints
+    those; caught here to read)."""
     res = kernel.run(
         "from IPython.core.error import UsageError\n"
         f"try:\n    get_ipython().run_line_magic('k2', {line!r})\n"
         "except UsageError as e:\n    print('USAGE:', e)"
     )
     assert res["error"] is None, res["error"]
-    assert "USAGE:" in res["stdout"], res
-    assert int(kernel.value("len(_k2s().runs)")) == before  # no run was started
     return str(res["stdout"])
+
+
+def usage_error(kernel: Kernel, fake: FakeModel, opts: str) -> str:
+    before = int(kernel.value("len(_k2s().runs)"))
+    said = magic(kernel, f"--new --base-url {fake.base_url} {opts} What is 6 * 7?")
+    assert "USAGE:" in said, said
+    assert int(kernel.value("len(_k2s().runs)")) == before  # no run was started
+    return said
 
 
 def test_verify_checks_the_answer_in_the_same_run(kernel: Kernel, fake_model: FakeModel) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from tests.fixtures.fake_server import Call, FakeModel, Turn
 from tests.notebook.kernel import FAKE_KEY, Kernel
+from tests.notebook.test_kernel_verify_heavy import magic
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -27,17 +28,6 @@ def kernel() -> Iterator[Kernel]:
         yield k
     finally:
         k.close()
-
-
-def magic(kernel: Kernel, line: str) -> str:
-    """Run ``%k2 LINE``; returns 'USAGE: ...' for a UsageError (IPython only prints those)."""
-    res = kernel.run(
-        "from IPython.core.error import UsageError\n"
-        f"try:\n    get_ipython().run_line_magic('k2', {line!r})\n"
-        "except UsageError as e:\n    print('USAGE:', e)"
-    )
-    assert res["error"] is None, res["error"]
-    return str(res["stdout"])
 
 
 def test_with_copies_variables_and_tells_the_model(kernel: Kernel, fake_model: FakeModel) -> None:
