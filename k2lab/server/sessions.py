@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: how long the tools listing of sessions whose MCP servers have not started is kept
+PROBE_SECONDS = 30.0
+
 
 class _Calls:
     """What the log says about tool calls, by ``(run_id, call_id)``, to answer 404 / 409."""
@@ -77,6 +80,35 @@ class _Calls:
             self.last_run[cid] = key[0]
         elif kind == "tool.decision":
             self.decided.add(key)
+
+
+def describe_mcp(mcp: MCPToolSet) -> list[dict[str, Any]]:
+    """Each configured server of a started set: status (started / failed / disabled), why it
+    failed, its tools (names and descriptions, scrubbed of the servers' secrets)."""
+    scrub = mcp.scrubber
+    out: list[dict[str, Any]] = []
+    for row in mcp.public():
+        name = row["name"]
+        tools = [
+            {"name": t.name, "description": scrub.text(t.description)}
+            for t in mcp.tools
+            if t.server.name == name
+        ]
+        why = [n for n in mcp.notices if f"MCP server {name!r}" in n]
+        status = (
+            "disabled" if row.get("disabled") else ("started" if row.get("running") else "failed")
+        )
+        out.append(
+            {
+                "name": name,
+                "transport": row.get("transport", ""),
+                "approve": row.get("approve", "ask"),
+                "status": status,
+                "error": why[-1] if status == "failed" and why else None,
+                "tools": tools,
+            }
+        )
+    return out
 
 
 class SessionError(Exception):
@@ -285,43 +317,22 @@ class Session:
 
     async def tools(self) -> dict[str, Any]:
         """What the session's agent may call: its built-in tools, and each configured MCP server
-        with its tools, started or not and why (no command lines, env or headers)."""
+        with its tools, started or not and why (no command lines, env or headers). A session
+        whose servers have not started yet is answered from a probe (``SessionManager``): no
+        server process is left behind for a session only looked at."""
         problem = self.manager.mcp_problem
-        try:
-            mcp = await self.ensure_mcp()
-        except Exception as e:  # a config that vanished: said, not a 500
-            mcp, problem = None, f"the MCP servers did not start: {e}"
         builtin = [{"name": "python", "description": "Run Python in the session's sandbox."}]
         builtin += [
             {"name": t.name, "description": t.description}
             for t in notebook_tools(self.bridge, timeout=1.0, run_timeout=1.0)
         ]
-        servers: list[dict[str, Any]] = []
-        if mcp is not None:
-            scrub = mcp.scrubber
-            for row in mcp.public():
-                name = row["name"]
-                tools = [
-                    {"name": t.name, "description": scrub.text(t.description)}
-                    for t in mcp.tools
-                    if t.server.name == name
-                ]
-                why = [n for n in mcp.notices if f"MCP server {name!r}" in n]
-                status = (
-                    "disabled"
-                    if row.get("disabled")
-                    else ("started" if row.get("running") else "failed")
-                )
-                servers.append(
-                    {
-                        "name": name,
-                        "transport": row.get("transport", ""),
-                        "approve": row.get("approve", "ask"),
-                        "status": status,
-                        "error": why[-1] if status == "failed" and why else None,
-                        "tools": tools,
-                    }
-                )
+        try:
+            if self._mcp is not None:
+                servers = [{**row, "in_session": True} for row in describe_mcp(self._mcp)]
+            else:
+                servers = await self.manager.mcp_probe()
+        except Exception as e:  # a server set that could not even be tried: said, not a 500
+            servers, problem = [], f"the MCP servers did not start: {e}"
         return {
             "config": self.manager.mcp_source,
             "error": problem,
@@ -569,6 +580,26 @@ class SessionManager:
         #: the MCP servers file, and why it could not be read ("" = fine or none)
         self.mcp_source = ""
         self.mcp_problem: str | None = None
+        self._probe: tuple[float, list[dict[str, Any]]] | None = None
+        self._probe_lock: asyncio.Lock | None = None
+
+    async def mcp_probe(self) -> list[dict[str, Any]]:
+        """The configured servers as a session would find them: started together, listed, and
+        stopped again (the answer is kept for ``PROBE_SECONDS``; one probe at a time)."""
+        cfg = self.mcp_config()
+        if cfg is None or not (cfg.servers or cfg.disabled):
+            return []
+        if self._probe_lock is None:
+            self._probe_lock = asyncio.Lock()
+        async with self._probe_lock:
+            if self._probe is not None and time.monotonic() - self._probe[0] < PROBE_SECONDS:
+                return self._probe[1]
+            from k2lab.tools.mcp import MCPToolSet
+
+            async with MCPToolSet(cfg, timeout=self.server_settings().tool_timeout) as ts:
+                rows = [{**row, "in_session": False} for row in describe_mcp(ts)]
+            self._probe = (time.monotonic(), rows)
+            return rows
 
     def mcp_config(self) -> MCPConfig | None:
         """The configured MCP servers (``c.K2Lab.mcp_config`` / ``$K2LAB_MCP_CONFIG``), read once;

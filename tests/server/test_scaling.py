@@ -133,6 +133,7 @@ async def test_mcp_servers_are_listed_and_their_tools_called(api, fake_model):
     assert servers["broken"]["status"] == "failed"
     assert "did not start" in servers["broken"]["error"]
     assert SECRET not in json.dumps(tools)
+    assert servers["calc"]["in_session"] is False  # a probe: nothing runs for a session looked at
 
     fake_model.script(
         [
@@ -150,6 +151,9 @@ async def test_mcp_servers_are_listed_and_their_tools_called(api, fake_model):
     assert {"python", "mcp__calc__add"} <= offered
     assert any("'broken' did not start" in e.get("message", "") for e in evs)
     assert SECRET not in json.dumps(evs) + json.dumps(fake_model.requests)
+    code, tools = await api.get("sessions", sid, "tools")
+    calc = next(s for s in tools["servers"] if s["name"] == "calc")
+    assert calc["in_session"] is True and calc["status"] == "started"
 
 
 async def test_mcp_tools_wait_for_approval_under_ask(api, fake_model):

@@ -20,6 +20,7 @@ export interface IToolServer {
   approve?: string;
   status: 'started' | 'failed' | 'disabled';
   error?: string | null;
+  in_session?: boolean;
   tools: IToolInfo[];
 }
 
@@ -221,7 +222,7 @@ export class RunOptions {
         'li',
         { class: `k2lab-tool-server k2lab-tool-server-${s.status}` },
         h('strong', {}, s.name),
-        ` (MCP, ${s.transport || '?'}${s.approve === 'auto' ? ', runs without asking' : ''}): ${s.status}`,
+        ` (MCP, ${s.transport || '?'}${s.approve === 'auto' ? ', runs without asking' : ''}): ${s.status}${s.in_session ? ' in this session' : s.status === 'started' ? ' when tried' : ''}`,
         s.error ? h('div', { class: 'k2lab-tool-error' }, s.error) : null,
         s.tools.length ? h('ul', {}, ...s.tools.map(tool)) : null
       )
