@@ -213,6 +213,7 @@ class RunDriver:
         self._stop_requested = False
         self._stop_why: str | None = None
         self._ran = False
+        self._done = False
         #: ``--with``: the model's note and the view's line on what was copied
         self.variables_note = ""
         self.copied = ""
@@ -220,7 +221,7 @@ class RunDriver:
     # -- control ---------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self._ran and self.result.end is None and self.result.failed is None
+        return self._ran and not self._done
 
     def stop(self, why: str | None = None) -> None:
         """Stop the run (every lane and the aggregation in heavy mode)."""
@@ -253,6 +254,12 @@ class RunDriver:
         if self._ran:
             raise RuntimeError("a RunDriver runs once")
         self._ran = True
+        try:
+            return await self._run()
+        finally:
+            self._done = True
+
+    async def _run(self) -> RunResult:
         async with contextlib.AsyncExitStack() as opened:
             try:
                 await self._open(opened)

@@ -151,3 +151,16 @@ def test_heavy_problem(approve: str, decided: bool, want: str | None) -> None:
     spec = RunSpec(s, "p", heavy=2, decisions=decision_source("auto") if decided else None)
     got = heavy_problem(spec)
     assert (got is None) if want is None else (got is not None and want in got)
+
+
+async def test_running_ends_with_the_run_even_when_every_lane_failed(
+    fake_model: FakeModel,
+) -> None:
+    fake_model.script([Turn(status=500, error="down")] * 8)
+    s = settings(fake_model, max_steps=2)
+    driver = RunDriver(RunSpec(s, "hi", heavy=2))
+    assert not driver.running
+    result = await asyncio.wait_for(driver.run(), 90)
+    assert result.heavy is not None and result.heavy.stop_reason == "error"
+    assert result.end is None  # no aggregation ran
+    assert not driver.running
