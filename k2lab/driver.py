@@ -146,22 +146,24 @@ def failed_start_events(
     kind: str = "sandbox",
     stopped: bool = False,
     scrubber: Scrubber | None = None,
+    provider: Any = None,
 ) -> list[Event]:
     """The events of a run that never reached the model: ``run.start``, the ``error`` saying why
-    (none when it was only stopped), and ``run.end``. Scrubbed."""
+    (none when it was only stopped), and ``run.end``. Scrubbed. With ``provider`` (it opened,
+    the sandbox did not), ``run.start`` names its model label and base URL."""
     scrub = scrubber or Scrubber.for_provider(settings.api_key, settings.base_url)
     msg = scrub.text(message) if message else None
     events: list[Event] = [
         RunStart(
             run_id=run_id,
             prompt=prompt,
-            model=settings.model,
-            model_label=settings.model,
-            base_url=settings.base_url,
+            model=getattr(provider, "model", settings.model),
+            model_label=getattr(provider, "model_label", settings.model),
+            base_url=getattr(provider, "base_url", settings.base_url),
             policy=settings.approve,
             isolation="none",
             max_steps=settings.max_steps,
-            demo=settings.uses_demo_model,
+            demo=bool(getattr(provider, "demo", settings.uses_demo_model)),
         )
     ]
     if msg:
@@ -442,6 +444,7 @@ class RunDriver:
             kind=kind,
             stopped=stopped,
             scrubber=self.scrubber,
+            provider=self.provider,
         ):
             self.emit(ev)
 

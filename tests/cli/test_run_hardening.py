@@ -87,3 +87,22 @@ def test_a_base_url_password_is_in_no_output_or_trace(
     assert events[0]["base_url"] == fake_model.base_url
     for where in (r.stdout, r.stderr, trace.read_text()):
         assert "pw-0123456789xyz" not in where and basic not in where and basic[6:] not in where
+
+
+def test_a_sandbox_that_does_not_start_leaves_its_run_in_the_trace(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    """The driver's failed start: the trace (and --json) hold run.start, the error and run.end,
+    with the model that would have answered; exit 1 with one line, and the key in none of it."""
+    trace = tmp_path / "t.jsonl"
+    key = "sk-cli-failed-start-0123456789abcdef"
+    env = clean_env(JUPYTER_GATEWAY_URL=f"http://127.0.0.1:9/?token={key}")
+    r = run_cli("run", "--approve", "auto", "--json", "--trace", str(trace), "hi", env=env)
+    assert r.returncode == 1
+    assert "the sandbox did not start" in r.stderr and str(trace) in r.stderr
+    events = [json.loads(line) for line in trace.read_text().splitlines()[1:]]
+    assert [e["type"] for e in events] == ["run.start", "error", "run.end"]
+    assert events[0]["model_label"] == "offline demo model (scripted)"
+    assert events[1]["kind"] == "sandbox" and events[2]["stop_reason"] == "error"
+    assert [e["type"] for e in json_events(r.stdout)] == ["run.start", "error", "run.end"]
+    assert key not in r.stdout + r.stderr + trace.read_text()
