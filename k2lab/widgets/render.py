@@ -188,6 +188,80 @@ def markdown_safe(text: str) -> str:
     return _fence(text, "text") if risky(_md_probe.parse(text)) else text
 
 
+def lane_state(lane: dict[str, Any]) -> str:
+    """A lane's one-word state: finished, its stop reason, waiting for you, or running."""
+    if lane["status"] == "ended":
+        return "finished" if lane["stop_reason"] == "completed" else str(lane["stop_reason"])
+    return "waiting for you" if lane.get("waiting") else "running"
+
+
+def lane_line(lane: dict[str, Any]) -> str:
+    tokens = lane.get("prompt_tokens", 0) + lane.get("completion_tokens", 0)
+    return (
+        f"Lane {lane['lane']} · {lane_state(lane)} · step {lane.get('step', 0)} · "
+        f"{_count(int(lane.get('n_calls') or 0), 'tool call')} · {tokens} tokens"
+    )
+
+
+def _lanes_html(lanes: list[dict[str, Any]]) -> str:
+    out = ['<div class="k2lab-lanes"><strong>Lanes</strong><div class="k2lab-lane-row">']
+    for ln in lanes:
+        out.append(
+            f'<details class="k2lab-lane k2lab-lane-{esc(ln["status"])}" '
+            f'data-lane="{esc(ln["lane"])}">'
+            f'<summary class="k2lab-lane-head">{esc(lane_line(ln))}</summary>'
+        )
+        for st in ln["steps"]:
+            if st["reasoning"]:
+                out.append(
+                    f'<details class="k2lab-reasoning"><summary>Step {st["step"]} · reasoning'
+                    f"</summary><pre>{esc(st['reasoning'])}</pre></details>"
+                )
+            for c in st["calls"]:
+                label = esc(STATUS_TEXT.get(c["status"], c["status"]))
+                out.append(
+                    f'<div class="k2lab-call k2lab-status-{esc(c["status"])}">'
+                    f'<div class="k2lab-call-head">Tool call <code>{esc(c["name"])}</code> · '
+                    f'{label}</div><pre class="k2lab-code k2lab-hl">{highlight_python(c["code"])}'
+                    "</pre>"
+                )
+                if c.get("output"):
+                    out.append(_output_html(c["output"], "k2lab-stdout"))
+                out.append("</div>")
+        if ln.get("answer"):
+            out.append(f'<div class="k2lab-lane-answer">{markdown_html(ln["answer"])}</div>')
+        out.append("</details>")
+    out.append("</div></div>")
+    return "".join(out)
+
+
+def verify_line(v: dict[str, Any]) -> str:
+    checks = sum(len(r["checks"]) for r in v["rounds"])
+    reason = next((r["reason"] for r in reversed(v["rounds"]) if r["reason"]), "")
+    return (
+        f"Verify: {v['text']} ({_count(len(v['rounds']), 'round')}, "
+        f"{_count(checks, 'check')} run){': ' + reason if reason else ''}"
+    )
+
+
+def _verify_html(v: dict[str, Any]) -> str:
+    out = [
+        f'<div class="k2lab-verify k2lab-{esc(v["outcome"] or "verifying")}" '
+        f'data-outcome="{esc(v["outcome"] or "")}"><strong>{esc(verify_line(v))}</strong>'
+    ]
+    for r in v["rounds"]:
+        out.append(f'<details class="k2lab-verify-round"><summary>Round {r["round"]}</summary>')
+        for c in r["checks"]:
+            out.append(f'<pre class="k2lab-code k2lab-hl">{highlight_python(c["code"])}</pre>')
+            if c["output"]:
+                out.append(_output_html(c["output"], "k2lab-stdout"))
+        if r["summary"]:
+            out.append(markdown_html(r["summary"]))
+        out.append("</details>")
+    out.append("</div>")
+    return "".join(out)
+
+
 def _call_html(card: dict[str, Any]) -> str:
     st = card["status"]
     by = f" by {card['by']}" if card.get("by") else ""
@@ -261,6 +335,8 @@ def render_html(snap: dict[str, Any]) -> str:
     out.append(
         f'<div class="k2lab-prompt"><strong>Prompt</strong><pre>{esc(head["prompt"])}</pre></div>'
     )
+    if snap.get("lanes"):
+        out.append(_lanes_html(snap["lanes"]))
     for st in snap["steps"]:
         out.append(f'<div class="k2lab-step" data-step="{st["step"]}">')
         if st["reasoning"]:
@@ -284,6 +360,10 @@ def render_html(snap: dict[str, Any]) -> str:
     if head.get("answer"):
         answer = markdown_html(head["answer"])
         out.append(f'<div class="k2lab-answer"><strong>Answer</strong>{answer}</div>')
+    if head.get("heavy") and head.get("lanes_note"):
+        out.append(f'<div class="k2lab-lanes-note">Aggregation of {esc(head["lanes_note"])}</div>')
+    if head.get("verify"):
+        out.append(_verify_html(head["verify"]))
     out.append("</div>")
     return "".join(out)
 
@@ -306,6 +386,10 @@ def render_markdown(snap: dict[str, Any]) -> str:
     if head.get("isolation") == "in-kernel":
         out.append("**Sandbox off:** tool code ran in the notebook's own kernel.")
     out.append("**Prompt**\n\n" + _quote(markdown_safe(head["prompt"])))
+    for ln in snap.get("lanes") or []:
+        out.append(f"**{lane_line(ln)}**")
+        if ln.get("answer"):
+            out.append(_quote(markdown_safe(ln["answer"])))
     for st in snap["steps"]:
         if st["reasoning"]:
             out.append(
@@ -331,4 +415,8 @@ def render_markdown(snap: dict[str, Any]) -> str:
                 out.append(_fence(strip_ansi(c["output"]), "text"))
     if head.get("answer"):
         out.append("**Answer**\n\n" + markdown_safe(head["answer"]))
+    if head.get("heavy") and head.get("lanes_note"):
+        out.append(f"*Aggregation of {head['lanes_note']}*")
+    if head.get("verify"):
+        out.append(f"**{verify_line(head['verify'])}**")
     return "\n\n".join(out) + "\n"

@@ -19,9 +19,17 @@ import re
 import time
 from typing import Any
 
-from k2lab.trace.view import retry_text
+from k2lab.trace.view import Call, RunState, RunView, retry_text
 
 _EDIT_NOTE = re.compile(r"^\[The user edited the arguments before running: .*?\]\n", re.S)
+#: The heavy-mode lane of the aggregation step (its events go to the main steps and answer).
+AGGREGATE = "aggregate"
+#: A lane's detail carries its last this many steps (older ones are counted, not sent: a patch
+#: of a long lane costs what its recent steps hold), each text cut to its last LANE_TEXT chars.
+LANE_STEPS = 20
+LANE_TEXT = 4000
+#: How the verify pass's outcome reads (as ``k2lab run`` says it).
+VERIFY_WORDS = {"verified": "verified", "corrected": "corrected", "unverified": "could not verify"}
 #: Statuses a card goes through, in order (``problem`` and ``rejected`` end early).
 CARD_STATUSES = ("pending", "approved", "edited", "rejected", "problem", "done", "error", "not_run")
 
@@ -79,6 +87,23 @@ def arguments_for(name: str, code: str) -> str:
     return code
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _lane_call(c: Call) -> dict[str, Any]:
+    out = c.result["shown_output"] if c.result else None
+    return {
+        "call_id": c.call_id,
+        "name": c.name,
+        "code": code_of(c.name, c.ran_arguments),
+        "status": c.status,
+        "decision": c.decision,
+        "output": out[-LANE_TEXT:] if out is not None else None,
+        "ok": c.result["ok"] if c.result else None,
+    }
+
+
 class TraceState:
     def __init__(self) -> None:
         self.head: dict[str, Any] = {
@@ -104,7 +129,15 @@ class TraceState:
             "elapsed": 0.0,
             "approve_all": False,
             "messages": [],  # notices, errors and retries: {"kind", "level", "text"}
+            "heavy": False,  # events carry lanes: ``lanes`` in snapshots and patches
+            "aggregating": False,  # the aggregation step has started
+            "lanes_note": "",  # which lanes finished (heavy mode)
+            "verify": None,  # the verify pass (``verify_view``), once a verify.start came
         }
+        #: the one fold of events (k2lab.trace.view): lanes and the verify pass are read from it
+        self.view = RunView()
+        self.lane_order: list[str] = []
+        self._dirty_lanes: set[str] = set()
         self.steps: dict[int, dict[str, Any]] = {}
         self.cards: dict[str, dict[str, Any]] = {}
         self.card_order: list[str] = []
@@ -116,9 +149,149 @@ class TraceState:
 
     # -- folding events ------------------------------------------------------------------------
     def apply(self, ev: dict[str, Any]) -> None:
-        handler = getattr(self, "_on_" + ev.get("type", "").replace(".", "_"), None)
+        self.view.apply(ev)
+        kind = ev.get("type", "")
+        lane = ev.get("lane")
+        if isinstance(lane, str) and lane and lane != AGGREGATE:
+            self._on_lane(lane, ev)
+            return
+        if lane == AGGREGATE and kind == "run.start":
+            # the aggregation's prompt is k2lab's, not the person's: the head keeps the task
+            self._set(aggregating=True, lanes_note=self._lanes_note())
+            return
+        handler = getattr(self, "_on_" + kind.replace(".", "_"), None)
         if handler is not None:
             handler(ev)
+        if kind in ("verify.start", "verify.end"):
+            self._set(verify=self._verify_view())
+
+    # -- heavy-mode lanes: the fold's per-lane runs, summed into the head ----------------------
+    def _on_lane(self, lane: str, ev: dict[str, Any]) -> None:
+        kind = ev.get("type")
+        if lane not in self.lane_order:
+            self.lane_order.append(lane)
+            self._set(heavy=True)
+        self._dirty_lanes.add(lane)
+        if kind == "run.start" and not self.head["run_id"]:
+            self._on_run_start(ev)
+            rid = str(ev.get("run_id") or "")
+            self._set(run_id=rid.removesuffix("." + lane))  # the heavy run's own id
+        elif kind == "usage":
+            self._set(
+                prompt_tokens=self.head["prompt_tokens"] + int(ev.get("prompt_tokens") or 0),
+                completion_tokens=self.head["completion_tokens"]
+                + int(ev.get("completion_tokens") or 0),
+            )
+        elif kind == "tool.proposed":
+            self._set(tool_calls=self.head["tool_calls"] + 1)
+        elif kind in ("run.end", "error"):
+            self._set(lanes_note=self._lanes_note())
+
+    def _lane_run(self, lane: str) -> RunState | None:
+        for run in reversed(self.view.runs):
+            if run.lane == lane:
+                return run
+        return None
+
+    def _lanes_note(self) -> str:
+        runs = [r for r in (self._lane_run(n) for n in self.lane_order) if r is not None]
+        done = [r.lane for r in runs if r.stop_reason == "completed"]
+        other = [
+            f"{r.lane} ({r.stop_reason})"
+            for r in runs
+            if r.status == "ended" and r.stop_reason != "completed"
+        ]
+        going = [r.lane for r in runs if r.status != "ended"]
+        parts = [_count(len(runs), "lane")]
+        if done:
+            parts.append("finished: " + ", ".join(done))
+        if other:
+            parts.append("did not finish: " + ", ".join(other))
+        if going:
+            parts.append("running: " + ", ".join(going))
+        return " · ".join(parts)
+
+    def lane_view(self, lane: str) -> dict[str, Any]:
+        """One lane as the view shows it: a summary row and its latest steps with their calls."""
+        run = self._lane_run(lane)
+        if run is None:
+            return {"lane": lane, "status": "running", "steps": [], "calls": []}
+        nums = sorted(run.steps)
+        calls = list(run.calls.values())
+        steps = []
+        for n in nums[-LANE_STEPS:]:
+            st = run.steps[n]
+            steps.append(
+                {
+                    "step": n,
+                    "reasoning": str(st.reasoning)[-LANE_TEXT:],
+                    "content": str(st.content)[-LANE_TEXT:],
+                    "done": st.done,
+                    "tokens": (st.usage or {}).get("completion_tokens"),
+                    "calls": [_lane_call(run.calls[c]) for c in st.calls if c in run.calls],
+                }
+            )
+        t = run.totals
+        return {
+            "lane": lane,
+            "run_id": run.run_id,
+            "status": run.status,
+            "stop_reason": run.stop_reason,
+            "error": run.error,
+            "step": run.current if run.current is not None else (nums[-1] if nums else 0),
+            "max_steps": run.max_steps,
+            "n_steps": len(nums),
+            "n_calls": len(calls),
+            "waiting": any(c.status == "pending" for c in calls),
+            "prompt_tokens": t["prompt_tokens"],
+            "completion_tokens": t["completion_tokens"],
+            "answer": run.answer[-LANE_TEXT:],
+            "steps_omitted": max(0, len(nums) - LANE_STEPS),
+            "steps": steps,
+        }
+
+    def lanes(self) -> list[dict[str, Any]]:
+        return [self.lane_view(n) for n in self.lane_order]
+
+    def _verify_view(self) -> dict[str, Any] | None:
+        run = self._main_run()
+        v = run.verify if run is not None else None
+        if v is None:
+            return None
+        rounds = [
+            {
+                "round": r["round"],
+                "max_rounds": r["max_rounds"],
+                "status": r["status"],
+                "outcome": r["outcome"],
+                "summary": r["summary"],
+                "reason": r["reason"],
+                "checks": [
+                    {
+                        "name": c["name"],
+                        "code": code_of(c["name"], c["arguments"]),
+                        "output": c["output"],
+                    }
+                    for c in r["checks"]
+                ],
+                "corrected": r["correction"] is not None,
+            }
+            for r in v["rounds"]
+        ]
+        outcome = v["outcome"]
+        return {
+            "outcome": outcome,
+            "phase": v["phase"],
+            "text": VERIFY_WORDS.get(outcome, outcome) if outcome else "checking the answer",
+            "rounds": rounds,
+        }
+
+    def _main_run(self) -> RunState | None:
+        """The run the head shows: the aggregation in heavy mode, else the latest run."""
+        for run in reversed(self.view.runs):
+            if run.lane in ("", AGGREGATE):
+                return run
+        return None
 
     def _set(self, **kw: Any) -> None:
         self.head.update(kw)
@@ -282,6 +455,18 @@ class TraceState:
             if card["status"] in ("pending", "approved", "edited"):
                 card["status"] = "not_run"
                 self._dirty_cards.add(cid)
+        if self.head["heavy"]:  # the aggregation's counts are its own: the head sums every lane
+            started, ts = self.head["started"], ev.get("ts")
+            whole = ts - started if isinstance(ts, int | float) and started else None
+            self._set(
+                status="ended",
+                stop_reason=ev["stop_reason"],
+                error=ev.get("error"),
+                answer=ev.get("answer", ""),
+                elapsed=whole if whole is not None else ev.get("elapsed", 0.0),
+                lanes_note=self._lanes_note(),
+            )
+            return
         self._set(
             status="ended",
             stop_reason=ev["stop_reason"],
@@ -327,16 +512,23 @@ class TraceState:
             n: (s["reasoning"].length, s["content"].length) for n, s in self.steps.items()
         }
         self._dirty_head, self._dirty_steps, self._dirty_cards = False, set(), set()
+        self._dirty_lanes = set()
         return {
             "kind": "snapshot",
             "head": dict(self.head),
             "steps": [self.step_view(n) for n in sorted(self.steps)],
             "cards": [dict(self.cards[c]) for c in self.card_order],
+            "lanes": self.lanes(),
         }
 
     @property
     def dirty(self) -> bool:
-        return self._dirty_head or bool(self._dirty_steps) or bool(self._dirty_cards)
+        return (
+            self._dirty_head
+            or bool(self._dirty_steps)
+            or bool(self._dirty_cards)
+            or bool(self._dirty_lanes)
+        )
 
     def take_patch(self) -> dict[str, Any] | None:
         """What changed since the last patch or snapshot; None when nothing did."""
@@ -360,8 +552,10 @@ class TraceState:
             "head": dict(self.head) if self._dirty_head else None,
             "steps": steps,
             "cards": [dict(self.cards[c]) for c in self.card_order if c in self._dirty_cards],
+            "lanes": [self.lane_view(n) for n in self.lane_order if n in self._dirty_lanes],
         }
         self._dirty_head, self._dirty_steps, self._dirty_cards = False, set(), set()
+        self._dirty_lanes = set()
         return patch
 
 

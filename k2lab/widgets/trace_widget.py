@@ -29,6 +29,9 @@ from k2lab.widgets.state import TraceState
 _STATIC = Path(__file__).parent / "static"
 #: Seconds between two patches (a ceiling of 25 messages per second to the frontend).
 FLUSH_INTERVAL = 0.04
+#: While a run goes and no event comes (a call waits for a decision), the status line's clock
+#: still moves: a patch of the head at least this often.
+TICK_INTERVAL = 1.0
 
 
 class RunControls(Protocol):
@@ -71,6 +74,7 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
         self.interval = interval
         self.errors: list[str] = []  # what clicks failed with (also shown in the view)
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
         self._last_flush = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._seen = asyncio.Event()  # set when a view answers (``probe``)
@@ -111,10 +115,25 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
             self._flush_handle = None
         self.state.tick()
         patch = self.state.take_patch()
+        self._keep_ticking()
         if patch is None:
             return
         self._last_flush = time.monotonic()
         self.send(self._decorate(patch))
+
+    def _keep_ticking(self) -> None:
+        """While the run goes, a flush comes at least every TICK_INTERVAL (the clock in the
+        status line keeps running while a call waits for a decision and no event arrives)."""
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+        if self.state.head["status"] != "running":
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._tick_handle = loop.call_later(TICK_INTERVAL, self.flush)
 
     def snapshot(self) -> dict[str, Any]:
         return self._decorate(self.state.snapshot())
@@ -126,6 +145,20 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
             head["status_text"] = status_line(head, len(self.state.steps))
             head["answer_html"] = markdown_html(head["answer"]) if head.get("answer") else ""
             head["prompt"] = head.get("prompt", "")
+            head["can_stop_lane"] = callable(getattr(self.controls, "stop_lane", None))
+            verify = head.get("verify")
+            if verify:
+                verify = head["verify"] = dict(verify)
+                verify["rounds"] = [
+                    {
+                        **r,
+                        "summary_html": markdown_html(r["summary"]) if r["summary"] else "",
+                        "checks": [
+                            {**c, "code_html": highlight_python(c["code"])} for c in r["checks"]
+                        ],
+                    }
+                    for r in verify["rounds"]
+                ]
         for st in msg["steps"]:
             full = self.state.steps[st["step"]]
             st["content_html"] = markdown_html(str(full["content"])) if full["done"] else ""
@@ -135,6 +168,11 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
                 card["edited_code_html"] = highlight_python(card["edited_code"])
             card["display_html"] = [display_html(d) for d in card.get("display") or []]
             card.pop("display", None)  # raw bundles stay in Python; the view gets safe HTML
+        for lane in msg.get("lanes") or []:
+            lane["answer_html"] = markdown_html(lane["answer"]) if lane["answer"] else ""
+            for st in lane["steps"]:
+                for c in st["calls"]:
+                    c["code_html"] = highlight_python(c["code"])
         return msg
 
     # -- buttons ---------------------------------------------------------------------------------
@@ -187,6 +225,11 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
             self.controls.stop()
         elif action == "stop_previous":
             self.controls.stop_previous()
+        elif action == "stop_lane":
+            stop_lane = getattr(self.controls, "stop_lane", None)
+            if not callable(stop_lane):
+                raise RuntimeError("this session cannot stop one lane; Stop stops the whole run")
+            stop_lane(str(content.get("lane")))
         elif action == "replay":
             self._spawn(self._replay(str(call_id)))
         elif action == "fork":

@@ -214,3 +214,215 @@ def test_retry_reads_attempt_of_max_as_runview() -> None:
     view = view_of(events).to_dict()["runs"][0]
     assert texts and texts == ["Retrying: " + retry_text(r) for r in view["retries"]]
     assert "attempt 2 of" in texts[0]
+
+
+# -- heavy lanes and the verify pass (issue 12), read from the one fold ------------------------
+
+
+def heavy_events(*, verify_outcome: str = "verified") -> list[dict[str, Any]]:
+    """Two lanes interleaved, each proposing the same call id (Kimi's ids repeat), lane 2
+    stopped; then the aggregation, checked by a verify round that ran one call."""
+    args = json.dumps({"code": "print(4 * 0.785)"})
+    evs: list[dict[str, Any]] = []
+    for lane in ("1", "2"):
+        evs.append(
+            {
+                "type": "run.start",
+                "lane": lane,
+                "run_id": f"h1.{lane}",
+                "prompt": "estimate pi",
+                "model": "m",
+                "model_label": "demo",
+                "policy": "auto",
+                "isolation": "bwrap",
+                "max_steps": 10,
+                "ts": 100.0,
+            }
+        )
+    for lane in ("1", "2"):
+        evs += [
+            {"type": "step.start", "lane": lane, "step": 1, "ts": 100.1},
+            {"type": "reasoning.delta", "lane": lane, "step": 1, "text": f"lane {lane} thinks"},
+            {
+                "type": "usage",
+                "lane": lane,
+                "step": 1,
+                "prompt_tokens": 100,
+                "completion_tokens": 10,
+            },
+            {
+                "type": "step.end",
+                "lane": lane,
+                "step": 1,
+                "reasoning": f"lane {lane} thinks",
+                "content": "",
+                "tool_calls": [{"id": "functions.python:0"}],
+            },
+            {
+                "type": "tool.proposed",
+                "lane": lane,
+                "run_id": f"h1.{lane}",
+                "step": 1,
+                "call_id": "functions.python:0",
+                "name": "python",
+                "arguments": args,
+            },
+        ]
+    evs += [
+        {
+            "type": "tool.decision",
+            "lane": "1",
+            "run_id": "h1.1",
+            "call_id": "functions.python:0",
+            "decision": "approve",
+            "by": "policy",
+        },
+        {
+            "type": "tool.result",
+            "lane": "1",
+            "run_id": "h1.1",
+            "call_id": "functions.python:0",
+            "ok": True,
+            "output": "3.14\n",
+        },
+        {
+            "type": "run.end",
+            "lane": "1",
+            "stop_reason": "completed",
+            "answer": "pi ~ 3.14",
+            "steps": 1,
+            "tool_calls": 1,
+            "prompt_tokens": 100,
+            "completion_tokens": 10,
+        },
+        {
+            "type": "run.end",
+            "lane": "2",
+            "stop_reason": "stopped",
+            "answer": "",
+            "steps": 1,
+            "tool_calls": 1,
+        },
+        {
+            "type": "run.start",
+            "lane": "aggregate",
+            "run_id": "h1.aggregate",
+            "prompt": "Task given to 2 independent lanes",
+            "model": "m",
+            "policy": "auto",
+            "isolation": "none",
+            "max_steps": 3,
+            "ts": 101.0,
+        },
+        {"type": "step.start", "lane": "aggregate", "step": 1},
+        {"type": "reasoning.delta", "lane": "aggregate", "step": 1, "text": "Lane 1 finished."},
+        {"type": "content.delta", "lane": "aggregate", "step": 1, "text": "pi ~ 3.14 (lane 1)"},
+        {
+            "type": "usage",
+            "lane": "aggregate",
+            "step": 1,
+            "prompt_tokens": 50,
+            "completion_tokens": 5,
+        },
+        {
+            "type": "step.end",
+            "lane": "aggregate",
+            "step": 1,
+            "reasoning": "Lane 1 finished.",
+            "content": "pi ~ 3.14 (lane 1)",
+            "tool_calls": [],
+        },
+        {
+            "type": "verify.start",
+            "lane": "aggregate",
+            "run_id": "h1.aggregate",
+            "round": 1,
+            "max_rounds": 1,
+            "prompt": "check it",
+        },
+        {
+            "type": "verify.end",
+            "lane": "aggregate",
+            "run_id": "h1.aggregate",
+            "round": 1,
+            "verdict": "holds",
+            "outcome": verify_outcome,
+            "summary": "math.pi agrees",
+            "reason": "",
+            "checks": [
+                {
+                    "call_id": "c9",
+                    "name": "python",
+                    "arguments": json.dumps({"code": "import math"}),
+                    "output": "3.14159",
+                }
+            ],
+        },
+        {
+            "type": "run.end",
+            "lane": "aggregate",
+            "stop_reason": "completed",
+            "answer": "pi ~ 3.14 (lane 1)",
+            "steps": 1,
+            "tool_calls": 0,
+            "prompt_tokens": 50,
+            "completion_tokens": 5,
+            "elapsed": 0.1,
+            "ts": 103.0,
+        },
+    ]
+    return evs
+
+
+def test_lanes_are_folded_apart_and_summed_into_the_head() -> None:
+    st = state_from_events(heavy_events())
+    snap = st.snapshot()
+    head = snap["head"]
+    assert head["heavy"] and head["run_id"] == "h1" and head["prompt"] == "estimate pi"
+    assert head["status"] == "ended" and head["answer"] == "pi ~ 3.14 (lane 1)"
+    # the same call id in two lanes is two calls, each in its lane, none among the main cards
+    lanes = {ln["lane"]: ln for ln in snap["lanes"]}
+    assert set(lanes) == {"1", "2"} and snap["cards"] == []
+    one, two = lanes["1"]["steps"][0]["calls"][0], lanes["2"]["steps"][0]["calls"][0]
+    assert one["status"] == "done" and one["output"] == "3.14\n" and "4 * 0.785" in one["code"]
+    assert two["status"] == "not_run" and lanes["2"]["stop_reason"] == "stopped"
+    assert lanes["1"]["steps"][0]["reasoning"] == "lane 1 thinks"
+    # the head's tokens are every lane's plus the aggregation's, its clock the whole run's
+    assert head["prompt_tokens"] == 250 and head["completion_tokens"] == 25
+    assert head["tool_calls"] == 2 and head["elapsed"] == 3.0
+    assert head["lanes_note"] == "2 lanes · finished: 1 · did not finish: 2 (stopped)"
+    # the aggregation is the main step (its prompt is k2lab's, not shown as the person's)
+    assert [s["reasoning"] for s in snap["steps"]] == ["Lane 1 finished."]
+
+
+def test_lane_patches_carry_only_the_lanes_that_changed() -> None:
+    evs = heavy_events()
+    st = TraceState()
+    for ev in evs[:7]:  # both run.starts, lane 1's first step
+        st.apply(ev)
+    st.take_patch()
+    st.apply(evs[7])  # lane 2's step.start
+    p = st.take_patch()
+    assert p is not None and [ln["lane"] for ln in p["lanes"]] == ["2"]
+
+
+def test_verify_outcome_and_checks_reach_the_view_and_fallbacks() -> None:
+    from k2lab.widgets.render import render_html, render_markdown
+
+    for outcome, words in (("verified", "verified"), ("unverified", "could not verify")):
+        snap = state_from_events(heavy_events(verify_outcome=outcome)).snapshot()
+        v = snap["head"]["verify"]
+        assert v["outcome"] == outcome and v["text"] == words
+        assert v["rounds"][0]["checks"] == [
+            {"name": "python", "code": "import math", "output": "3.14159"}
+        ]
+        md = render_markdown(snap)
+        assert f"**Verify: {words} (1 round, 1 check run)**" in md
+        assert "**Lane 2 · stopped · step 1 · 1 tool call · 110 tokens**" in md
+        page = render_html(snap)
+        assert f'data-outcome="{outcome}"' in page and 'data-lane="1"' in page
+
+
+def test_a_run_without_verify_or_lanes_has_neither() -> None:
+    snap = state_from_events(run_events()).snapshot()
+    assert snap["head"]["verify"] is None and snap["lanes"] == [] and not snap["head"]["heavy"]

@@ -136,3 +136,43 @@ async def test_replay_result_lands_on_the_card(changed: bool) -> None:
     replay = w.state.cards["c1"]["replay"]
     assert replay["changed"] is changed
     assert "&lt;b&gt;3&lt;/b&gt;" in replay["new_output_html"]  # escaped
+
+
+async def test_the_clock_runs_while_a_call_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No event comes while a call waits for a decision: the status line still ticks (issue 11)."""
+    import k2lab.widgets.trace_widget as tw
+
+    monkeypatch.setattr(tw, "TICK_INTERVAL", 0.1)
+    w, sent = make()
+    for ev in run_events()[:7]:  # up to the proposed call, which now waits
+        w.feed({**ev, "ts": time.time()} if ev["type"] == "run.start" else ev)
+    await asyncio.sleep(0.05)
+    before = len(sent)
+    await asyncio.sleep(0.35)
+    heads = [p["head"] for p in sent[before:] if p.get("head")]
+    assert len(heads) >= 2, "the clock stopped while the call waited"
+    assert heads[-1]["elapsed"] > heads[0]["elapsed"]
+    w.feed({"type": "run.end", "stop_reason": "stopped", "answer": ""})
+    await asyncio.sleep(0.05)
+    after = len(sent)
+    await asyncio.sleep(0.3)
+    assert len(sent) == after, "an ended run keeps ticking"
+
+
+def test_stop_lane_reaches_the_controls_or_says_why() -> None:
+    w, sent = make(Recorder())
+    w.handle_action("hello", {})
+    assert sent[-1]["head"]["can_stop_lane"] is False
+    w._act({"action": "stop_lane", "lane": "2"})
+    assert "cannot stop one lane" in sent[-1]["message"]
+
+    class LaneRecorder(Recorder):
+        def stop_lane(self, lane: str) -> None:
+            self.calls.append(("stop_lane", lane))
+
+    rec = LaneRecorder()
+    w, sent = make(rec)
+    w.handle_action("hello", {})
+    assert sent[-1]["head"]["can_stop_lane"] is True
+    w.handle_action("stop_lane", {"lane": "2"})
+    assert rec.calls == [("stop_lane", "2")]

@@ -18,6 +18,11 @@ const STATUS_TEXT = {
   not_run: "not run (stopped)",
 };
 const COLLAPSE_LINES = 25;
+const VERIFY_CLASS = { verified: "k2lab-verified", corrected: "k2lab-corrected", unverified: "k2lab-unverified" };
+
+function count(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
 
 function h(tag, cls, text) {
   const el = document.createElement(tag);
@@ -129,7 +134,8 @@ function onRemoteClick(ev) {
 }
 
 function render({ model, el }) {
-  const st = { head: null, steps: new Map(), cards: new Map(), order: [] };
+  const st = { head: null, steps: new Map(), cards: new Map(), order: [], lanes: new Map() };
+  const laneOpen = new Map(); // lane -> whether the person opened its details
   const ui = new Map(); // call_id -> {mode: "edit"|"reject"|"fork"|null, text, feedback}
   const stepEls = new Map();
   const cardEls = new Map();
@@ -142,7 +148,10 @@ function render({ model, el }) {
   const stepsEl = h("div", "k2lab-steps");
   const msgsEl = h("div", "k2lab-messages");
   const answerEl = h("div", "k2lab-answer");
-  root.append(headEl, noteEl, promptEl, stepsEl, msgsEl, answerEl);
+  const lanesEl = h("div", "k2lab-lanes");
+  const verifyEl = h("div", "k2lab-verify");
+  lanesEl.hidden = verifyEl.hidden = true;
+  root.append(headEl, noteEl, promptEl, lanesEl, stepsEl, msgsEl, answerEl, verifyEl);
   root.addEventListener("click", onRemoteClick);
   el.appendChild(root);
 
@@ -194,6 +203,7 @@ function render({ model, el }) {
       headEl.appendChild(bar);
     }
     promptEl.replaceChildren(h("span", "k2lab-label", "Prompt"), h("pre", null, hd.prompt || ""));
+    promptEl.hidden = !hd.prompt; // a queued run has no prompt yet: no empty block
     msgsEl.replaceChildren(
       ...(hd.messages || []).map((m) => h("div", `k2lab-message k2lab-${m.level}`, `${m.kind}: ${m.text}`))
     );
@@ -209,6 +219,94 @@ function render({ model, el }) {
       const why = h("div", "k2lab-message k2lab-warning", `Run ended: ${hd.stop_reason}${hd.error ? " — " + hd.error : ""}`);
       answerEl.appendChild(why);
     }
+    if (hd.heavy && hd.lanes_note) {
+      const label = hd.aggregating ? "Aggregation of " : "";
+      answerEl.appendChild(h("div", "k2lab-lanes-note", label + hd.lanes_note));
+    }
+    renderVerify(hd.verify);
+  }
+
+  // -- the verify pass: its outcome and what was checked, next to the answer ------------------
+  function renderVerify(v) {
+    verifyEl.hidden = !v;
+    verifyEl.replaceChildren();
+    if (!v) return;
+    verifyEl.className = "k2lab-verify " + (VERIFY_CLASS[v.outcome] || "k2lab-verifying");
+    verifyEl.dataset.outcome = v.outcome || "";
+    const line = h("div", "k2lab-verify-head");
+    line.appendChild(h("strong", null, "Verify: "));
+    line.appendChild(h("span", "k2lab-badge k2lab-verify-outcome", v.text));
+    const checks = v.rounds.reduce((n, r) => n + r.checks.length, 0);
+    line.appendChild(h("span", "k2lab-by", ` ${count(v.rounds.length, "round")} · ${count(checks, "check")} run`));
+    verifyEl.appendChild(line);
+    for (const r of v.rounds) {
+      const det = h("details", "k2lab-verify-round");
+      det.appendChild(h("summary", null, `Round ${r.round} of ${r.max_rounds}: ${r.status === "done" ? (r.outcome === "unverified" ? "could not verify" : r.outcome) : "checking…"}${r.reason ? " — " + r.reason : ""}${r.corrected ? " (a fault was found: the answer was corrected)" : ""}`));
+      for (const c of r.checks) {
+        const pre = h("pre", "k2lab-code k2lab-hl");
+        pre.innerHTML = c.code_html; // pygments output, escaped by Python
+        det.appendChild(pre);
+        if (c.output) det.appendChild(outputBlock(c.output, "k2lab-stdout"));
+      }
+      if (r.summary_html) {
+        const body = h("div", "k2lab-markdown k2lab-verify-summary");
+        body.innerHTML = r.summary_html; // Python-rendered Markdown, raw HTML disabled
+        det.appendChild(body);
+      }
+      verifyEl.appendChild(det);
+    }
+  }
+
+  // -- heavy mode: the lanes side by side, each expandable to its steps and calls -------------
+  function renderLanes() {
+    lanesEl.hidden = st.lanes.size === 0;
+    if (lanesEl.hidden) return;
+    const canStop = st.head && st.head.can_stop_lane && st.head.status !== "ended";
+    lanesEl.replaceChildren(h("span", "k2lab-label", `Lanes (${st.lanes.size})`));
+    const row = h("div", "k2lab-lane-row");
+    for (const ln of st.lanes.values()) {
+      const box = h("details", `k2lab-lane k2lab-lane-${ln.status}`);
+      box.dataset.lane = ln.lane;
+      box.open = laneOpen.get(ln.lane) || false;
+      box.addEventListener("toggle", () => laneOpen.set(ln.lane, box.open));
+      const sum = h("summary", "k2lab-lane-head");
+      sum.appendChild(h("strong", null, `Lane ${ln.lane}`));
+      const state = ln.status === "ended" ? (ln.stop_reason === "completed" ? "finished" : ln.stop_reason) : ln.waiting ? "waiting for you" : "running";
+      sum.appendChild(h("span", "k2lab-badge k2lab-lane-status", state));
+      sum.appendChild(h("span", "k2lab-lane-meta", `step ${ln.step} · ${count(ln.n_calls, "tool call")} · ${ln.prompt_tokens + ln.completion_tokens} tokens`));
+      box.appendChild(sum);
+      if (canStop && ln.status !== "ended") {
+        box.appendChild(btn("Stop lane", "k2lab-stop-lane", () => send("stop_lane", { lane: ln.lane }), `Stop lane ${ln.lane} only (the others go on)`));
+      }
+      if (ln.steps_omitted) box.appendChild(h("div", "k2lab-by", `${count(ln.steps_omitted, "earlier step")} not shown (in the saved trace)`));
+      for (const s of ln.steps) {
+        const stepBox = h("div", "k2lab-lane-step");
+        if (s.reasoning) {
+          const det = h("details", "k2lab-reasoning");
+          det.appendChild(h("summary", null, `Step ${s.step} · reasoning${s.tokens != null ? " · " + s.tokens + " tokens" : ""}${s.done ? "" : " · streaming…"}`));
+          det.appendChild(h("pre", null, s.reasoning));
+          stepBox.appendChild(det);
+        } else stepBox.appendChild(h("div", "k2lab-step-head", `Step ${s.step}`));
+        for (const c of s.calls) {
+          const card = h("div", `k2lab-call k2lab-status-${c.status}`);
+          card.appendChild(h("div", "k2lab-call-head", `Tool call ${c.name} · ${STATUS_TEXT[c.status] || c.status}`));
+          const pre = h("pre", "k2lab-code k2lab-hl");
+          pre.innerHTML = c.code_html; // pygments output, escaped by Python
+          card.appendChild(pre);
+          if (c.output) card.appendChild(outputBlock(c.output, "k2lab-stdout"));
+          stepBox.appendChild(card);
+        }
+        box.appendChild(stepBox);
+      }
+      if (ln.answer_html) {
+        const ans = h("div", "k2lab-markdown k2lab-lane-answer");
+        ans.innerHTML = ln.answer_html; // Python-rendered Markdown, raw HTML disabled
+        box.appendChild(h("div", "k2lab-label", `Lane ${ln.lane}'s answer`));
+        box.appendChild(ans);
+      }
+      row.appendChild(box);
+    }
+    lanesEl.appendChild(row);
   }
 
   // -- steps: reasoning streams into a <details>, text below, then the calls --------------------
@@ -235,6 +333,18 @@ function render({ model, el }) {
     return e;
   }
 
+  // finished reasoning folds unless the person chose otherwise, but stays open beside a call of
+  // its step that waits for a decision (as the panel does): it is what the decision rests on
+  function foldReasoning(n) {
+    const e = stepEls.get(n);
+    const s = st.steps.get(n);
+    if (!e || !s || !s.done || userToggled.has(n)) return;
+    const waiting = (s.calls || []).some((id) => (st.cards.get(id) || {}).status === "pending");
+    if (e.expectOpen === !waiting) return;
+    e.expectOpen = !waiting;
+    e.det.open = !waiting;
+  }
+
   function renderStep(s) {
     const e = stepEl(s.step);
     if (e.pre.textContent.length !== s.reasoning.length) e.pre.textContent = s.reasoning;
@@ -242,10 +352,7 @@ function render({ model, el }) {
     const tokens = `${s.tokens_exact ? "" : "~"}${s.tokens} tokens`;
     const secs = s.duration != null ? s.duration : st.head && st.head.started && s.started ? Date.now() / 1000 - s.started : null;
     e.sum.textContent = `Step ${s.step} · reasoning · ${tokens}${secs != null ? " · " + fmtSeconds(secs) : ""}${s.done ? "" : " · streaming…"}`;
-    if (s.done && !userToggled.has(s.step) && e.expectOpen) {
-      e.expectOpen = false; // collapse finished reasoning unless the person chose otherwise
-      e.det.open = false;
-    }
+    foldReasoning(s.step);
     if (s.done && s.content_html && s.calls.length) {
       e.content.innerHTML = s.content_html; // Python-rendered Markdown, raw HTML disabled
       armRemote(e.content);
@@ -304,6 +411,9 @@ function render({ model, el }) {
     const codeNow = () => (u.text !== null ? u.text : c.code);
     // after a decision is sent, the card waits for the run's answer: no double clicks
     const sent = (action, extra) => {
+      // the focused button is about to be disabled: keep the focus in the card, not on <body>
+      fresh.tabIndex = -1;
+      if (fresh.contains(document.activeElement)) fresh.focus({ preventScroll: true });
       bar.querySelectorAll("button").forEach((b) => (b.disabled = true));
       send(action, { call_id: c.call_id, ...extra });
       u.mode = null;
@@ -326,8 +436,8 @@ function render({ model, el }) {
         bar.appendChild(btn("Cancel", "k2lab-cancel", () => { u.mode = null; renderCard(c); }));
       } else {
         bar.appendChild(btn("Approve", "k2lab-approve", () => sent("approve", {})));
-        bar.appendChild(btn("Edit & run", "k2lab-edit", () => { u.mode = "edit"; u.text = c.code; renderCard(c); }));
-        bar.appendChild(btn("Reject", "k2lab-reject", () => { u.mode = "reject"; renderCard(c); }));
+        bar.appendChild(btn("Edit & run", "k2lab-edit", () => { u.mode = "edit"; u.text = c.code; u.focus = ".k2lab-editor"; renderCard(c); }));
+        bar.appendChild(btn("Reject", "k2lab-reject", () => { u.mode = "reject"; u.focus = ".k2lab-feedback-input"; renderCard(c); }));
       }
     } else if (["done", "error", "rejected", "problem", "not_run"].includes(c.status)) {
       if (u.mode === "fork") {
@@ -370,9 +480,23 @@ function render({ model, el }) {
       }
       fresh.appendChild(rep);
     }
+    const hadFocus = node && node.contains(document.activeElement);
     if (node) node.replaceWith(fresh);
     else stepEl(c.step).calls.appendChild(fresh);
     cardEls.set(c.call_id, fresh);
+    if (u.focus) {
+      // Reject opens the feedback box, Edit & run the editor: the keyboard goes there
+      const target = fresh.querySelector(u.focus);
+      u.focus = null;
+      if (target) target.focus();
+    } else if (hadFocus) {
+      // the card was rebuilt under the focus (a decision answered): focus the next call that
+      // waits, else this card (never <body>)
+      const next = root.querySelector(".k2lab-status-pending .k2lab-approve");
+      if (next) next.focus();
+      else { fresh.tabIndex = -1; fresh.focus({ preventScroll: true }); }
+    }
+    foldReasoning(c.step);
   }
 
   function insertCell(c) {
@@ -398,7 +522,9 @@ function render({ model, el }) {
       st.order = msg.cards.map((c) => c.call_id);
       for (const s of msg.steps) renderStep(s);
       for (const c of msg.cards) renderCard(c);
+      st.lanes = new Map((msg.lanes || []).map((l) => [l.lane, l]));
       renderHead();
+      renderLanes();
       return;
     }
     if (msg.kind === "patch") {
@@ -419,8 +545,10 @@ function render({ model, el }) {
         st.cards.set(c.call_id, c);
         renderCard(c);
       }
+      for (const l of msg.lanes || []) st.lanes.set(l.lane, l);
       if (msg.head) st.head = msg.head;
       renderHead();
+      if ((msg.lanes || []).length || msg.head) renderLanes();
       return;
     }
     if (msg.kind === "ping") send("pong"); // Python asks whether any view of this run is open
