@@ -122,9 +122,11 @@ def test_heavy_turned_on_in_the_panel_runs_lanes_whose_cards_are_decided_apart(
 def test_heavy_under_ask_in_the_panel_decides_each_lanes_card_apart(
     jupyterlab: Any, page: Any
 ) -> None:
-    """Heavy mode (2 lanes) under the server's ``ask`` policy: both lanes propose the same call id;
-    approving one lane's card in the panel decides that lane's call (the panel sends the lane's
-    run id), the other lane's card still waits, then "Approve all" lets the run finish."""
+    """Heavy mode (2 lanes) with the demo model under the server's ``ask`` policy, the run options
+    left open: the lane whose call waits opens by itself; approving the card of the lane that
+    proposed first decides that lane's call (the panel sends the lane's run id; without it the
+    server's fallback picks the latest lane), the other lane's card still waits, and "Approve all"
+    (in view: the open run options scroll on their own) covers it and the aggregation runs."""
     from k2lab.providers.demo.scripts import DEMO_PROMPTS
 
     open_lab(page, jupyterlab)
@@ -151,7 +153,7 @@ def test_heavy_under_ask_in_the_panel_decides_each_lanes_card_apart(
     assert len(proposed) == 2 and proposed[0]["call_id"] == proposed[1]["call_id"], proposed
     first = proposed[0]["run_id"]  # the server's fallback (no run id) would pick the other lane
     lane = int(first.rsplit(".", 1)[1])
-    tiles.nth(lane - 1).click()
+    expect(tiles.nth(lane - 1)).to_have_attribute("aria-expanded", "true")  # its call waits
     card = heavy.locator(f'.k2lab-call[data-run-id="{first}"]')
     card.locator("button.k2lab-approve").click()
     expect(waiting).to_have_count(1)
@@ -162,7 +164,9 @@ def test_heavy_under_ask_in_the_panel_decides_each_lanes_card_apart(
         time.sleep(0.1)
     assert [(e["run_id"], e["decision"]) for e in decided] == [(first, "approve")]
 
-    panel.locator("button.k2lab-approve-all").click()
+    approve_all = panel.locator("button.k2lab-approve-all")
+    expect(approve_all).to_be_in_viewport()  # the open run options do not push it away
+    approve_all.click()
     expect(heavy.locator(".k2lab-aggregate .k2lab-answer")).not_to_be_empty(timeout=90_000)
     evs = events()
     lanes = {e["run_id"] for e in evs if e["type"] == "tool.decision"}

@@ -77,15 +77,20 @@ export class K2Panel extends Widget {
           shouldTypeset: true
         }),
       actions: {
-        decide: async (callId, decision, extra) => {
+        // the run id too: a heavy run's lanes (RUN.K) repeat Kimi's call ids
+        decide: async (callId, decision, extra, runId) => {
           await postJSON(this.route('decisions'), {
             call_id: callId,
             decision,
-            ...extra
+            ...extra,
+            ...(runId ? { run_id: runId } : {})
           });
         },
-        replay: callId =>
-          postJSON<IReplayResult>(this.route('replay'), { call_id: callId })
+        replay: (callId, runId) =>
+          postJSON<IReplayResult>(this.route('replay'), {
+            call_id: callId,
+            ...(runId ? { run_id: runId } : {})
+          })
       }
     });
     this.empty = h('div', { class: 'k2lab-empty' });
