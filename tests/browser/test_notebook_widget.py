@@ -11,6 +11,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from playwright.sync_api import expect
 
 from k2lab.providers.demo.scripts import DEMO_PROMPTS
 from k2lab.trace.notebook import MIMETYPE, runs_from_notebook
@@ -173,3 +174,122 @@ def test_run_all_on_the_demo_notebook(jupyterlab: Any, page: Any, screenshot: An
     assert traces.count() == 2
     assert traces.nth(1).locator("img").count() >= 1  # the follow-up's plot
     screenshot("notebook-demo-run-all")
+
+
+# -- the view module alone in Chromium, fed the widget's own messages ----------------------------
+# (no JupyterLab: trace_view.js renders into a plain page with a model that records what it sends)
+
+
+def _mount(page: Any, dark: bool = False) -> None:
+    from k2lab.widgets.trace_widget import _STATIC
+
+    js = (_STATIC / "trace_view.js").read_text(encoding="utf-8")
+    css = (_STATIC / "trace_view.css").read_text(encoding="utf-8")
+    theme = (
+        ":root{--jp-layout-color0:#111;--jp-layout-color1:#1e1e1e;--jp-layout-color2:#2a2a2a;"
+        "--jp-layout-color3:#3a3a3a;--jp-ui-font-color0:#fff;--jp-ui-font-color1:#e0e0e0;"
+        "--jp-ui-font-color2:#bdbdbd;--jp-border-color1:#555;--jp-border-color2:#444}"
+        "body{background:#111}"
+        if dark
+        else ""
+    )
+    page.set_content(f"<style>{css}{theme}</style><div id='out'></div>")
+    page.evaluate(
+        """async (src) => {
+          const mod = await import(URL.createObjectURL(new Blob([src], {type: "text/javascript"})));
+          window.sent = [];
+          const model = {send: (m) => window.sent.push(m), on: (n, f) => (window.deliver = f),
+                         off: () => {}};
+          mod.default.render({model, el: document.getElementById("out")});
+        }""",
+        js,
+    )
+
+
+def _deliver(page: Any, msgs: list[dict[str, Any]]) -> None:
+    for m in msgs:
+        page.evaluate("(m) => window.deliver(m)", m)
+
+
+def _widget_messages(events: list[dict[str, Any]]) -> tuple[Any, list[dict[str, Any]]]:
+    from k2lab.widgets.trace_widget import TraceWidget
+
+    w = TraceWidget(None)
+    sent: list[dict[str, Any]] = []
+    w.send = lambda content, buffers=None: sent.append(content)  # type: ignore[method-assign]
+    for ev in events:
+        w.feed(ev)
+    return w, sent
+
+
+def test_lanes_and_the_verify_outcome_are_drawn(page: Any, screenshot: Any) -> None:
+    from tests.notebook.test_state import heavy_events
+
+    events = heavy_events(verify_outcome="unverified")
+    _mount(page, dark=True)
+    w, _ = _widget_messages(events)
+    _deliver(page, [w.snapshot()])
+    lanes = page.locator(".k2lab-lane")
+    expect(lanes).to_have_count(2)
+    expect(page.locator('.k2lab-lane[data-lane="1"] .k2lab-lane-head')).to_contain_text("finished")
+    expect(page.locator('.k2lab-lane[data-lane="2"] .k2lab-lane-head')).to_contain_text("stopped")
+    expect(page.locator('.k2lab-lane[data-lane="1"] .k2lab-lane-head')).to_contain_text(
+        "step 1 · 1 tool call · 110 tokens"
+    )
+    # a lane opens to its steps and calls
+    page.locator('.k2lab-lane[data-lane="1"] > summary').click()
+    expect(page.locator('.k2lab-lane[data-lane="1"] .k2lab-call')).to_contain_text("ran")
+    expect(page.locator('.k2lab-lane[data-lane="1"] pre.k2lab-code')).to_contain_text("0.785")
+    # the aggregation's answer, which lanes finished, and the verify outcome next to it
+    expect(page.locator(".k2lab-answer")).to_contain_text("pi ~ 3.14 (lane 1)")
+    expect(page.locator(".k2lab-lanes-note")).to_contain_text(
+        "finished: 1 · did not finish: 2 (stopped)"
+    )
+    verify = page.locator(".k2lab-verify")
+    expect(verify).to_have_attribute("data-outcome", "unverified")
+    expect(verify).to_contain_text("could not verify")
+    expect(verify).to_contain_text("1 check run")
+    expect(page.locator(".k2lab-aggregation-label")).to_be_visible()
+    screenshot("notebook-widget-lanes-dark", page.locator(".k2lab-live"))
+
+
+def test_keyboard_focus_and_the_reasoning_beside_a_waiting_call(page: Any) -> None:
+    from tests.notebook.test_state import run_events
+
+    evs = run_events()
+    _mount(page)
+    w, _ = _widget_messages(evs[:7])  # the call waits for a decision
+    _deliver(page, [w.snapshot()])
+    reasoning = page.locator(".k2lab-step .k2lab-reasoning")
+    # the step is done, but its call waits: the reasoning stays open beside it (as the panel)
+    assert reasoning.evaluate("d => d.open") is True
+    page.locator(".k2lab-reject").click()
+    assert page.evaluate("document.activeElement.className") == "k2lab-feedback-input"
+    page.locator(".k2lab-cancel").click()
+    page.locator(".k2lab-edit").click()
+    assert page.evaluate("document.activeElement.className") == "k2lab-editor"
+    page.locator(".k2lab-cancel").click()
+    page.locator(".k2lab-approve").focus()
+    page.keyboard.press("Enter")
+    assert page.evaluate("window.sent.at(-1).action") == "approve"
+    assert page.evaluate("document.activeElement !== document.body")
+    # the run answers the decision: the card is rebuilt, the focus stays in the view
+    sent: list[dict[str, Any]] = []
+    w.send = lambda content, buffers=None: sent.append(content)  # type: ignore[method-assign]
+    for ev in evs[7:9]:
+        w.feed(ev)
+    w.flush()
+    _deliver(page, sent)
+    expect(page.locator(".k2lab-call")).to_contain_text("ran")
+    assert page.evaluate("document.activeElement.closest('.k2lab-live') !== null")
+    # decided: the finished reasoning folds
+    assert reasoning.evaluate("d => d.open") is False
+
+
+def test_a_queued_view_shows_no_empty_prompt_or_unknown_parts(page: Any) -> None:
+    from k2lab.widgets.trace_widget import TraceWidget
+
+    _mount(page)
+    _deliver(page, [TraceWidget(None).snapshot()])
+    expect(page.locator(".k2lab-status")).to_have_text("queued: starts when the run before it ends")
+    expect(page.locator(".k2lab-prompt")).to_be_hidden()

@@ -150,8 +150,9 @@ function render({ model, el }) {
   const answerEl = h("div", "k2lab-answer");
   const lanesEl = h("div", "k2lab-lanes");
   const verifyEl = h("div", "k2lab-verify");
-  lanesEl.hidden = verifyEl.hidden = true;
-  root.append(headEl, noteEl, promptEl, lanesEl, stepsEl, msgsEl, answerEl, verifyEl);
+  const aggEl = h("div", "k2lab-label k2lab-aggregation-label", "Aggregation of the lanes");
+  lanesEl.hidden = verifyEl.hidden = aggEl.hidden = true;
+  root.append(headEl, noteEl, promptEl, lanesEl, aggEl, stepsEl, msgsEl, answerEl, verifyEl);
   root.addEventListener("click", onRemoteClick);
   el.appendChild(root);
 
@@ -219,6 +220,7 @@ function render({ model, el }) {
       const why = h("div", "k2lab-message k2lab-warning", `Run ended: ${hd.stop_reason}${hd.error ? " — " + hd.error : ""}`);
       answerEl.appendChild(why);
     }
+    aggEl.hidden = !(hd.heavy && hd.aggregating);
     if (hd.heavy && hd.lanes_note) {
       const label = hd.aggregating ? "Aggregation of " : "";
       answerEl.appendChild(h("div", "k2lab-lanes-note", label + hd.lanes_note));
@@ -265,7 +267,8 @@ function render({ model, el }) {
     lanesEl.replaceChildren(h("span", "k2lab-label", `Lanes (${st.lanes.size})`));
     const row = h("div", "k2lab-lane-row");
     for (const ln of st.lanes.values()) {
-      const box = h("details", `k2lab-lane k2lab-lane-${ln.status}`);
+      const unfinished = ln.status === "ended" && ln.stop_reason !== "completed";
+      const box = h("details", `k2lab-lane k2lab-lane-${ln.status}${unfinished ? " k2lab-lane-unfinished" : ""}`);
       box.dataset.lane = ln.lane;
       box.open = laneOpen.get(ln.lane) || false;
       box.addEventListener("toggle", () => laneOpen.set(ln.lane, box.open));
@@ -340,9 +343,9 @@ function render({ model, el }) {
     const s = st.steps.get(n);
     if (!e || !s || !s.done || userToggled.has(n)) return;
     const waiting = (s.calls || []).some((id) => (st.cards.get(id) || {}).status === "pending");
-    if (e.expectOpen === !waiting) return;
-    e.expectOpen = !waiting;
-    e.det.open = !waiting;
+    if (e.expectOpen === waiting) return;
+    e.expectOpen = waiting; // open while a call waits, folded once none does
+    e.det.open = waiting;
   }
 
   function renderStep(s) {
