@@ -99,8 +99,17 @@ def status_line(head: dict[str, Any], n_steps: int) -> str:
         return "queued: starts when the run before it ends"
     label = head.get("model_label") or head.get("model") or ""
     calls = int(head.get("tool_calls") or 0)
+    if head.get("heavy"):  # lanes have steps of their own (the lane rows show them)
+        where = "aggregating" if head.get("aggregating") else "lanes running"
+        if head.get("status") == "ended":
+            where = "aggregated"
+        step = f"heavy: {head.get('lanes_note') or where}" + (
+            f" · {where}" if head.get("lanes_note") and head.get("status") != "ended" else ""
+        )
+    else:
+        step = f"step {head.get('step', 0)}/{head.get('max_steps') or '?'}"
     parts = [
-        f"step {head.get('step', 0)}/{head.get('max_steps') or '?'}",
+        step,
         _count(calls, "tool call"),
         f"{head.get('prompt_tokens', 0)} in / {head.get('completion_tokens', 0)} out tokens",
         fmt_seconds(head.get("elapsed") or 0.0),

@@ -184,7 +184,7 @@ class TraceState:
             )
         elif kind == "tool.proposed":
             self._set(tool_calls=self.head["tool_calls"] + 1)
-        elif kind in ("run.end", "error"):
+        if kind in ("run.start", "run.end", "error"):
             self._set(lanes_note=self._lanes_note())
 
     def _lane_run(self, lane: str) -> RunState | None:

@@ -23,3 +23,17 @@ def test_a_queued_run_says_it_is_queued() -> None:
 def test_unknown_parts_are_left_out() -> None:
     line = status_line({"step": 2, "max_steps": 10, "model": "kimi-k2-thinking"}, 2)
     assert "isolation" not in line and "model: kimi-k2-thinking" in line
+
+
+def test_a_heavy_run_counts_lanes_not_the_aggregations_steps() -> None:
+    from k2lab.widgets.state import state_from_events
+    from tests.notebook.test_state import heavy_events
+
+    events = heavy_events()
+    st = state_from_events(events[:3])  # both lanes started
+    line = status_line(st.head, len(st.steps))
+    assert line.startswith("heavy: 2 lanes · running: 1, 2 · lanes running"), line
+    st = state_from_events(events)
+    line = status_line(st.head, len(st.steps))
+    assert line.startswith("ended: completed · heavy: 2 lanes · finished: 1"), line
+    assert "step 1/" not in line and "250 in / 25 out tokens" in line
