@@ -138,6 +138,8 @@ class TraceState:
         self.view = RunView()
         self.lane_order: list[str] = []
         self._dirty_lanes: set[str] = set()
+        #: lane -> the steps of it that changed since the last patch (a patch sends only those)
+        self._dirty_lane_steps: dict[str, set[int]] = {}
         self.steps: dict[int, dict[str, Any]] = {}
         self.cards: dict[str, dict[str, Any]] = {}
         self.card_order: list[str] = []
@@ -172,6 +174,13 @@ class TraceState:
             self.lane_order.append(lane)
             self._set(heavy=True)
         self._dirty_lanes.add(lane)
+        step = ev.get("step")
+        if not isinstance(step, int):  # a decision or a result: the step of its call
+            run = self._lane_run(lane)
+            call = run.calls.get(str(ev.get("call_id"))) if run is not None else None
+            step = call.step if call is not None else None
+        if isinstance(step, int):
+            self._dirty_lane_steps.setdefault(lane, set()).add(step)
         if kind == "run.start" and not self.head["run_id"]:
             self._on_run_start(ev)
             rid = str(ev.get("run_id") or "")
@@ -211,15 +220,17 @@ class TraceState:
             parts.append("running: " + ", ".join(going))
         return " · ".join(parts)
 
-    def lane_view(self, lane: str) -> dict[str, Any]:
-        """One lane as the view shows it: a summary row and its latest steps with their calls."""
+    def lane_view(self, lane: str, only: set[int] | None = None) -> dict[str, Any]:
+        """One lane as the view shows it: a summary row and its latest steps with their calls
+        (``only``: just those steps, ``partial`` set: the view merges them by step number)."""
         run = self._lane_run(lane)
         if run is None:
             return {"lane": lane, "status": "running", "steps": [], "calls": []}
         nums = sorted(run.steps)
         calls = list(run.calls.values())
         steps = []
-        for n in nums[-LANE_STEPS:]:
+        shown = nums[-LANE_STEPS:]
+        for n in shown if only is None else [n for n in shown if n in only]:
             st = run.steps[n]
             steps.append(
                 {
@@ -247,6 +258,8 @@ class TraceState:
             "completion_tokens": t["completion_tokens"],
             "answer": run.answer[-LANE_TEXT:],
             "steps_omitted": max(0, len(nums) - LANE_STEPS),
+            "first_step": shown[0] if shown else 0,
+            "partial": only is not None,
             "steps": steps,
         }
 
@@ -512,7 +525,7 @@ class TraceState:
             n: (s["reasoning"].length, s["content"].length) for n, s in self.steps.items()
         }
         self._dirty_head, self._dirty_steps, self._dirty_cards = False, set(), set()
-        self._dirty_lanes = set()
+        self._dirty_lanes, self._dirty_lane_steps = set(), {}
         return {
             "kind": "snapshot",
             "head": dict(self.head),
@@ -552,8 +565,13 @@ class TraceState:
             "head": dict(self.head) if self._dirty_head else None,
             "steps": steps,
             "cards": [dict(self.cards[c]) for c in self.card_order if c in self._dirty_cards],
-            "lanes": [self.lane_view(n) for n in self.lane_order if n in self._dirty_lanes],
+            "lanes": [
+                self.lane_view(n, self._dirty_lane_steps.get(n, set()))
+                for n in self.lane_order
+                if n in self._dirty_lanes
+            ],
         }
+        self._dirty_lane_steps = {}
         self._dirty_head, self._dirty_steps, self._dirty_cards = False, set(), set()
         self._dirty_lanes = set()
         return patch

@@ -293,3 +293,30 @@ def test_a_queued_view_shows_no_empty_prompt_or_unknown_parts(page: Any) -> None
     _deliver(page, [TraceWidget(None).snapshot()])
     expect(page.locator(".k2lab-status")).to_have_text("queued: starts when the run before it ends")
     expect(page.locator(".k2lab-prompt")).to_be_hidden()
+
+
+def test_lanes_streamed_as_patches_end_as_the_snapshot_draws_them(page: Any) -> None:
+    """Lane patches carry only the steps that changed; merged, they draw what a snapshot does."""
+    from k2lab.widgets.trace_widget import TraceWidget
+    from tests.notebook.test_state import heavy_events
+
+    _mount(page)
+    w = TraceWidget(None)
+    sent: list[dict[str, Any]] = []
+    w.send = lambda content, buffers=None: sent.append(content)  # type: ignore[method-assign]
+    _deliver(page, [w.snapshot()])
+    events = heavy_events()
+    extra = [  # lane 1 goes on to a second step after its first was sent
+        {"type": "step.start", "lane": "1", "step": 2},
+        {"type": "reasoning.delta", "lane": "1", "step": 2, "text": "second step"},
+    ]
+    for ev in events[:14] + extra + events[14:]:
+        w.feed(ev)
+    assert any(ln["partial"] for p in sent for ln in p.get("lanes") or [])
+    _deliver(page, sent)
+    lane = page.locator('.k2lab-lane[data-lane="1"]')
+    page.locator('.k2lab-lane[data-lane="1"] > summary').click()
+    expect(lane.locator(".k2lab-lane-step")).to_have_count(2)
+    expect(lane).to_contain_text("Step 1 · reasoning")
+    expect(lane).to_contain_text("Step 2 · reasoning")
+    expect(lane.locator(".k2lab-call")).to_contain_text("ran")

@@ -426,3 +426,21 @@ def test_verify_outcome_and_checks_reach_the_view_and_fallbacks() -> None:
 def test_a_run_without_verify_or_lanes_has_neither() -> None:
     snap = state_from_events(run_events()).snapshot()
     assert snap["head"]["verify"] is None and snap["lanes"] == [] and not snap["head"]["heavy"]
+
+
+def test_a_lane_patch_sends_only_its_changed_steps() -> None:
+    """A patch's cost is what changed: a long lane's earlier steps are not sent again."""
+    evs = heavy_events()
+    st = TraceState()
+    for ev in evs[:7]:
+        st.apply(ev)
+    st.take_patch()
+    st.apply({"type": "step.start", "lane": "1", "step": 2})
+    st.apply({"type": "reasoning.delta", "lane": "1", "step": 2, "text": "next"})
+    p = st.take_patch()
+    assert p is not None
+    (lane,) = p["lanes"]
+    assert lane["partial"] and [s["step"] for s in lane["steps"]] == [2]
+    assert lane["steps"][0]["reasoning"] == "next" and lane["n_steps"] == 2
+    # the snapshot (a view that just opened) has every recent step
+    assert [s["step"] for s in st.snapshot()["lanes"][0]["steps"]] == [1, 2]

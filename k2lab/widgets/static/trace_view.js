@@ -548,7 +548,16 @@ function render({ model, el }) {
         st.cards.set(c.call_id, c);
         renderCard(c);
       }
-      for (const l of msg.lanes || []) st.lanes.set(l.lane, l);
+      for (const l of msg.lanes || []) {
+        if (l.partial) {
+          // only the lane's changed steps came: merge them by step number, keep the recent ones
+          const had = st.lanes.get(l.lane);
+          const steps = new Map((had ? had.steps : []).map((x) => [x.step, x]));
+          for (const x of l.steps) steps.set(x.step, x);
+          l.steps = [...steps.values()].filter((x) => x.step >= l.first_step).sort((a, b) => a.step - b.step);
+        }
+        st.lanes.set(l.lane, l);
+      }
       if (msg.head) st.head = msg.head;
       renderHead();
       if ((msg.lanes || []).length || msg.head) renderLanes();
