@@ -213,12 +213,12 @@ def lane_line(lane: dict[str, Any]) -> str:
 
 
 def _lanes_html(lanes: list[dict[str, Any]]) -> str:
-    out = ['<div class="k2lab-lanes"><strong>Lanes</strong><div class="k2lab-lane-row">']
+    out = ['<div class="k2lab-runlanes"><strong>Lanes</strong><div class="k2lab-runlane-row">']
     for ln in lanes:
         out.append(
-            f'<details class="k2lab-lane k2lab-lane-{esc(ln["status"])}" '
+            f'<details class="k2lab-runlane k2lab-runlane-{esc(ln["status"])}" '
             f'data-lane="{esc(ln["lane"])}">'
-            f'<summary class="k2lab-lane-head">{esc(lane_line(ln))}</summary>'
+            f'<summary class="k2lab-runlane-head">{esc(lane_line(ln))}</summary>'
         )
         for st in ln["steps"]:
             if st["reasoning"]:
@@ -238,7 +238,7 @@ def _lanes_html(lanes: list[dict[str, Any]]) -> str:
                     out.append(_output_html(c["output"], "k2lab-stdout"))
                 out.append("</div>")
         if ln.get("answer"):
-            out.append(f'<div class="k2lab-lane-answer">{markdown_html(ln["answer"])}</div>')
+            out.append(f'<div class="k2lab-runlane-answer">{markdown_html(ln["answer"])}</div>')
         out.append("</details>")
     out.append("</div></div>")
     return "".join(out)
@@ -370,7 +370,9 @@ def render_html(snap: dict[str, Any]) -> str:
         answer = markdown_html(head["answer"])
         out.append(f'<div class="k2lab-answer"><strong>Answer</strong>{answer}</div>')
     if head.get("heavy") and head.get("lanes_note"):
-        out.append(f'<div class="k2lab-lanes-note">Aggregation of {esc(head["lanes_note"])}</div>')
+        out.append(
+            f'<div class="k2lab-runlanes-note">Aggregation of {esc(head["lanes_note"])}</div>'
+        )
     if head.get("verify"):
         out.append(_verify_html(head["verify"]))
     out.append("</div>")

@@ -206,3 +206,45 @@ def test_panel_leaves_the_approval_policy_to_the_server(jupyterlab: Any, page: A
         panel.locator(".k2lab-run-end").wait_for(timeout=60_000)
     finally:
         jupyterlab.api(settings_url, "PUT", {"raw": "{}"})
+
+
+def test_heavy_verify_run_shows_lanes_and_the_verify_pass_live(
+    jupyterlab: Any, page: Any, screenshot: Any
+) -> None:
+    """``%%k2 --heavy 2 --verify`` in real JupyterLab: while it runs, both lanes side by side with
+    their step, calls and tokens, then the aggregation and the verify pass checking its answer
+    (the demo model streams slowly here so the live view can be looked at before it is saved)."""
+    name = "heavy.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "%load_ext k2lab\nimport os\nos.environ['K2LAB_DEMO_DELAY'] = '0.05'"
+        ),
+        nbformat.v4.new_code_cell(
+            "%%k2 --heavy 2 --verify --approve auto\n" + DEMO_PROMPTS["estimate_pi"]
+        ),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nbformat.write(nb, jupyterlab.root_dir / name)
+    _open(page, jupyterlab, name)
+    page.locator(".jp-Cell").first.click()
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.press("Shift+Enter")
+    live = page.locator(".k2lab-live")
+    live.wait_for(timeout=60_000)
+    expect(live.locator(".k2lab-runlane")).to_have_count(2, timeout=30_000)
+    expect(live.locator(".k2lab-status")).to_contain_text("heavy: 2 lanes")
+    for lane in ("1", "2"):
+        head = live.locator(f'.k2lab-runlane[data-lane="{lane}"] .k2lab-runlane-head')
+        expect(head).to_contain_text("running")
+        expect(head).to_contain_text("1 tool call", timeout=30_000)
+    live.locator('.k2lab-runlane[data-lane="1"] > summary').click()
+    expect(live.locator('.k2lab-runlane[data-lane="1"] .k2lab-call').first).to_contain_text(
+        "ran", timeout=30_000
+    )
+    screenshot("notebook-widget-heavy-lanes", live)
+    # the aggregation, then the verify pass checking its answer, beside it
+    expect(live.locator(".k2lab-aggregation-label")).to_be_visible(timeout=60_000)
+    expect(live.locator(".k2lab-runlanes-note")).to_contain_text("finished: 1, 2")
+    expect(live.locator(".k2lab-verify")).to_contain_text("checking the answer", timeout=60_000)
+    screenshot("notebook-widget-heavy-verify", live)

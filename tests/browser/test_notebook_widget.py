@@ -229,20 +229,24 @@ def test_lanes_and_the_verify_outcome_are_drawn(page: Any, screenshot: Any) -> N
     _mount(page, dark=True)
     w, _ = _widget_messages(events)
     _deliver(page, [w.snapshot()])
-    lanes = page.locator(".k2lab-lane")
+    lanes = page.locator(".k2lab-runlane")
     expect(lanes).to_have_count(2)
-    expect(page.locator('.k2lab-lane[data-lane="1"] .k2lab-lane-head')).to_contain_text("finished")
-    expect(page.locator('.k2lab-lane[data-lane="2"] .k2lab-lane-head')).to_contain_text("stopped")
-    expect(page.locator('.k2lab-lane[data-lane="1"] .k2lab-lane-head')).to_contain_text(
+    expect(page.locator('.k2lab-runlane[data-lane="1"] .k2lab-runlane-head')).to_contain_text(
+        "finished"
+    )
+    expect(page.locator('.k2lab-runlane[data-lane="2"] .k2lab-runlane-head')).to_contain_text(
+        "stopped"
+    )
+    expect(page.locator('.k2lab-runlane[data-lane="1"] .k2lab-runlane-head')).to_contain_text(
         "step 1 · 1 tool call · 110 tokens"
     )
     # a lane opens to its steps and calls
-    page.locator('.k2lab-lane[data-lane="1"] > summary').click()
-    expect(page.locator('.k2lab-lane[data-lane="1"] .k2lab-call')).to_contain_text("ran")
-    expect(page.locator('.k2lab-lane[data-lane="1"] pre.k2lab-code')).to_contain_text("0.785")
+    page.locator('.k2lab-runlane[data-lane="1"] > summary').click()
+    expect(page.locator('.k2lab-runlane[data-lane="1"] .k2lab-call')).to_contain_text("ran")
+    expect(page.locator('.k2lab-runlane[data-lane="1"] pre.k2lab-code')).to_contain_text("0.785")
     # the aggregation's answer, which lanes finished, and the verify outcome next to it
     expect(page.locator(".k2lab-answer")).to_contain_text("pi ~ 3.14 (lane 1)")
-    expect(page.locator(".k2lab-lanes-note")).to_contain_text(
+    expect(page.locator(".k2lab-runlanes-note")).to_contain_text(
         "finished: 1 · did not finish: 2 (stopped)"
     )
     verify = page.locator(".k2lab-verify")
@@ -314,9 +318,9 @@ def test_lanes_streamed_as_patches_end_as_the_snapshot_draws_them(page: Any) -> 
         w.feed(ev)
     assert any(ln["partial"] for p in sent for ln in p.get("lanes") or [])
     _deliver(page, sent)
-    lane = page.locator('.k2lab-lane[data-lane="1"]')
-    page.locator('.k2lab-lane[data-lane="1"] > summary').click()
-    expect(lane.locator(".k2lab-lane-step")).to_have_count(2)
+    lane = page.locator('.k2lab-runlane[data-lane="1"]')
+    page.locator('.k2lab-runlane[data-lane="1"] > summary').click()
+    expect(lane.locator(".k2lab-runlane-step")).to_have_count(2)
     expect(lane).to_contain_text("Step 1 · reasoning")
     expect(lane).to_contain_text("Step 2 · reasoning")
     expect(lane.locator(".k2lab-call")).to_contain_text("ran")

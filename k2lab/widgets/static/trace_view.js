@@ -148,7 +148,7 @@ function render({ model, el }) {
   const stepsEl = h("div", "k2lab-steps");
   const msgsEl = h("div", "k2lab-messages");
   const answerEl = h("div", "k2lab-answer");
-  const lanesEl = h("div", "k2lab-lanes");
+  const lanesEl = h("div", "k2lab-runlanes");
   const verifyEl = h("div", "k2lab-verify");
   const aggEl = h("div", "k2lab-label k2lab-aggregation-label", "Aggregation of the lanes");
   lanesEl.hidden = verifyEl.hidden = aggEl.hidden = true;
@@ -223,7 +223,7 @@ function render({ model, el }) {
     aggEl.hidden = !(hd.heavy && hd.aggregating);
     if (hd.heavy && hd.lanes_note) {
       const label = hd.aggregating ? "Aggregation of " : "";
-      answerEl.appendChild(h("div", "k2lab-lanes-note", label + hd.lanes_note));
+      answerEl.appendChild(h("div", "k2lab-runlanes-note", label + hd.lanes_note));
     }
     renderVerify(hd.verify);
   }
@@ -265,25 +265,25 @@ function render({ model, el }) {
     if (lanesEl.hidden) return;
     const canStop = st.head && st.head.can_stop_lane && st.head.status !== "ended";
     lanesEl.replaceChildren(h("span", "k2lab-label", `Lanes (${st.lanes.size})`));
-    const row = h("div", "k2lab-lane-row");
+    const row = h("div", "k2lab-runlane-row");
     for (const ln of st.lanes.values()) {
       const unfinished = ln.status === "ended" && ln.stop_reason !== "completed";
-      const box = h("details", `k2lab-lane k2lab-lane-${ln.status}${unfinished ? " k2lab-lane-unfinished" : ""}`);
+      const box = h("details", `k2lab-runlane k2lab-runlane-${ln.status}${unfinished ? " k2lab-runlane-unfinished" : ""}`);
       box.dataset.lane = ln.lane;
       box.open = laneOpen.get(ln.lane) || false;
       box.addEventListener("toggle", () => laneOpen.set(ln.lane, box.open));
-      const sum = h("summary", "k2lab-lane-head");
+      const sum = h("summary", "k2lab-runlane-head");
       sum.appendChild(h("strong", null, `Lane ${ln.lane}`));
       const state = ln.status === "ended" ? (ln.stop_reason === "completed" ? "finished" : ln.stop_reason) : ln.waiting ? "waiting for you" : "running";
-      sum.appendChild(h("span", "k2lab-badge k2lab-lane-status", state));
-      sum.appendChild(h("span", "k2lab-lane-meta", `step ${ln.step} · ${count(ln.n_calls, "tool call")} · ${ln.prompt_tokens + ln.completion_tokens} tokens`));
+      sum.appendChild(h("span", "k2lab-badge k2lab-runlane-status", state));
+      sum.appendChild(h("span", "k2lab-runlane-meta", `step ${ln.step} · ${count(ln.n_calls, "tool call")} · ${ln.prompt_tokens + ln.completion_tokens} tokens`));
       box.appendChild(sum);
       if (canStop && ln.status !== "ended") {
         box.appendChild(btn("Stop lane", "k2lab-stop-lane", () => send("stop_lane", { lane: ln.lane }), `Stop lane ${ln.lane} only (the others go on)`));
       }
       if (ln.steps_omitted) box.appendChild(h("div", "k2lab-by", `${count(ln.steps_omitted, "earlier step")} not shown (in the saved trace)`));
       for (const s of ln.steps) {
-        const stepBox = h("div", "k2lab-lane-step");
+        const stepBox = h("div", "k2lab-runlane-step");
         if (s.reasoning) {
           const det = h("details", "k2lab-reasoning");
           det.appendChild(h("summary", null, `Step ${s.step} · reasoning${s.tokens != null ? " · " + s.tokens + " tokens" : ""}${s.done ? "" : " · streaming…"}`));
@@ -302,7 +302,7 @@ function render({ model, el }) {
         box.appendChild(stepBox);
       }
       if (ln.answer_html) {
-        const ans = h("div", "k2lab-markdown k2lab-lane-answer");
+        const ans = h("div", "k2lab-markdown k2lab-runlane-answer");
         ans.innerHTML = ln.answer_html; // Python-rendered Markdown, raw HTML disabled
         box.appendChild(h("div", "k2lab-label", `Lane ${ln.lane}'s answer`));
         box.appendChild(ans);
