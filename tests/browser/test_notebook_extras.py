@@ -26,7 +26,7 @@ from playwright.sync_api import expect
 from k2lab.providers.demo.scripts import DEMO_PROMPTS
 from k2lab.trace.notebook import trace_bundle
 from tests.browser.conftest import ROOT
-from tests.browser.test_notebook_widget import _open
+from tests.browser.test_notebook_widget import _open, _write_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -215,17 +215,12 @@ def test_heavy_verify_run_shows_lanes_and_the_verify_pass_live(
     their step, calls and tokens, then the aggregation and the verify pass checking its answer
     (the demo model streams slowly here so the live view can be looked at before it is saved)."""
     name = "heavy.ipynb"
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell(
-            "%load_ext k2lab\nimport os\nos.environ['K2LAB_DEMO_DELAY'] = '0.05'"
-        ),
-        nbformat.v4.new_code_cell(
-            "%%k2 --heavy 2 --verify --approve auto\n" + DEMO_PROMPTS["estimate_pi"]
-        ),
-    ]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
-    nbformat.write(nb, jupyterlab.root_dir / name)
+    _write_notebook(
+        jupyterlab.root_dir,
+        name,
+        setup="import os\nos.environ['K2LAB_DEMO_DELAY'] = '0.05'",
+        magic="%%k2 --heavy 2 --verify --approve auto",
+    )
     _open(page, jupyterlab, name)
     page.locator(".jp-Cell").first.click()
     page.keyboard.press("Shift+Enter")

@@ -25,11 +25,12 @@ FORK_MARK = "forked in the browser"
 SAVED_TRACE = ".k2lab-trace-output, .jp-RenderedHTMLCommon .k2lab-trace"
 
 
-def _write_notebook(root: Any, name: str) -> None:
+def _write_notebook(root: Any, name: str, setup: str = "", magic: str = "%%k2") -> None:
+    """``%load_ext k2lab`` (+ ``setup``), then ``magic`` with the estimate-pi demo prompt."""
     nb = nbformat.v4.new_notebook()
     nb.cells = [
-        nbformat.v4.new_code_cell("%load_ext k2lab"),
-        nbformat.v4.new_code_cell("%%k2\n" + DEMO_PROMPTS["estimate_pi"]),
+        nbformat.v4.new_code_cell("%load_ext k2lab" + ("\n" + setup if setup else "")),
+        nbformat.v4.new_code_cell(magic + "\n" + DEMO_PROMPTS["estimate_pi"]),
     ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
     nbformat.write(nb, root / name)
