@@ -165,26 +165,37 @@ def jupyterlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]
         proc=proc,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited ({proc.returncode}):\n{lab.log()}")
-            try:
-                lab.api("api/status")
-                break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"jupyter lab not ready in 60 s:\n{lab.log()}") from None
-                time.sleep(0.2)
+        wait_ready(lab)
         yield lab
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
+
+
+def wait_ready(lab: JupyterLab, timeout: float = 60) -> None:
+    """Until the server answers ``api/status`` (its log in the error if it exits or never does)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if lab.proc.poll() is not None:
+            raise RuntimeError(f"jupyter lab exited ({lab.proc.returncode}):\n{lab.log()}")
+        try:
+            lab.api("api/status")
+            return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"jupyter lab not ready in {timeout:.0f} s:\n{lab.log()}"
+                ) from None
+            time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 # -- Playwright --------------------------------------------------------------------------------

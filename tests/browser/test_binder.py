@@ -21,8 +21,6 @@ import secrets
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +30,7 @@ import pytest
 import yaml
 from playwright.sync_api import expect
 
-from tests.browser.conftest import _KEY_VARS, ROOT, _free_port
+from tests.browser.conftest import _KEY_VARS, ROOT, JupyterLab, _free_port, stop, wait_ready
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -178,29 +176,21 @@ def binder_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BinderLab]:
         stdout=lab_log,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}/"
+    lab = JupyterLab(
+        url=f"http://127.0.0.1:{port}/",
+        token=token,
+        root_dir=repo,
+        sessions_dir=home / "sessions",
+        log_path=base / "lab.log",
+        proc=proc,
+    )
     try:
-        t0, deadline = time.monotonic(), time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (base / "lab.log").read_text(errors="replace")
-            try:
-                req = urllib.request.Request(
-                    f"{url}api/status", headers={"Authorization": f"token {token}"}
-                )
-                urllib.request.urlopen(req, timeout=5).close()
-                break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                assert time.monotonic() < deadline, "JupyterLab from the Binder env: no answer"
-                time.sleep(0.3)
+        t0 = time.monotonic()
+        wait_ready(lab)
         timings["lab ready"] = time.monotonic() - t0
-        yield BinderLab(url, token, prefix, repo, timings)
+        yield BinderLab(lab.url, token, prefix, repo, timings)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         lab_log.close()
         print("binder timings (s):", json.dumps({k: round(v, 1) for k, v in timings.items()}))
 

@@ -34,6 +34,22 @@ def run_cell(page: Any, index: int) -> None:
     page.keyboard.press("Shift+Enter")
 
 
+def attach_variables(panel: Any, chip_says: str) -> Any:
+    """Pick *Variables*; the chip names what is attached; returns the chip."""
+    panel.locator(".k2lab-context-select").select_option("variables")
+    chip = panel.locator(".k2lab-context-chip")
+    expect(chip).to_contain_text(chip_says)
+    return chip
+
+
+def send(panel: Any, text: str) -> Any:
+    """Send ``text`` and wait for the run to end; returns the folded context of its prompt."""
+    panel.locator(".k2lab-prompt-input").fill(text)
+    panel.locator("button.k2lab-send").click()
+    panel.locator(".k2lab-run-end").wait_for()
+    return panel.locator("details.k2lab-prompt-context")
+
+
 def open_notebook(page: Any, lab: Any, name: str, cells: list[str]) -> Any:
     nb = new_notebook([nbformat.v4.new_code_cell(c) for c in cells])
     nbformat.write(nb, Path(lab.root_dir) / name)
@@ -56,14 +72,9 @@ def test_variables_context_summarises_the_kernel_and_is_sent(
     run_cell(page, 0)
     cells = page.locator(".jp-Notebook .jp-Cell")
     expect(cells.nth(0).locator(".jp-InputPrompt")).to_contain_text("[1]")
-    panel.locator(".k2lab-context-select").select_option("variables")
-    chip = panel.locator(".k2lab-context-chip")
     # sales, grid, threshold, label: modules, functions and _names are left out
-    expect(chip).to_contain_text("4 variables of the kernel of variables.ipynb")
-    panel.locator(".k2lab-prompt-input").fill("What data do I have?")
-    panel.locator("button.k2lab-send").click()
-    panel.locator(".k2lab-run-end").wait_for()
-    context = panel.locator("details.k2lab-prompt-context")
+    chip = attach_variables(panel, "4 variables of the kernel of variables.ipynb")
+    context = send(panel, "What data do I have?")
     expect(context.locator("summary")).to_contain_text("the live variables in the kernel")
     context.locator("summary").click()
     copy_to_docs(screenshot("panel-variables", panel), "panel-variables.png")
@@ -103,13 +114,8 @@ def test_variables_context_is_bounded_and_says_when_the_kernel_is_busy(
         ["globals().update({f'v{i:02d}': list(range(i)) for i in range(60)})", "import time"],
     )
     run_cell(page, 0)
-    panel.locator(".k2lab-context-select").select_option("variables")
-    chip = panel.locator(".k2lab-context-chip")
-    expect(chip).to_contain_text("60 variables of the kernel of many_variables.ipynb")
-    panel.locator(".k2lab-prompt-input").fill("Summarise.")
-    panel.locator("button.k2lab-send").click()
-    panel.locator(".k2lab-run-end").wait_for()
-    sent = panel.locator("details.k2lab-prompt-context pre").text_content() or ""
+    chip = attach_variables(panel, "60 variables of the kernel of many_variables.ipynb")
+    sent = send(panel, "Summarise.").locator("pre").text_content() or ""
     assert sent.count("\nv") == 39 and sent.rstrip().endswith("... and 20 more variables"), sent
     assert "v00: list, length 0: []" in sent and "v39:" in sent and "v40:" not in sent
     # a busy kernel is not waited for: the chip says so and nothing is attached
