@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from k2lab.providers.demo import bugfix, dataset, pi
+from k2lab.providers.demo import bugfix, dataset, pi, yourdata
 from k2lab.providers.demo.turn import Reply, Turn
 
 DEMO_MODEL_LABEL = "offline demo model (scripted)"
@@ -20,16 +20,20 @@ DEMO_PROMPTS: dict[str, str] = {
     "estimate_pi": "demo: estimate pi with a Monte Carlo simulation and check it against math.pi",
     "analyze_dataset": "demo: analyze a small synthetic sales dataset and plot it",
     "fix_bug": "demo: fix a bug: compute the average order value per customer",
+    "your_data": "demo: summarise my data",
 }
 
 _PLAYS: dict[str, Callable[[Turn], Reply]] = {
     "estimate_pi": pi.play,
     "analyze_dataset": dataset.play,
     "fix_bug": bugfix.play,
+    "your_data": yourdata.play,
 }
 
 # keywords that pick a demo when the prompt is not one of the exact texts
 _KEYWORDS: dict[str, tuple[str, ...]] = {
+    # first: "analyze my data" is about the user's data, not the synthetic dataset
+    "your_data": ("my data", "my dataframe", "my files", "my variables", "my table", "mcp"),
     "estimate_pi": ("estimate pi", "pi", "monte carlo"),
     "analyze_dataset": ("analyze", "analyse", "dataset", "data set", "sales", "plot"),
     "fix_bug": ("fix", "bug", "average order", "self-correct"),
@@ -49,7 +53,10 @@ def match_demo(prompt: str) -> str | None:
             "estimate_pi": "estimate pi",
             "analyze_dataset": "analyze a",
             "fix_bug": "fix a bug",
+            "your_data": "summarise my data",
         }
+        if p.startswith("summarize my data"):
+            return "your_data"
         return next((n for n, ph in phrases.items() if p.startswith(ph)), None)
     words = set(body.replace(":", " ").replace(",", " ").split())
     for name, keys in _KEYWORDS.items():

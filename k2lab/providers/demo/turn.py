@@ -106,10 +106,25 @@ class Turn:
 
     def __init__(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> None:
         self.tool_names = [
-            t.get("function", {}).get("name", "") for t in tools if isinstance(t, dict)
+            str(t.get("function", {}).get("name", "")) for t in tools if isinstance(t, dict)
         ]
         start = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
         self.prompt = _text(messages[start].get("content")) if start >= 0 else ""
+        #: what the engine told the model about this run (the system prompt's notes on the user's
+        #: --with variables and --data files; on a follow-up they come with the user message)
+        self.notes = "\n".join(
+            _text(m.get("content"))
+            for i, m in enumerate(messages)
+            if m.get("role") == "system" or i == start
+        )
+        #: the offered tools' JSON schemas by name (MCP tools included)
+        self.tool_schemas: dict[str, dict[str, Any]] = {
+            t["function"]["name"]: t["function"].get("parameters") or {}
+            for t in tools
+            if isinstance(t, dict)
+            and isinstance(t.get("function"), dict)
+            and isinstance(t["function"].get("name"), str)
+        }
         # K2 numbers tool calls across the whole conversation: functions.python:N
         self.next_index = sum(len(m.get("tool_calls") or []) for m in messages)
         results = {
@@ -174,6 +189,19 @@ class Turn:
             arguments=json.dumps({"code": code}, ensure_ascii=False),
         )
         return Reply(reasoning=reasoning, tool_calls=[call])
+
+    def tool(self, name: str, arguments: dict[str, Any], reasoning: str) -> Reply:
+        """A call of another offered tool (an MCP server's, say) with these arguments."""
+        call = ToolCall(
+            id=f"functions.{name}:{self.next_index}",
+            name=name,
+            arguments=json.dumps(arguments, ensure_ascii=False),
+        )
+        return Reply(reasoning=reasoning, tool_calls=[call])
+
+    def exchange_of(self, name: str) -> Exchange | None:
+        """The last call of the tool ``name`` in this turn."""
+        return next((ex for ex in reversed(self.exchanges) if ex.name == name), None)
 
     @staticmethod
     def answer(reasoning: str, content: str) -> Reply:
