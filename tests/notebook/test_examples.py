@@ -143,7 +143,48 @@ def check_demo(nb: Any, runs: list[Any], tmp_path: Path) -> None:
     assert len(runs) == 2 and "3.14" in runs[0].events[-1]["answer"]
 
 
+def _switching_words(nb: Any) -> None:
+    switch = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    for word in ("Moonshot", "OpenRouter", "vLLM", "SGLang", "K2LAB_API_KEY", "K2LAB_BASE_URL"):
+        assert word in switch, word
+
+
+def check_heavy_verify(nb: Any, runs: list[Any], tmp_path: Path) -> None:
+    assert len(runs) == 2
+    heavy, verified = (r.events for r in runs)
+    # three lanes, each with its own runs' events, and the aggregation that names them
+    assert {e.get("lane") for e in heavy if e.get("lane")} == {"1", "2", "3", "aggregate"}
+    lane_ends = [e for e in heavy if e["type"] == "run.end" and e.get("lane") in ("1", "2", "3")]
+    assert len(lane_ends) == 3 and all(e["stop_reason"] == "completed" for e in lane_ends)
+    assert "Lanes followed: 1, 2, 3" in heavy[-1]["answer"] and "pi ~ 3.14" in heavy[-1]["answer"]
+    # the verify pass re-ran the answer's code in the sandbox and the answer held
+    (end,) = [e for e in verified if e["type"] == "verify.end"]
+    assert end["outcome"] == "verified", end
+    assert "| customer | orders | average |" in verified[-1]["answer"]
+    listing = text_of(cell_with(nb, "%k2 runs"))
+    assert all(r.run_id in listing for r in runs)
+    _switching_words(nb)
+
+
+def check_your_data(nb: Any, runs: list[Any], tmp_path: Path) -> None:
+    assert len(runs) == 3
+    copied, mounted, mcp = (r.events for r in runs)
+    # --with: the copy is said in the view (a data notice) and described from real output
+    assert any(e["type"] == "notice" and "orders" in e["message"] for e in copied)
+    assert "200 rows, 3 columns" in copied[-1]["answer"]
+    # --data: the CSV written by the notebook, read inside the sandbox
+    results = [e for e in mounted if e["type"] == "tool.result"]
+    assert "orders.csv" in results[0]["output"] and "rows=200 columns=3" in results[1]["output"]
+    assert "200 rows, 3 columns" in mounted[-1]["answer"]
+    # --mcp-config: the notebook's own MCP server answered a tool call
+    (result,) = [e for e in mcp if e["type"] == "tool.result"]
+    assert result["name"] == "mcp__shop__sales_targets" and "target_East=150.0" in result["output"]
+    _switching_words(nb)
+
+
 CHECKS: dict[str, Callable[[Any, list[Any], Path], None]] = {
+    "heavy_verify.ipynb": check_heavy_verify,
+    "your_data.ipynb": check_your_data,
     "quickstart.ipynb": check_quickstart,
     "replay_fork_export.ipynb": check_replay_fork_export,
     "demo.ipynb": check_demo,
@@ -152,9 +193,13 @@ CHECKS: dict[str, Callable[[Any, list[Any], Path], None]] = {
 
 
 def test_every_example_has_its_checks() -> None:
-    assert {"quickstart.ipynb", "replay_fork_export.ipynb", "panel.ipynb"} <= {
-        p.name for p in EXAMPLES
-    }
+    assert {
+        "quickstart.ipynb",
+        "replay_fork_export.ipynb",
+        "panel.ipynb",
+        "heavy_verify.ipynb",
+        "your_data.ipynb",
+    } <= {p.name for p in EXAMPLES}
     assert {p.name for p in EXAMPLES} <= set(CHECKS)
 
 

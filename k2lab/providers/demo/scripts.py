@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from k2lab.providers.demo import bugfix, dataset, pi, yourdata
+from k2lab.providers.demo import bugfix, checks, dataset, pi, yourdata
 from k2lab.providers.demo.turn import Reply, Turn
 
 DEMO_MODEL_LABEL = "offline demo model (scripted)"
@@ -68,6 +68,13 @@ def match_demo(prompt: str) -> str | None:
 def reply_for(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Reply:
     """The next assistant message for this request."""
     turn = Turn(messages, tools)
+    # test-time scaling's own requests: heavy mode's aggregation, the verify pass and its correction
+    if checks.is_aggregation(turn.prompt):
+        return checks.aggregate(turn)
+    if checks.is_verify(turn.prompt):
+        return checks.verify(turn, messages, tools)
+    if checks.is_correction(turn.prompt):
+        return checks.correct(turn, messages, tools)
     name = match_demo(turn.prompt)
     if name is None:
         return not_a_demo(turn.prompt)
