@@ -59,6 +59,8 @@ class Settings:
     gateway_url: str = ""  # a Jupyter gateway: sandboxes start there (k2lab.sandbox.gateway)
     #: an MCP servers file (``k2lab.tools.mcp_config``): panel sessions start its servers
     mcp_config: str = ""
+    #: auto | on | off: do tool-result images go to the model? (auto: by model name)
+    vision: str = "auto"
     gateway_token: str = field(default="", repr=False)
     preset: str = ""
     api_key: str = field(default="", repr=False)
@@ -104,6 +106,12 @@ class K2Lab(Configurable):
         help="MCP servers file ({'mcpServers': ...}); each panel session starts its servers and "
         "offers their tools (also $K2LAB_MCP_CONFIG).",
     )
+    vision = Unicode(
+        "auto",
+        config=True,
+        help="Send plots and images of tool results to the model: auto (by model name: Kimi "
+        "K2.5 and vision models yes, K2 Thinking no) | on | off (also $K2LAB_VISION).",
+    )
     gateway_token = Unicode("", config=True, help="Token of gateway_url (prefer the variable).")
     allowed_key_endpoints = List(
         Unicode(),
@@ -123,6 +131,7 @@ _ENV = {
     "max_steps": "K2LAB_MAX_STEPS",
     "tool_timeout": "K2LAB_TOOL_TIMEOUT",
     "mcp_config": "K2LAB_MCP_CONFIG",
+    "vision": "K2LAB_VISION",
     "gateway_url": "JUPYTER_GATEWAY_URL",
     "gateway_token": "JUPYTER_GATEWAY_AUTH_TOKEN",
 }

@@ -170,6 +170,20 @@ class ToolResult(_Event):
     display: list[dict[str, Any]] = field(default_factory=list)
     duration: float = 0.0
     truncated: bool = False
+    #: The text for people when it differs from ``output``: the notes meant for the model
+    #: ("[image/png output, 29 kB, shown to the user]", ``<Figure size ...>``) dropped.
+    people_output: str | None = None
+    #: Indices into ``display`` of the images that also went to the model (vision models).
+    sent_to_model: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = _Event.to_dict(self)
+        # absent when unused: the serialised form of a result without them is unchanged
+        if d["people_output"] is None:
+            del d["people_output"]
+        if not d["sent_to_model"]:
+            del d["sent_to_model"]
+        return d
 
 
 @dataclass(slots=True, kw_only=True)

@@ -18,6 +18,7 @@ from k2lab.agent.loop import Agent, Budgets
 from k2lab.config import DEFAULT_BASE_URL, Settings
 from k2lab.providers.base import ChatProvider
 from k2lab.providers.demo import DEMO_MODEL_LABEL, DemoServer, start_demo_server
+from k2lab.providers.presets import model_sees_images
 from k2lab.sandbox.base import Sandbox
 from k2lab.tools.base import Tool
 from k2lab.tools.registry import ToolRegistry
@@ -51,6 +52,7 @@ def open_provider(settings: Settings) -> ChatProvider:
             demo=True,
             temperature=settings.temperature,
             max_tokens=settings.max_tokens,
+            vision=settings.vision == "on",  # the demo model: only when asked
         )
     return OpenAICompatProvider(
         base_url=settings.base_url or DEFAULT_BASE_URL,
@@ -58,6 +60,7 @@ def open_provider(settings: Settings) -> ChatProvider:
         model=settings.model,
         temperature=settings.temperature,
         max_tokens=settings.max_tokens,
+        vision=model_sees_images(settings.model, settings.vision),
     )
 
 

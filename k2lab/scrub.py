@@ -214,6 +214,8 @@ class Scrubber:
         elif t == "tool.result":
             ev.output = self.exact(ev.output)
             ev.display = self.value(ev.display)
+            if ev.people_output is not None:
+                ev.people_output = self.exact(ev.people_output)
         return ev
 
 

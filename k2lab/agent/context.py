@@ -24,6 +24,7 @@ import re
 from typing import Any
 
 HIDDEN_OUTPUT = "[output hidden to save context; re-run the code if you need it again]"
+HIDDEN_IMAGES = "[images of earlier tool results hidden to save context]"
 #: a tool name that may appear in an id as is (others become "unknown")
 _ID_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -111,6 +112,11 @@ class Conversation:
     def add_tool_result(self, call_id: str, content: str) -> None:
         self._append({"role": "tool", "tool_call_id": call_id, "content": content})
 
+    def add_tool_images(self, parts: list[dict[str, Any]]) -> None:
+        """Images of the tool results just added, as a user message (``k2lab.agent.images``):
+        not a new turn (the reasoning of this turn stays)."""
+        self._append({"role": "user", "content": parts})
+
     # -- rewriting (batched, rare) -------------------------------------------------------------
     def _rewrite(self, i: int, msg: dict[str, Any]) -> None:
         self.messages[i] = msg
@@ -129,6 +135,9 @@ class Conversation:
             m = self.messages[i]
             if m["role"] == "tool" and m["content"] != HIDDEN_OUTPUT:
                 self._rewrite(i, {**m, "content": HIDDEN_OUTPUT})
+                n += 1
+            elif m["role"] == "user" and isinstance(m["content"], list):  # tool images
+                self._rewrite(i, {**m, "content": HIDDEN_IMAGES})
                 n += 1
         self._hidden_upto = len(self.messages)
         if n:

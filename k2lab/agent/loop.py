@@ -30,6 +30,7 @@ from typing import Protocol
 
 from k2lab.agent.context import Conversation
 from k2lab.agent.decisions import Decision, DecisionSource
+from k2lab.agent.images import StepImages
 from k2lab.events import (
     Error,
     Event,
@@ -310,9 +311,11 @@ class Agent:
                 continue
             if end.content and not st.answer_held:
                 st.answer = end.content
+            st.images = StepImages() if getattr(self.provider, "vision", False) is True else None
             for call in calls:
                 await self._tool_call(st, call)
                 self._tool_notices(st)
+            self._send_images(st)
 
     def _tool_notices(self, st: _RunState) -> None:
         """What tools reported since the last look (an MCP server that failed or died)."""
@@ -441,6 +444,7 @@ class Agent:
                 display=out.display,
                 duration=time.perf_counter() - t0,
                 truncated=out.truncated,
+                people_output=out.people_output,
             ),
         )
 
@@ -449,8 +453,18 @@ class Agent:
             return
         st.open_calls.remove(res.call_id)
         res.run_id = st.run_id
+        if st.images is not None and res.display:  # a vision model: the images go too
+            res.sent_to_model = st.images.offer(res.call_id, res.display)
         st.emit(res)  # scrubbed first: the model reads what the trace shows
         self.conversation.add_tool_result(res.call_id, res.output)
+
+    def _send_images(self, st: _RunState) -> None:
+        """The step's images as one user message after its tool messages (vision models)."""
+        if st.images is not None:
+            parts = st.images.message(self.scrubber.exact)
+            st.images = None
+            if parts is not None:
+                self.conversation.add_tool_images(parts)
 
     def _close_open_calls(self, st: _RunState, reason: StopReason) -> None:
         """After a stop, answer calls that never ran, so the history stays valid for a follow-up.
@@ -491,6 +505,7 @@ class _RunState:
         "scrub",
         "follow_up",
         "answer_held",
+        "images",
     )
 
     def __init__(
@@ -521,6 +536,8 @@ class _RunState:
         self.follow_up: FollowUp | None = None
         #: a follow-up took an answer: step texts no longer replace it
         self.answer_held = False
+        #: the images of this step's tool results for a vision model (``k2lab.agent.images``)
+        self.images: StepImages | None = None
 
     def emit(self, ev: Event) -> None:
         self.scrub(ev)

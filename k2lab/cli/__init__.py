@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model", help="model name (default: kimi-k2-thinking)")
     run.add_argument("--preset", help="provider preset: base URL, model and key variable")
     run.add_argument(
+        "--vision",
+        choices=("auto", "on", "off"),
+        help="send plots and images of tool results to the model (auto: by model name; "
+        "Kimi K2.5 and vision models yes, kimi-k2-thinking and the demo model no)",
+    )
+    run.add_argument(
         "--approve",
         choices=("ask", "auto", "never"),
         help="tool calls: ask in the terminal (default), run all, or reject all",
@@ -177,6 +183,7 @@ def _settings(args: argparse.Namespace) -> Any:
         "gateway_url",
         "gateway_token",
         "data",
+        "vision",
     )
     overrides = {k: getattr(args, k, None) for k in keys}
     try:

@@ -134,8 +134,11 @@ class OpenAICompatProvider:
         max_line_bytes: int = MAX_LINE_BYTES,
         scrubber: Scrubber | None = None,
         demo: bool = False,
+        vision: bool = False,
     ) -> None:
         self.base_url = base_url
+        #: the model accepts images: tool-result images go back to it (``k2lab.agent.images``)
+        self.vision = vision
         #: the offline demo model (``run.start.demo``)
         self.demo = demo
         self.model = model

@@ -56,6 +56,21 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+#: Models that accept images in their messages (Kimi K2.5 and later, kimi-latest, Moonshot's
+#: vision previews), by name as each endpoint spells it; K2 Thinking does not. Lower-cased
+#: substrings of the model name. ``Settings.vision`` (``--vision``, ``c.K2Lab.vision``,
+#: ``K2LAB_VISION``) overrides this for self-hosted models with other names.
+VISION_MODELS = ("kimi-k2.5", "kimi-k2.6", "kimi-k2.7", "kimi-k3", "kimi-latest", "vision", "-vl")
+
+
+def model_sees_images(model: str, override: str = "auto") -> bool:
+    """Whether tool-result images go to ``model``: ``override`` "on"/"off" wins, else by name."""
+    if override in ("on", "off"):
+        return override == "on"
+    name = model.lower()
+    return "thinking" not in name.split("/")[-1] and any(v in name for v in VISION_MODELS)
+
+
 def preset_for_url(base_url: str) -> Preset | None:
     for p in PRESETS.values():
         if base_url and base_url.rstrip("/") == p.base_url:

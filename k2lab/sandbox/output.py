@@ -2,7 +2,10 @@
 
 Output is counted as it arrives and only a head and a tail are kept, so a 100 MB print costs
 O(limit) memory here. The model reads text (plots become a one-line note); people get the rich
-bundles (PNG, HTML) and, when the model's copy was cut, a larger copy of the text.
+bundles (PNG, HTML) and, when the model's copy was cut, a larger copy of the text. Each kept
+bundle names the note the model read for it (``metadata.k2lab.model_note``), so the views can
+leave that note out of the text people see above the plot (``tools.base.people_text``); with a
+vision model the loop also sends the images themselves (``k2lab.agent.images``).
 
 Everything here comes from sandbox code (a hostile kernel can send any JSON): a rich output is
 measured whole (data, metadata and transient, as serialized JSON, counting stops once past the
@@ -189,7 +192,13 @@ class OutputCollector:
         metadata = metadata if isinstance(metadata, dict) else {}
         note = bundle_note(data, max(self.model.limit * 4, 4096))
         if note:
-            self._text(note if note.endswith("\n") else note + "\n")
+            note = note if note.endswith("\n") else note + "\n"
+            self._text(note)
+        # ``metadata.k2lab`` is ours (never the sandbox's): the note the model read in place of
+        # this bundle, so views can leave it out of the text above the bundle itself
+        metadata = {k: v for k, v in metadata.items() if k != "k2lab"}
+        if note:
+            metadata["k2lab"] = {"model_note": note}
         if len(self.display) >= self._max_outputs:
             self.dropped_displays += 1
             self._overflow += 1

@@ -29,6 +29,35 @@ class ToolOutput:
     #: Rich Jupyter mime bundles for people ({"data": {...}, "metadata": {...}}).
     display: list[dict[str, Any]] = field(default_factory=list)
     truncated: bool = False
+    #: The text for people when it differs from ``output`` (the model's notes about rich
+    #: outputs dropped: people see the outputs themselves).
+    people_output: str | None = None
+
+
+def people_text(output: str, display: list[dict[str, Any]]) -> str | None:
+    """``output`` without the notes written for the model about ``display``'s bundles.
+
+    Each bundle that put a note in the model's text names it in ``metadata.k2lab.model_note``
+    (exact text, not a pattern): the notes are cut in order, each at its first place after the
+    previous one; a note the head/tail cut removed is skipped. None when nothing was cut."""
+    out: list[str] = []
+    pos = 0
+    for bundle in display:
+        meta = bundle.get("metadata") if isinstance(bundle, dict) else None
+        k2 = meta.get("k2lab") if isinstance(meta, dict) else None
+        note = k2.get("model_note") if isinstance(k2, dict) else None
+        if not isinstance(note, str) or not note:
+            continue
+        at = output.find(note, pos)
+        if at < 0:
+            continue
+        out.append(output[pos:at])
+        pos = at + len(note)
+    if not out:
+        return None
+    out.append(output[pos:])
+    text = "".join(out)
+    return text if text.strip() else ""
 
 
 def tool_ok(output: str, **kw: Any) -> ToolOutput:

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from pydantic import BaseModel, ConfigDict
 
 from k2lab.scrub import Scrubber
-from k2lab.tools.base import ToolOutput
+from k2lab.tools.base import ToolOutput, people_text
 from k2lab.tools.mcp_config import HttpServer, MCPConfig, ServerConfig, StdioServer
 
 if TYPE_CHECKING:
@@ -127,10 +127,12 @@ def _image(
         limit = _size(MAX_DISPLAY_CHARS)
         parts.append(f"[{what}: {mime}, {_size(size)}: over the {limit} display limit]")
     else:
+        note = f"[{mime} output, {_size(size)}, shown to the user]"
+        meta = {"k2lab": {"model_note": note}}  # people see the image, not this note
         display.append(
-            {"data": {mime: data, "text/plain": f"[{mime} from an MCP tool]"}, "metadata": {}}
+            {"data": {mime: data, "text/plain": f"[{mime} from an MCP tool]"}, "metadata": meta}
         )
-        parts.append(f"[{mime} output, {_size(size)}, shown to the user]")
+        parts.append(note)
 
 
 def convert_result(result: Any) -> ToolOutput:
@@ -175,7 +177,13 @@ def convert_result(result: Any) -> ToolOutput:
         text = (
             f"{text[:half]}\n[... {len(text) - 2 * half:,} characters omitted ...]\n{text[-half:]}"
         )
-    return ToolOutput(ok=not is_error, output=text, display=display, truncated=truncated)
+    return ToolOutput(
+        ok=not is_error,
+        output=text,
+        display=display,
+        truncated=truncated,
+        people_output=people_text(text, display),
+    )
 
 
 # -- one server --------------------------------------------------------------------------------

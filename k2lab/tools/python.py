@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from k2lab.sandbox.base import Sandbox
-from k2lab.tools.base import ToolOutput
+from k2lab.tools.base import ToolOutput, people_text
 
 
 class PythonParams(BaseModel):
@@ -46,4 +46,10 @@ class PythonTool:
         assert isinstance(args, PythonParams)
         r = await self.sandbox.execute(args.code, timeout=self.timeout)
         text = r.text if r.text.strip() else "(no output)"
-        return ToolOutput(ok=r.ok, output=text, display=r.display, truncated=r.truncated)
+        return ToolOutput(
+            ok=r.ok,
+            output=text,
+            display=r.display,
+            truncated=r.truncated,
+            people_output=people_text(text, r.display),
+        )
