@@ -144,13 +144,22 @@ def html_output(source: str) -> str:
     return frame + remote_note(images, others)
 
 
-def display_html(item: dict[str, Any]) -> str:
-    """One rich output of sandbox code (a Jupyter mime bundle), safely."""
+#: The tag under an image that also went to the model (``tool.result.sent_to_model``).
+SENT_TAG = (
+    '<span class="k2lab-sent-tag" title="This image was also sent to the model, which can '
+    'see it">sent to the model</span>'
+)
+
+
+def display_html(item: dict[str, Any], *, sent: bool = False) -> str:
+    """One rich output of sandbox code (a Jupyter mime bundle), safely; ``sent``: the image
+    also went to the model (tagged so)."""
     data = item.get("data") or {}
-    for mime in ("image/png", "image/jpeg", "image/gif"):
+    for mime in ("image/png", "image/jpeg", "image/gif", "image/webp"):
         if isinstance(data.get(mime), str):
             src = f"data:{mime};base64,{data[mime].strip()}"
-            return f'<img class="k2lab-image" alt="output image" src="{esc(src)}">'
+            img = f'<img class="k2lab-image" alt="output image" src="{esc(src)}">'
+            return img + SENT_TAG if sent else img
     if isinstance(data.get("image/svg+xml"), str):
         import base64
 
@@ -302,7 +311,8 @@ def _call_html(card: dict[str, Any]) -> str:
         out.append(f'<div class="{cls}">')
         if card["output"].strip():
             out.append(_output_html(card["output"], "k2lab-stdout"))
-        out.extend(display_html(d) for d in card.get("display") or [])
+        sent = card.get("sent_to_model") or []
+        out.extend(display_html(d, sent=i in sent) for i, d in enumerate(card.get("display") or []))
         out.append("</div>")
     if card.get("replay"):
         r = card["replay"]
@@ -390,6 +400,19 @@ def _quote(text: str) -> str:
     return "\n".join("> " + line for line in text.splitlines())
 
 
+def _image_lines(card: dict[str, Any]) -> list[str]:
+    """Markdown cannot show a result's images: one line each says it was there (and whether
+    the model saw it)."""
+    sent = card.get("sent_to_model") or []
+    lines = []
+    for i, d in enumerate(card.get("display") or []):
+        data = d.get("data") if isinstance(d, dict) else None
+        mime = next((m for m in (data or {}) if str(m).startswith("image/")), None)
+        if mime is not None:
+            lines.append(f"*[{mime} output{', sent to the model' if i in sent else ''}]*")
+    return lines
+
+
 def render_markdown(snap: dict[str, Any]) -> str:
     head = snap["head"]
     cards = {c["call_id"]: c for c in snap["cards"]}
@@ -424,6 +447,7 @@ def render_markdown(snap: dict[str, Any]) -> str:
                 out.append(markdown_safe(c["problem"]))
             elif c.get("output") and c["status"] != "rejected":
                 out.append(_fence(strip_ansi(c["output"]), "text"))
+            out.extend(_image_lines(c))
     if head.get("answer"):
         out.append("**Answer**\n\n" + markdown_safe(head["answer"]))
     if head.get("heavy") and head.get("lanes_note"):

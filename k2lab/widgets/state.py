@@ -397,6 +397,7 @@ class TraceState:
             "ok": None,
             "output": None,
             "display": [],
+            "sent_to_model": [],
             "duration": None,
             "truncated": False,
             "replay": None,
@@ -425,8 +426,11 @@ class TraceState:
         card.update(
             ok=ev["ok"],
             # the loop tells the model about an edit in the output; people see the edit itself
-            output=_EDIT_NOTE.sub("", ev["output"], count=1),
+            output=ev["people_output"]
+            if isinstance(ev.get("people_output"), str)
+            else _EDIT_NOTE.sub("", ev["output"], count=1),
             display=ev.get("display") or [],
+            sent_to_model=ev.get("sent_to_model") or [],
             duration=ev.get("duration"),
             truncated=ev.get("truncated", False),
         )

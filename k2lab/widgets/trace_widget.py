@@ -166,7 +166,10 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
             card["code_html"] = highlight_python(card["code"])
             if card.get("edited_code") is not None:
                 card["edited_code_html"] = highlight_python(card["edited_code"])
-            card["display_html"] = [display_html(d) for d in card.get("display") or []]
+            sent = card.get("sent_to_model") or []
+            card["display_html"] = [
+                display_html(d, sent=i in sent) for i, d in enumerate(card.get("display") or [])
+            ]
             card.pop("display", None)  # raw bundles stay in Python; the view gets safe HTML
         for lane in msg.get("lanes") or []:
             lane["answer_html"] = markdown_html(lane["answer"]) if lane["answer"] else ""

@@ -92,6 +92,10 @@ export interface IToolResult extends IEventBase {
   display?: IDisplayBundle[];
   duration?: number;
   truncated?: boolean;
+  /** The text for people when it differs from `output` (the model's notes dropped). */
+  people_output?: string | null;
+  /** Indices into `display` of the images that also went to the model. */
+  sent_to_model?: number[];
 }
 
 export interface IUsage extends IEventBase {

@@ -13,19 +13,34 @@ function text(value: unknown): string {
   return Array.isArray(value) ? value.join('') : String(value ?? '');
 }
 
+/** The tag under an image that also went to the model (`tool.result.sent_to_model`). */
+function sentTag(): HTMLElement {
+  return h(
+    'span',
+    {
+      class: 'k2lab-sent-tag',
+      title: 'This image was also sent to the model, which can see it'
+    },
+    'sent to the model'
+  );
+}
+
 export function renderDisplay(
   bundle: IDisplayBundle,
-  sanitize: Sanitize
+  sanitize: Sanitize,
+  sent = false
 ): HTMLElement | null {
   const data = bundle.data || {};
-  for (const mime of ['image/png', 'image/jpeg', 'image/gif']) {
+  for (const mime of ['image/png', 'image/jpeg', 'image/gif', 'image/webp']) {
     if (typeof data[mime] === 'string') {
       const img = h('img', {
         class: 'k2lab-image',
         alt: text(data['text/plain']) || mime,
         src: `data:${mime};base64,${data[mime].replace(/\s/g, '')}`
       });
-      return h('div', { class: 'k2lab-display' }, img);
+      return sent
+        ? h('div', { class: 'k2lab-display' }, img, sentTag())
+        : h('div', { class: 'k2lab-display' }, img);
     }
   }
   if (data['image/svg+xml'] !== undefined) {

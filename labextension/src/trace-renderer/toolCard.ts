@@ -169,6 +169,11 @@ export class ToolCard {
     this.removeActions();
     const ran = ['approve', 'edit'].includes(this.node.dataset.state || '');
     const look = ev.ok ? 'k2lab-ok' : ran ? 'k2lab-failed' : 'k2lab-told';
+    // people see the plots themselves, not the notes the model read about them
+    const shown =
+      typeof ev.people_output === 'string'
+        ? ev.people_output
+        : this.shownOutput(ev.output || '');
     const result = h(
       'div',
       { class: `k2lab-result ${look}` },
@@ -179,16 +184,15 @@ export class ToolCard {
         ev.duration ? ` · ${ev.duration.toFixed(2)} s` : '',
         ev.truncated ? ' · truncated for the model' : ''
       ),
-      ev.output
-        ? h('pre', { class: 'k2lab-stdout' }, this.shownOutput(ev.output))
-        : null
+      shown ? h('pre', { class: 'k2lab-stdout' }, shown) : null
     );
-    for (const bundle of ev.display || []) {
-      const el = renderDisplay(bundle, this.sanitize);
+    const sent = ev.sent_to_model || [];
+    (ev.display || []).forEach((bundle, i) => {
+      const el = renderDisplay(bundle, this.sanitize, sent.includes(i));
       if (el) {
         result.append(el);
       }
-    }
+    });
     this.body.append(result);
     if (ran) {
       this.look(ev.ok ? 'done' : 'error');
