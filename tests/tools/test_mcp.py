@@ -96,6 +96,9 @@ async def test_results_text_image_resource_and_is_error() -> None:
         data = pic.display[0]["data"]
         assert base64.b64decode(data["image/png"]).startswith(b"\x89PNG")
         assert "[image/png output" in pic.output and "shown to the user" in pic.output
+        # people see the image itself, not the model's note about it (issue 10)
+        assert pic.people_output is not None and "shown to the user" not in pic.people_output
+        assert pic.display[0]["metadata"]["k2lab"]["model_note"] in pic.output
 
         doc = await call(reg, "mcp__s__document")
         assert doc.ok and "the notes" in doc.output and "file:///notes.txt" in doc.output
