@@ -32,6 +32,7 @@ from k2lab.tools.base import ToolOutput, people_text
 from k2lab.tools.registry import ToolRegistry
 from k2lab.trace.notebook import trace_bundle
 from k2lab.widgets.render import SENT_TAG
+from k2lab.widgets.trace_widget import TraceWidget
 from tests.agent.helpers import check_history, of_type, run_all
 from tests.fixtures.fake_server import Call, FakeModel, Turn
 
@@ -219,6 +220,15 @@ def test_views_tag_the_sent_image_and_drop_the_notes() -> None:
     assert html.index(SENT_TAG) > html.index("<img", html.index("<img") + 1)  # the 2nd image
     assert "[image/png output" not in html and "Figure size" not in html
     assert "mean 3.5" in html
+    assert "*[image/png output, sent to the model]*" in trace_bundle("r", dicts)["text/markdown"]
+
+    # the live widget: what its view receives for the card
+    widget = TraceWidget()
+    for d in dicts:
+        widget.feed(d)
+    (card,) = widget.snapshot()["cards"]
+    assert card["output"] == "mean 3.5\n"
+    assert [SENT_TAG in piece for piece in card["display_html"]] == [False, True]
 
 
 def test_tool_result_event_has_the_fields() -> None:
