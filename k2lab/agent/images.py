@@ -11,13 +11,18 @@ content is a text part naming the calls, then ``image_url`` parts with ``data:``
 vision API takes base64 data URLs, not http(s) links). Each ``ToolResult`` lists the bundles that
 went (``sent_to_model``), so every view can tag them.
 
-Bounds: at most ``max_images`` images and ``max_bytes`` of base64 per step; beyond that an image
-stays a note for the model (the message says how many were left out and why). The data goes
-through the run's scrubber like any tool text.
+Bounds: at most ``max_images`` images and ``max_bytes`` of base64 per step. An image larger than
+``MAX_SIDE`` pixels, or too large for what is left of the step's bytes, is downscaled first (with
+Pillow, which matplotlib brings; the message says so); one that still does not fit stays a note
+for the model (the message says how many were left out and why). The data goes through the
+run's scrubber like any tool text.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +30,45 @@ from typing import Any
 SENT_MIMES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 MAX_IMAGES_PER_STEP = 4
 MAX_IMAGE_BYTES_PER_STEP = 4 * 1024**2
+#: longest side sent, in pixels (larger images are downscaled)
+MAX_SIDE = 1568
+
+
+def downscale(b64: str, budget: int, max_side: int = MAX_SIDE) -> tuple[str, str, str] | None:
+    """``(mime, base64, what was done)`` for an image made to fit ``budget`` base64 characters
+    and ``max_side`` pixels, or None when it cannot be (no Pillow, not an image, still too big).
+    An image that already fits is returned as is (``what`` empty)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    try:
+        raw = base64.b64decode(b64, validate=True)
+        with Image.open(io.BytesIO(raw)) as im:
+            w, h = im.size
+            if max(w, h) <= max_side and len(b64) <= budget:
+                return ("", b64, "")
+            # ~0.35 s for a 3000x1800 plot on a loaded 2-core machine, most of it PNG decode and
+            # encode; only images over MAX_SIDE or the step's bytes pay it (a default
+            # matplotlib figure is 640x480 and goes as is, ~0.3 ms)
+            im.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            rgb = im.convert("RGB")
+            for side in (max_side, 1024, 768, 512):
+                if max(rgb.size) > side:
+                    rgb.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+                buf = io.BytesIO()
+                rgb.save(buf, format="PNG", compress_level=3)
+                mime = "image/png"
+                if len(buf.getvalue()) * 4 // 3 + 4 > budget:
+                    buf = io.BytesIO()
+                    rgb.save(buf, format="JPEG", quality=80)
+                    mime = "image/jpeg"
+                out = base64.b64encode(buf.getvalue()).decode()
+                if len(out) <= budget:
+                    return (mime, out, f"downscaled from {w}x{h} to {rgb.size[0]}x{rgb.size[1]}")
+    except (binascii.Error, ValueError, OSError, Image.DecompressionBombError):
+        return None
+    return None
 
 
 class StepImages:
@@ -51,14 +95,22 @@ class StepImages:
             if mime is None:
                 continue
             b64 = "".join(str(data[mime]).split())
-            if len(self._parts) >= self.max_images or self._bytes + len(b64) > self.max_bytes:
+            if len(self._parts) >= self.max_images:
+                self.skipped += 1
+                continue
+            label = f"{call_id} output {i + 1}"
+            fitted = downscale(b64, self.max_bytes - self._bytes)
+            if fitted is not None and fitted[2]:
+                mime, b64, done = fitted
+                label += f", {done}"
+            if self._bytes + len(b64) > self.max_bytes:
                 self.skipped += 1
                 continue
             self._bytes += len(b64)
             self._parts.append(
                 {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{b64}"}}
             )
-            self._labels.append(f"{call_id} output {i + 1}")
+            self._labels.append(label)
             taken.append(i)
         return taken
 

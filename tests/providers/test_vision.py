@@ -234,3 +234,43 @@ def test_views_tag_the_sent_image_and_drop_the_notes() -> None:
 def test_tool_result_event_has_the_fields() -> None:
     ev = ToolResult(call_id="c", name="python", ok=True, output="x")
     assert ev.people_output is None and ev.sent_to_model == []
+
+
+def _real_png(w: int, h: int) -> str:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.effect_noise((w, h), 60).convert("RGB").save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_large_images_are_downscaled_to_fit() -> None:
+    from k2lab.agent.images import MAX_SIDE, StepImages
+
+    big = _real_png(2400, 1200)
+    imgs = StepImages(max_images=4, max_bytes=len(big) // 3)
+    assert imgs.offer("c", [{"data": {"image/png": big}}]) == [0]
+    parts = imgs.message(lambda s: s)
+    assert parts is not None
+    assert "downscaled from 2400x1200" in parts[0]["text"]
+    url = parts[1]["image_url"]["url"]
+    assert len(url) < len(big) // 3 + 40
+
+    from PIL import Image
+
+    raw = base64.b64decode(url.split(",", 1)[1])
+    with Image.open(__import__("io").BytesIO(raw)) as im:
+        assert max(im.size) <= MAX_SIDE
+
+
+def test_a_small_image_goes_as_is() -> None:
+    from k2lab.agent.images import StepImages
+
+    small = _real_png(64, 32)
+    imgs = StepImages()
+    imgs.offer("c", [{"data": {"image/png": small}}])
+    parts = imgs.message(lambda s: s)
+    assert parts is not None and parts[1]["image_url"]["url"] == f"data:image/png;base64,{small}"
+    assert "downscaled" not in parts[0]["text"]
