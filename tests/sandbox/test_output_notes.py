@@ -92,3 +92,36 @@ async def test_python_tool_plot_people_output(level: str) -> None:
         assert "image/png" in out.display[0]["data"]
     finally:
         await sk.shutdown()
+
+
+async def test_a_real_plot_reaches_a_vision_model(fake_model) -> None:  # type: ignore[no-untyped-def]
+    """End to end: python tool in a real sandbox kernel, the agent over HTTP, vision on: the
+    fake server's recorded request has the plot as an image part; the result says it went."""
+    from k2lab.agent.decisions import AutoApprove
+    from k2lab.agent.loop import Agent
+    from k2lab.providers.openai_compat import OpenAICompatProvider
+    from k2lab.tools.registry import ToolRegistry
+    from tests.agent.helpers import of_type, run_all
+    from tests.fixtures.fake_server import Call, Turn
+
+    code = (
+        "%matplotlib inline\nimport matplotlib.pyplot as plt\nplt.bar([1, 2], [3, 5]); plt.show()"
+    )
+    fake_model.script([Turn(tool_calls=[Call("python", {"code": code})]), Turn(content="ok")])
+    sk = SandboxKernel(isolation="process")
+    await sk.start()
+    try:
+        provider = OpenAICompatProvider(
+            base_url=fake_model.base_url, api_key="k", model="kimi-k2.5", vision=True
+        )
+        agent = Agent(provider, ToolRegistry([PythonTool(sk, timeout=30)]), AutoApprove())
+        events = await run_all(agent, "plot")
+    finally:
+        await sk.shutdown()
+    (res,) = of_type(events, "tool.result")
+    assert res.ok and res.sent_to_model == [0] and res.people_output == ""
+    last = fake_model.requests[1]["messages"][-1]
+    assert last["role"] == "user"
+    url = last["content"][1]["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,iVBOR")
+    assert url.endswith(res.display[0]["data"]["image/png"].strip()[-40:])
