@@ -221,6 +221,8 @@ def resolve_settings(
     )
     if s.approve not in ("ask", "auto", "never"):
         raise ValueError(f"unknown approval policy {s.approve!r} (use ask, auto or never)")
+    if s.vision not in ("auto", "on", "off"):
+        raise ValueError(f"unknown vision setting {s.vision!r} (use auto, on or off)")
     return s
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
 from k2lab.agent.context import HIDDEN_IMAGES, Conversation
@@ -229,6 +230,11 @@ def test_views_tag_the_sent_image_and_drop_the_notes() -> None:
     (card,) = widget.snapshot()["cards"]
     assert card["output"] == "mean 3.5\n"
     assert [SENT_TAG in piece for piece in card["display_html"]] == [False, True]
+
+
+def test_a_bad_vision_setting_is_refused() -> None:
+    with pytest.raises(ValueError, match="vision setting 'yes'"):
+        resolve_settings({}, environ={"K2LAB_VISION": "yes"})
 
 
 def test_tool_result_event_has_the_fields() -> None:
