@@ -359,8 +359,12 @@ def render_html(snap: dict[str, Any]) -> str:
     for st in snap["steps"]:
         out.append(f'<div class="k2lab-step" data-step="{st["step"]}">')
         if st["reasoning"]:
-            tokens = f"{'' if st['tokens_exact'] else '~'}{st['tokens']} tokens"
-            summary = f"Step {st['step']} · reasoning · {tokens} · {fmt_seconds(st['duration'])}"
+            tokens = (
+                ""
+                if st["tokens"] is None  # a step replayed from the record counted nothing
+                else f" · {'' if st['tokens_exact'] else '~'}{st['tokens']} tokens"
+            )
+            summary = f"Step {st['step']} · reasoning{tokens} · {fmt_seconds(st['duration'])}"
             out.append(
                 f'<details class="k2lab-reasoning"><summary>{esc(summary)}</summary>'
                 f"<pre>{esc(st['reasoning'])}</pre></details>"

@@ -372,9 +372,14 @@ class TraceState:
         # the assembled message is the truth (a retried stream may have re-sent deltas)
         st["reasoning"] = Text(ev.get("reasoning", str(st["reasoning"])))
         st["content"] = Text(ev.get("content", str(st["content"])))
-        st["duration"] = ev.get("duration") or (
-            ev.get("ts", 0) - st["started"] if st["started"] else None
-        )
+        # 0.0 is a duration (a fork's first step is replayed from the record, not asked for):
+        # only a missing one is taken from the clock, and never below zero
+        duration = ev.get("duration")
+        if duration is None and st["started"]:
+            duration = max(0.0, ev.get("ts", 0) - st["started"])
+        st["duration"] = duration
+        if not st["tokens_exact"] and not st["tokens"]:
+            st["tokens"] = None  # no usage and no streamed text: nothing to count
         st["done"] = True
         self._sent.pop(ev["step"], None)  # the text may have been replaced: resend it whole
 

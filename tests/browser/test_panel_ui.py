@@ -415,6 +415,9 @@ def test_live_view_accessibility_badges_and_comments(
     live.locator(".k2lab-call.k2lab-status-pending").first.wait_for(timeout=60_000)
     expect(live.locator(".k2lab-head")).to_contain_text("waiting for you")
     assert live.locator(".k2lab-hl .c1, .k2lab-hl .c").count() >= 1  # a code comment is shown
+    # one run, no lanes: the heavy-mode parts stay out of sight (a class's display once won)
+    for part in (".k2lab-aggregation-label", ".k2lab-runlanes", ".k2lab-verify"):
+        expect(live.locator(part)).to_be_hidden()
     screenshot(f"ui-live-{'dark' if dark else 'light'}", live)
     assert axe_violations(page, ".k2lab-live") == []
     # the header badges ("offline demo model", "waiting for you") and the code comments

@@ -444,3 +444,19 @@ def test_a_lane_patch_sends_only_its_changed_steps() -> None:
     assert lane["steps"][0]["reasoning"] == "next" and lane["n_steps"] == 2
     # the snapshot (a view that just opened) has every recent step
     assert [s["step"] for s in st.snapshot()["lanes"][0]["steps"]] == [1, 2]
+
+
+def test_a_forks_replayed_first_step_has_no_negative_time_or_zero_tokens() -> None:
+    """A fork's first step is the parent's recorded message, replayed: no request, no usage, no
+    deltas, a step.end stamped before its step.start (issue 11: it read "~0 tokens · -11 ms")."""
+    from k2lab.widgets.render import render_html
+
+    evs = [e for e in run_events() if e["type"] not in ("reasoning.delta", "usage")]
+    start = next(e for e in evs if e["type"] == "step.start" and e["step"] == 1)
+    end = next(e for e in evs if e["type"] == "step.end" and e["step"] == 1)
+    start["ts"], end["ts"], end["duration"] = 100.0, 99.989, 0.0
+    st = state_from_events(evs)
+    assert st.steps[1]["duration"] == 0.0 and st.steps[1]["tokens"] is None
+    html = render_html(st.snapshot())
+    assert "Step 1 · reasoning · 0 ms" in html
+    assert "None" not in html and "~0 tokens" not in html and "-11 ms" not in html

@@ -352,9 +352,9 @@ function render({ model, el }) {
     const e = stepEl(s.step);
     if (e.pre.textContent.length !== s.reasoning.length) e.pre.textContent = s.reasoning;
     e.det.hidden = !s.reasoning;
-    const tokens = `${s.tokens_exact ? "" : "~"}${s.tokens} tokens`;
+    const tokens = s.tokens == null ? "" : ` · ${s.tokens_exact ? "" : "~"}${s.tokens} tokens`;
     const secs = s.duration != null ? s.duration : st.head && st.head.started && s.started ? Date.now() / 1000 - s.started : null;
-    e.sum.textContent = `Step ${s.step} · reasoning · ${tokens}${secs != null ? " · " + fmtSeconds(secs) : ""}${s.done ? "" : " · streaming…"}`;
+    e.sum.textContent = `Step ${s.step} · reasoning${tokens}${secs != null ? " · " + fmtSeconds(secs) : ""}${s.done ? "" : " · streaming…"}`;
     foldReasoning(s.step);
     if (s.done && s.content_html && s.calls.length) {
       e.content.innerHTML = s.content_html; // Python-rendered Markdown, raw HTML disabled
