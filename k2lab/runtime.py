@@ -130,7 +130,8 @@ def lane_factory(
     extra_tools: Iterable[Tool] = (),
 ) -> Callable[[str], Awaitable[LaneSetup]]:
     """Heavy mode's ``make_lane`` for ``settings``: each lane an agent of its own over its own
-    sandbox (fresh workspace), started while the lane's first model request streams."""
+    sandbox (fresh workspace, the same ``data`` paths), started while the lane's first model
+    request streams."""
     from k2lab.agent.heavy import LaneSetup, LateSandbox
     from k2lab.sandbox.isolation import resolve_level
     from k2lab.sandbox.kernel import SandboxKernel
@@ -148,7 +149,13 @@ def lane_factory(
 
             kernel = GatewaySandbox(settings.gateway_url, token=settings.gateway_token)
         else:
-            kernel = SandboxKernel(isolation=settings.isolation, network=settings.network)
+            sk = SandboxKernel(
+                isolation=settings.isolation, network=settings.network, data=settings.data
+            )
+            # the level the start will find, so the data note (built before the start) names
+            # the paths the code reads (the /data mounts under bwrap)
+            sk.isolation = expected
+            kernel = sk
         late = LateSandbox(kernel, expected_isolation=expected)
         agent = build_agent(settings, provider, cast(Sandbox, late), decisions, extra_tools=tools)
         return LaneSetup(agent=agent, start=late.start, close=late.shutdown)

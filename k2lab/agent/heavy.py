@@ -150,6 +150,11 @@ class LateSandbox:
     def isolation_note(self) -> str:
         return str(getattr(self.inner, "isolation_note", ""))
 
+    def data_note_for_model(self) -> str:
+        """The inner sandbox's data note (the lane's system prompt says where the data is)."""
+        note_of = getattr(self.inner, "data_note_for_model", None)
+        return str(note_of()) if callable(note_of) else ""
+
     async def start(self) -> None:
         if self._started is None:
             self._started = asyncio.ensure_future(self._start())

@@ -70,10 +70,6 @@ class SessionSettings(_Strict):
     def _run_options(self) -> SessionSettings:
         # verify_rounds without verify, heavy_concurrency without heavy: kept, not used (the
         # panel sends its whole form)
-        if self.heavy and self.data:
-            raise ValueError(
-                "heavy lanes start fresh sandboxes without the data paths; use one or the other"
-            )
         return self
 
     @field_validator("base_url")

@@ -120,6 +120,49 @@ async def test_data_paths_reach_the_sandbox_and_the_model(api, fake_model, tmp_p
     assert "sales.csv" in system  # the model is told where the data is
 
 
+async def test_heavy_lanes_each_see_the_data_paths(api, fake_model, tmp_path):
+    table = tmp_path / "sales.csv"
+    table.write_text("x\n1\n2\n")
+
+    # the code reads the path the lane's system prompt names: /data/sales.csv under bwrap
+    # (the only way in), the real path at the process level
+    reads = (
+        "import os\n"
+        f"p = '/data/sales.csv' if os.path.exists('/data/sales.csv') else {str(table)!r}\n"
+        "print(','.join(open(p).read().split()))"
+    )
+
+    def lane(k: int) -> list[Turn]:
+        return [
+            Turn(tool_calls=[Call("python", {"code": reads})]),
+            Turn(content=f"3 lines (lane {k})"),
+        ]
+
+    def aggregation(body: dict[str, Any]) -> Turn | None:
+        msgs = body.get("messages", [])
+        if msgs and "<task>" in str(msgs[-1].get("content", "")):
+            return Turn(content="Both lanes read 3 lines.")
+        return None
+
+    fake_model.respond_with(ConversationRouter([lane(1), lane(2)], aggregation))
+    sid = await api.new_session(settings={"heavy": 2, "approve": "auto", "data": [str(table)]})
+    await api.post("sessions", sid, "messages", body={"text": "how many lines?"})
+    evs = await api.wait_for(
+        sid,
+        lambda es: any(e["type"] == "run.end" and e.get("lane") == "aggregate" for e in es),
+        timeout=90,
+    )
+    results = [e for e in evs if e["type"] == "tool.result"]
+    assert sorted(e["lane"] for e in results) == ["1", "2"]
+    assert [e["output"].strip() for e in results] == ["x,1,2", "x,1,2"]  # each lane's sandbox
+    lane_systems = [
+        r["messages"][0]["content"]
+        for r in fake_model.requests
+        if "<task>" not in str(r["messages"][-1].get("content", ""))
+    ]
+    assert len(lane_systems) >= 2 and all("sales.csv" in s for s in lane_systems)
+
+
 async def test_mcp_servers_are_listed_and_their_tools_called(api, fake_model):
     sid = await api.new_session(settings={"approve": "auto"})
     code, tools = await api.get("sessions", sid, "tools")
