@@ -261,6 +261,19 @@ class RunRecord:
         elif self.task is not None and not self.task.done():
             self.task.cancel()  # still queued behind another run
 
+    def stop_lane(self, lane: str) -> None:
+        """The widget's "Stop lane" (``--heavy N``): stop that lane only; the others go on and
+        the aggregation still runs, on the lanes that finished (it names the stopped one)."""
+        if not self.heavy:
+            raise DecisionError("this run has no lanes (it is not a --heavy run)")
+        driver = self.driver
+        if driver is None or not driver.running or driver.heavy_run is None:
+            raise DecisionError("this run's lanes are not going (not started yet, or ended)")
+        try:
+            driver.stop_lane(lane)
+        except KeyError:
+            raise DecisionError(f"no lane {lane!r} in this run") from None
+
     async def replay(self, call_id: str) -> dict[str, Any]:
         from k2lab.events import event_from_dict
         from k2lab.trace.replay import replay_call

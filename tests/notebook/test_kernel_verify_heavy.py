@@ -128,3 +128,55 @@ def test_heavy_and_verify_usage_errors(kernel: Kernel, fake_model: FakeModel) ->
     # the help names the options
     res = kernel.run("%k2 --help")
     assert "--verify" in res["stdout"] and "--heavy N" in res["stdout"]
+
+
+def test_stop_lane_stops_one_lane_and_the_aggregation_names_it(
+    kernel: Kernel, fake_model: FakeModel
+) -> None:
+    """The widget's "Stop lane" (RunRecord.stop_lane): one lane is slow (the fake server waits
+    20 s before its first answer); once the other lane ended, stopping the slow one ends it as
+    "stopped" and the aggregation runs on, told which lane was stopped."""
+
+    def aside(body: dict[str, Any]) -> Turn | None:
+        msgs = body.get("messages", [])
+        if msgs and "<task>" in str(msgs[-1].get("content", "")):
+            return Turn(content="Aggregated from the lane that finished: 42.")
+        return None
+
+    scripts = [
+        [Turn(content="42 quickly")],
+        [Turn(content="42 slowly", latency=20)],
+    ]
+    fake_model.respond_with(ConversationRouter(scripts, aside=aside))
+    i = start(kernel, fake_model, "--approve auto --heavy 2 --heavy-concurrency 2")
+    kernel.wait_for(
+        f"any(e['type'] == 'run.end' and e.get('lane') in ('1', '2') "
+        f"for e in _k2s().runs[{i}].events)",
+        60,
+    )
+    done = next(e["lane"] for e in kernel.events(i) if e["type"] == "run.end")
+    slow = "2" if done == "1" else "1"
+    assert kernel.value(f"_k2s().runs[{i}].widget.snapshot()['head']['can_stop_lane']")
+    kernel.click(i, {"action": "stop_lane", "lane": slow})
+    events = ended(kernel, i)
+    ends = {e["lane"]: e for e in events if e["type"] == "run.end"}
+    assert ends[done]["stop_reason"] == "completed"
+    assert ends[slow]["stop_reason"] == "stopped"
+    assert ends["aggregate"]["answer"] == "Aggregated from the lane that finished: 42."
+    # the aggregation was told the slow lane was stopped
+    task = [r for r in fake_model.requests if "<task>" in str(r["messages"][-1].get("content", ""))]
+    assert len(task) == 1
+    told = str(task[0]["messages"][-1]["content"])
+    assert f"lane {slow}" in told.lower() and "stopped" in told.lower(), told
+    assert not kernel.value(f"_k2s().runs[{i}].widget.errors")
+
+
+def test_stop_lane_without_lanes_is_an_explained_error(
+    kernel: Kernel, fake_model: FakeModel
+) -> None:
+    fake_model.script([Turn(content="42")])
+    i = start(kernel, fake_model, "--approve auto")
+    ended(kernel, i)
+    kernel.click(i, {"action": "stop_lane", "lane": "1"})
+    errors = kernel.wait_for(f"_k2s().runs[{i}].widget.errors", 10)
+    assert "not a --heavy run" in str(errors)
