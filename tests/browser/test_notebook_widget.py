@@ -325,3 +325,34 @@ def test_lanes_streamed_as_patches_end_as_the_snapshot_draws_them(page: Any) -> 
     expect(lane).to_contain_text("Step 1 · reasoning")
     expect(lane).to_contain_text("Step 2 · reasoning")
     expect(lane.locator(".k2lab-call")).to_contain_text("ran")
+
+
+def test_stop_lane_shows_on_a_going_lane_and_sends_its_lane(page: Any, screenshot: Any) -> None:
+    """A heavy run whose lanes are going, on a session that can stop one lane (RunRecord has
+    ``stop_lane``): each lane shows "Stop lane"; a click sends that lane; once the lane ended
+    its button is gone, the other lane's stays."""
+    from k2lab.widgets.trace_widget import TraceWidget
+    from tests.notebook.test_state import heavy_events
+
+    class Controls:
+        def stop_lane(self, lane: str) -> None: ...
+
+    going = [e for e in heavy_events() if e["type"] in ("run.start", "step.start")]
+    w = TraceWidget(Controls())  # type: ignore[arg-type]
+    w.send = lambda content, buffers=None: None  # type: ignore[method-assign]
+    for ev in going:
+        w.feed(ev)
+    _mount(page)
+    _deliver(page, [w.snapshot()])
+    buttons = page.locator("button.k2lab-stop-lane")
+    expect(buttons).to_have_count(2)
+    screenshot("notebook-widget-stop-lane", page.locator(".k2lab-live"))
+    page.locator('.k2lab-runlane[data-lane="2"] button.k2lab-stop-lane').click()
+    assert page.evaluate("window.sent.at(-1)") == {"action": "stop_lane", "lane": "2"}
+    w.feed({"type": "run.end", "lane": "2", "stop_reason": "stopped", "answer": "", "ts": 101.0})
+    _deliver(page, [w.snapshot()])
+    expect(page.locator('.k2lab-runlane[data-lane="2"] .k2lab-runlane-head')).to_contain_text(
+        "stopped"
+    )
+    expect(page.locator('.k2lab-runlane[data-lane="2"] button.k2lab-stop-lane')).to_have_count(0)
+    expect(page.locator('.k2lab-runlane[data-lane="1"] button.k2lab-stop-lane')).to_have_count(1)

@@ -277,10 +277,11 @@ function render({ model, el }) {
       const state = ln.status === "ended" ? (ln.stop_reason === "completed" ? "finished" : ln.stop_reason) : ln.waiting ? "waiting for you" : "running";
       sum.appendChild(h("span", "k2lab-badge k2lab-runlane-status", state));
       sum.appendChild(h("span", "k2lab-runlane-meta", `step ${ln.step} · ${count(ln.n_calls, "tool call")} · ${ln.prompt_tokens + ln.completion_tokens} tokens`));
-      box.appendChild(sum);
+      // in the head, so it shows on a closed lane too (btn() keeps the click from toggling it)
       if (canStop && ln.status !== "ended") {
-        box.appendChild(btn("Stop lane", "k2lab-stop-lane", () => send("stop_lane", { lane: ln.lane }), `Stop lane ${ln.lane} only (the others go on)`));
+        sum.appendChild(btn("Stop lane", "k2lab-stop-lane", () => send("stop_lane", { lane: ln.lane }), `Stop lane ${ln.lane} only (the others go on)`));
       }
+      box.appendChild(sum);
       if (ln.steps_omitted) box.appendChild(h("div", "k2lab-by", `${count(ln.steps_omitted, "earlier step")} not shown (in the saved trace)`));
       for (const s of ln.steps) {
         const stepBox = h("div", "k2lab-runlane-step");
