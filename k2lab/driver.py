@@ -39,7 +39,7 @@ from k2lab.scrub import Scrubber
 
 if TYPE_CHECKING:
     from k2lab.agent.context import Conversation
-    from k2lab.agent.heavy import HeavyOutcome, HeavyRun
+    from k2lab.agent.heavy import HeavyOutcome, HeavyRun, LaneSetup
     from k2lab.agent.loop import Agent
     from k2lab.providers.base import ChatProvider
     from k2lab.sandbox.base import Sandbox
@@ -121,13 +121,34 @@ def heavy_problem(spec: RunSpec, *, lanes_can_ask: bool = False) -> str | None:
     """Why ``spec``'s heavy run cannot go in this face (None: it can)."""
     if not spec.heavy:
         return None
-    if (spec.mcp is not None and spec.mcp.servers) or spec.mcp_tools is not None:
-        return HEAVY_NO_MCP
     if spec.variables:
         return HEAVY_NO_WITH
     if not lanes_can_ask and spec.settings.approve == "ask" and spec.decisions is None:
         return HEAVY_NEEDS_POLICY
     return None
+
+
+def lanes_share_mcp(
+    make: Callable[[str], Awaitable[LaneSetup]], mcp: MCPToolSet
+) -> Callable[[str], Awaitable[LaneSetup]]:
+    """Heavy lanes share the run's one MCPToolSet: one process (or HTTP session) per server,
+    concurrent calls multiplexed by the MCP client, as a user expects of a service. Each lane's
+    agent gets the servers' secrets in its scrubber and the start-up notices; a later notice (a
+    server that died) goes to every lane built so far."""
+    lanes: list[Agent] = []
+
+    def every_lane(message: str, kind: str = "mcp") -> None:
+        for agent in lanes:
+            agent.tools.notice(message, kind)
+
+    async def made(name: str) -> LaneSetup:
+        setup = await make(name)
+        mcp.attach(setup.agent)
+        lanes.append(setup.agent)
+        mcp.on_notice = every_lane
+        return setup
+
+    return made
 
 
 def scrubber_for(settings: Settings, provider: Any = None) -> Scrubber:
@@ -413,11 +434,15 @@ class RunDriver:
 
         spec = self.spec
         assert self.provider is not None
+        extra = [*spec.extra_tools]
+        if self.mcp is not None:  # one MCPToolSet for every lane (see ``lanes_share_mcp``)
+            extra += cast("list[Tool]", self.mcp.tools)
+        make = lane_factory(spec.settings, self.provider, self._decisions(), extra_tools=extra)
+        if self.mcp is not None:
+            make = lanes_share_mcp(make, self.mcp)
         heavy = HeavyRun(
             spec.heavy,
-            lane_factory(
-                spec.settings, self.provider, self._decisions(), extra_tools=spec.extra_tools
-            ),
+            make,
             self.provider,
             concurrency=spec.heavy_concurrency,
             run_id=self.run_id,

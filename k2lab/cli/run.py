@@ -76,14 +76,12 @@ class RunOptions:
 
 async def execute_run(settings: Settings, prompt: str, opts: RunOptions) -> tuple[int, str]:
     """Run ``prompt``; returns (exit code, answer). Raises ``CliFailure`` for one-line failures."""
-    if opts.heavy:  # what the terminal cannot do with N lanes: said before anything starts
-        if opts.mcp is not None and opts.mcp.servers:
-            raise CliFailure("--heavy does not take --mcp-config yet", EXIT_USAGE)
-        if settings.approve == "ask":
-            raise CliFailure(
-                "--heavy needs --approve auto or deny (no terminal approval of N lanes yet)",
-                EXIT_USAGE,
-            )
+    # what the terminal cannot do with N lanes: said before anything starts
+    if opts.heavy and settings.approve == "ask":
+        raise CliFailure(
+            "--heavy needs --approve auto or deny (no terminal approval of N lanes yet)",
+            EXIT_USAGE,
+        )
     tty = sys.stderr.isatty()
     color = tty and not os.environ.get("NO_COLOR")
     progress = Progress(sys.stderr, enabled=opts.verbose or tty, color=color)

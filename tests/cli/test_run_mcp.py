@@ -145,3 +145,40 @@ def test_a_server_dying_mid_run_is_said_on_stderr(
     assert line.startswith("k2lab: warning: MCP server 'calc' stopped")
     assert "stopped while running 'crash'" in tool_messages(fake_model.requests[1])[0]
     assert tool_messages(fake_model.requests[2])[-1] == "2"
+
+
+def test_heavy_lanes_share_one_mcp_server_and_its_secrets_stay_out(
+    fake_model: FakeModel, run_cli: RunCli, tmp_path: Path
+) -> None:
+    from tests.fixtures.fake_server import ConversationRouter
+
+    cfg = write_config(tmp_path / "mcp.json", {"calc": stdio_spec(env={"MCP_SECRET": SECRET})})
+
+    def lane(k: int) -> list[Turn]:
+        return [
+            Turn(tool_calls=[Call("mcp__calc__pid", {})]),
+            Turn(tool_calls=[Call("mcp__calc__whoami", {})]),
+            Turn(content=f"done (lane {k})"),
+        ]
+
+    def aggregation(body: dict[str, Any]) -> Turn | None:
+        msgs = body.get("messages", [])
+        if msgs and "<task>" in str(msgs[-1].get("content", "")):
+            return Turn(content="The lanes agree.")
+        return None
+
+    fake_model.respond_with(ConversationRouter([lane(1), lane(2)], aggregation))
+    trace = tmp_path / "t.jsonl"
+    r = run_cli(
+        "run", "--base-url", fake_model.base_url, "--approve", "auto", *FAST, "--heavy", "2",
+        "--mcp-config", str(cfg), "--trace", str(trace), "which process?",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "The lanes agree.\n"
+    _, events = read_trace(trace)
+    results = [e for e in events if e.type == "tool.result"]
+    pids = {e.output.strip() for e in results if e.name == "mcp__calc__pid"}  # type: ignore[attr-defined]
+    lanes = {e.lane for e in results if e.name == "mcp__calc__pid"}  # type: ignore[attr-defined]
+    assert lanes == {"1", "2"} and len(pids) == 1  # both lanes called the one server process
+    assert SECRET not in trace.read_text() and SECRET not in r.stderr
+    assert not any(SECRET in json.dumps(m) for req in fake_model.requests for m in req["messages"])
