@@ -50,6 +50,8 @@ class Settings:
     wall_time: float = 0.0  # seconds for a whole run, 0 = unlimited
     max_total_tokens: int = 0  # completion tokens for a whole run, 0 = unlimited
     context_window: int = 262_144
+    #: the share of context_window at which earlier tool outputs are hidden from the model
+    context_share: float = 0.85
     tool_timeout: float = 60.0
     approve: str = "ask"  # ask | auto | never
     isolation: str = "auto"  # auto | bwrap | process
@@ -95,6 +97,13 @@ class K2Lab(Configurable):
     max_steps = Int(300, config=True, help="Most model steps in one run.")
     wall_time = Float(0.0, config=True, help="Seconds for a whole run (0 = unlimited).")
     max_total_tokens = Int(0, config=True, help="Completion tokens per run (0 = unlimited).")
+    context_window = Int(262_144, config=True, help="The model's context window in tokens.")
+    context_share = Float(
+        0.85,
+        config=True,
+        help="Share of the context window (0.1-0.99) at which earlier tool outputs are hidden "
+        "from the model (also $K2LAB_CONTEXT_SHARE).",
+    )
     tool_timeout = Float(60.0, config=True, help="Seconds per tool call before interrupting.")
     approve = Unicode("ask", config=True, help="Approval policy: ask | auto | never.")
     isolation = Unicode("auto", config=True, help="Sandbox isolation: auto | bwrap | process.")
@@ -132,6 +141,7 @@ _ENV = {
     "tool_timeout": "K2LAB_TOOL_TIMEOUT",
     "mcp_config": "K2LAB_MCP_CONFIG",
     "vision": "K2LAB_VISION",
+    "context_share": "K2LAB_CONTEXT_SHARE",
     "gateway_url": "JUPYTER_GATEWAY_URL",
     "gateway_token": "JUPYTER_GATEWAY_AUTH_TOKEN",
 }
@@ -223,6 +233,11 @@ def resolve_settings(
         raise ValueError(f"unknown approval policy {s.approve!r} (use ask, auto or never)")
     if s.vision not in ("auto", "on", "off"):
         raise ValueError(f"unknown vision setting {s.vision!r} (use auto, on or off)")
+    if not 0.1 <= s.context_share <= 0.99:
+        raise ValueError(
+            f"context_share {s.context_share!r} is outside 0.1-0.99 (the share of the context "
+            "window at which earlier tool outputs are hidden)"
+        )
     return s
 
 

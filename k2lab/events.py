@@ -86,6 +86,16 @@ class RunStart(_Event):
     forked_from_call: str | None = None
     #: the offline demo model answers (faces read this, never a regex on ``model_label``)
     demo: bool = False
+    #: the run's budgets, shown by every face while it runs (absent in older traces: unknown)
+    #: seconds for the whole run (None = unlimited)
+    wall_time: float | None = None
+    #: completion tokens for the whole run (None = unlimited)
+    max_total_tokens: int | None = None
+    #: completion tokens per model request (None = unknown)
+    max_tokens: int | None = None
+    #: the model's context window in tokens (0 = unknown); the gauge is the last request's
+    #: ``usage.prompt_tokens`` over this
+    context_window: int = 0
 
 
 @dataclass(slots=True, kw_only=True)

@@ -103,6 +103,7 @@ def build_agent(
         wall_time=settings.wall_time or None,
         max_total_tokens=settings.max_total_tokens or None,
         context_window=settings.context_window,
+        compact_at=settings.context_share,
     )
     # the user's --data paths and --with variables: where the model finds them
     note_of = getattr(sandbox, "data_note_for_model", None)

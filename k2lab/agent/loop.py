@@ -81,6 +81,12 @@ def stopped_texts(why: str | None) -> tuple[str, str]:
     )
 
 
+def _max_tokens_of(provider: object) -> int | None:
+    """The per-request ``max_tokens`` of the provider, when it has one (the demo has none)."""
+    v = getattr(provider, "max_tokens", None)
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
 def default_system_prompt() -> str:
     return (resources.files("k2lab.agent") / "prompts" / "system.md").read_text(encoding="utf-8")
 
@@ -213,6 +219,10 @@ class Agent:
                 parent_run_id=parent_run_id,
                 forked_from_call=forked_from_call,
                 demo=getattr(self.provider, "demo", False) is True,
+                wall_time=self.budgets.wall_time,
+                max_total_tokens=self.budgets.max_total_tokens,
+                max_tokens=_max_tokens_of(self.provider),
+                context_window=self.budgets.context_window,
             )
         )
         self._stop_why = None
@@ -378,8 +388,10 @@ class Agent:
             if n:
                 st.emit(
                     Notice(
-                        message=f"Context at {tokens} tokens: hid {n} earlier "
-                        "tool outputs from the model to stay within the window.",
+                        message=f"Context at {tokens} tokens "
+                        f"({round(100 * tokens / b.context_window)}% of the "
+                        f"{b.context_window}-token window, over the {b.compact_at:.0%} share): "
+                        f"hid {n} earlier tool outputs from the model to stay within the window.",
                         kind="compaction",
                     )
                 )

@@ -30,7 +30,14 @@ from k2lab.events import (
     ToolProposed,
     ToolResult,
 )
-from k2lab.trace.view import Call, RunView, retry_text
+from k2lab.trace.view import (
+    Call,
+    RunView,
+    budget_stop_text,
+    budget_words,
+    context_gauge,
+    retry_text,
+)
 
 MAX_CODE_LINES = 25
 MAX_OUTPUT_LINES = 15
@@ -110,9 +117,10 @@ class Progress:
             self.line(
                 self.bold(f"k2lab: {run.model_label}")
                 + f" · sandbox: {run.isolation} · approve: {run.policy} · max steps {run.max_steps}"
+                + "".join(f" · {b}" for b in budget_words(run.budgets))
             )
         elif isinstance(ev, StepStart):
-            self.line(self.dim(f"── step {ev.step}"))
+            self.line(self.dim(f"── step {ev.step}" + self._gauges(ev.step)))
         elif isinstance(ev, StepEnd):
             if self._in_reasoning:
                 self.line("")
@@ -139,13 +147,35 @@ class Progress:
             assert run is not None
             t = run.totals
             tokens = f", {t['prompt_tokens']} + {t['completion_tokens']} tokens"
+            ctx = context_gauge(run.last_prompt_tokens, int(run.budgets["context_window"] or 0))
+            if ctx:
+                tokens += f", last {ctx}"
+            why = budget_stop_text(run.stop_reason, run.budgets, run.max_steps)
             self.line(
                 self.dim(
-                    f"── {run.stop_reason}: {t['steps']} step{'' if t['steps'] == 1 else 's'}, "
+                    f"── {why}: {t['steps']} step{'' if t['steps'] == 1 else 's'}, "
                     f"{t['calls']} tool call{'' if t['calls'] == 1 else 's'}, "
                     f"{t['duration'] or 0.0:.1f} s{tokens}"
                 )
             )
+
+    def _gauges(self, step: int) -> str:
+        """ "/20 · ctx 41% of 262k · 70/5000 out tokens · 3.1 s of 60 s": what is left."""
+        run = self.view.run
+        if run is None:
+            return ""
+        b = run.budgets
+        parts = [
+            context_gauge(run.last_prompt_tokens, int(b.get("context_window") or 0)),
+            f"{run.totals['completion_tokens']}/{b['max_total_tokens']} out tokens"
+            if b.get("max_total_tokens")
+            else "",
+        ]
+        wall, ts = b.get("wall_time"), self.view.last_ts
+        if wall and run.started is not None and ts is not None:
+            parts.append(f"{max(0.0, ts - run.started):.1f} s of {wall:g} s")
+        tail = "".join(f" · {p}" for p in parts if p)
+        return (f"/{run.max_steps}" if run.max_steps else "") + tail
 
     def _proposed(self, ev: ToolProposed) -> None:
         self.line(f"  → {self.bold(ev.name)} [{ev.call_id}]")

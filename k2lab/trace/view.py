@@ -227,6 +227,78 @@ class Call:
         return {k: getattr(self, k) for k in self.__slots__}
 
 
+_NO_BUDGETS: dict[str, Any] = {
+    "wall_time": None,
+    "max_total_tokens": None,
+    "max_tokens": None,
+    "context_window": 0,
+}
+
+
+def budgets_of(d: _Get) -> dict[str, Any]:
+    """The budgets a ``run.start`` carries; a missing or bad value is "unknown" (None / 0)."""
+    out = dict(_NO_BUDGETS)
+    wall = d.get("wall_time")
+    if isinstance(wall, int | float) and not isinstance(wall, bool) and wall > 0:
+        out["wall_time"] = float(wall)
+    for k in ("max_total_tokens", "max_tokens"):
+        v = d.get(k)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            out[k] = v
+    out["context_window"] = max(0, _int(d.get("context_window")))
+    return out
+
+
+def short_count(n: int) -> str:
+    """262144 -> "262k", 1500000 -> "1.5M", 950 -> "950"."""
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:.1f}M".replace(".0M", "M")
+    if n >= 10_000:
+        return f"{round(n / 1000)}k"
+    if n >= 1000:
+        return f"{n / 1000:.1f}k".replace(".0k", "k")
+    return str(n)
+
+
+def context_gauge(last_prompt_tokens: int, window: int) -> str:
+    """ "ctx 41% of 262k": the last request's prompt over the window; "" when either is unknown."""
+    if window <= 0 or last_prompt_tokens <= 0:
+        return ""
+    return f"ctx {round(100 * last_prompt_tokens / window)}% of {short_count(window)}"
+
+
+def _secs(v: float) -> str:
+    return f"{v:g} s"
+
+
+def budget_words(budgets: dict[str, Any]) -> list[str]:
+    """The budgets as a run's header says them: "wall time 60 s", "5000 completion tokens",
+    "32768 tokens/request", "window 262k"; unknown ones are left out."""
+    out = []
+    if budgets.get("wall_time"):
+        out.append(f"wall time {_secs(budgets['wall_time'])}")
+    if budgets.get("max_total_tokens"):
+        out.append(f"{budgets['max_total_tokens']} completion tokens")
+    if budgets.get("max_tokens"):
+        out.append(f"{budgets['max_tokens']} tokens/request")
+    if budgets.get("context_window"):
+        out.append(f"window {short_count(int(budgets['context_window']))}")
+    return out
+
+
+def budget_stop_text(reason: str | None, budgets: dict[str, Any], max_steps: int = 0) -> str:
+    """What a budget stop says: "budget: wall time 60 s"; other reasons as they are."""
+    if reason == "wall_time":
+        wall = budgets.get("wall_time")
+        return f"budget: wall time {_secs(wall)}" if wall else "budget: wall time"
+    if reason == "tokens":
+        cap = budgets.get("max_total_tokens")
+        return f"budget: {cap} completion tokens" if cap else "budget: completion tokens"
+    if reason == "max_steps":
+        return f"budget: {max_steps} steps" if max_steps else "budget: steps"
+    return reason or ""
+
+
 class RunState:
     __slots__ = (
         "run_id",
@@ -256,6 +328,8 @@ class RunState:
         "current",
         "_model_ids",
         "verify",
+        "budgets",
+        "last_prompt_tokens",
     )
 
     def __init__(self, run_id: str = "") -> None:
@@ -296,6 +370,11 @@ class RunState:
         #: the verify pass, once a ``verify.start`` came: ``rounds`` (one dict per round),
         #: ``outcome`` (the last ``verify.end``'s), ``phase`` (checking / correcting / answered)
         self.verify: dict[str, Any] | None = None
+        #: from ``run.start``: wall_time / max_total_tokens / max_tokens (None = unlimited or
+        #: unknown) and context_window (0 = unknown); older traces have none of them
+        self.budgets: dict[str, Any] = dict(_NO_BUDGETS)
+        #: the latest request's prompt tokens (the context gauge's numerator)
+        self.last_prompt_tokens = 0
 
     def step(self, index: int) -> Step:
         st = self.steps.get(index)
@@ -314,6 +393,8 @@ class RunState:
             "notices": [dict(n) for n in self.notices],
             "errors": [dict(e) for e in self.errors],
             "totals": dict(self.totals),
+            "budgets": dict(self.budgets),
+            "last_prompt_tokens": self.last_prompt_tokens,
         }
         if self.verify is not None:  # only runs with a verify pass carry the key
             v = self.verify
@@ -335,6 +416,8 @@ class RunView:
         #: heavy mode: the latest run of each lane (lanes interleave in one trace)
         self._by_lane: dict[str, RunState] = {}
         self.last_seq = -1
+        #: the latest event's ``ts`` (the CLI's "3.1 s of 60 s" reads it; no clock here)
+        self.last_ts: float | None = None
 
     # -- reading -------------------------------------------------------------------------------
     @property
@@ -370,6 +453,9 @@ class RunView:
         seq = d.get("seq")
         if isinstance(seq, int) and not isinstance(seq, bool) and seq > self.last_seq:
             self.last_seq = seq
+        ts = d.get("ts")
+        if isinstance(ts, int | float) and not isinstance(ts, bool):
+            self.last_ts = float(ts)
         handler(self, d)
 
     def extend(self, events: Iterable[Event | dict[str, Any]]) -> RunView:
@@ -413,6 +499,7 @@ class RunView:
         run.forked_from_call = fork if isinstance(fork, str) else None
         ts = d.get("ts")
         run.started = float(ts) if isinstance(ts, int | float) else None
+        run.budgets = budgets_of(d)
         self._add_run(run)
 
     def _on_step_start(self, d: _Get) -> None:
@@ -468,6 +555,9 @@ class RunView:
             v = _int(d.get(k))
             st.usage[k] += v
             run.totals[k] += v
+        p = _int(d.get("prompt_tokens"))
+        if p > 0:
+            run.last_prompt_tokens = p
 
     def _on_tool_proposed(self, d: _Get) -> None:
         run = self._run_of(d)

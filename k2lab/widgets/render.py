@@ -18,6 +18,7 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 
+from k2lab.trace.view import budget_stop_text, context_gauge
 from k2lab.widgets.remote import (
     CSP_META,
     image_placeholder,
@@ -108,16 +109,29 @@ def status_line(head: dict[str, Any], n_steps: int) -> str:
         )
     else:
         step = f"step {head.get('step', 0)}/{head.get('max_steps') or '?'}"
+    budgets = head.get("budgets") or {}
+    cap = budgets.get("max_total_tokens")
+    out = f"{head.get('completion_tokens', 0)}" + (f"/{cap}" if cap else "")
+    wall = budgets.get("wall_time")
+    elapsed = fmt_seconds(head.get("elapsed") or 0.0)
+    per_request = budgets.get("max_tokens")
     parts = [
         step,
         _count(calls, "tool call"),
-        f"{head.get('prompt_tokens', 0)} in / {head.get('completion_tokens', 0)} out tokens",
-        fmt_seconds(head.get("elapsed") or 0.0),
+        f"{head.get('prompt_tokens', 0)} in / {out} out tokens"
+        + (f" (max {per_request}/request)" if per_request else ""),
+        ""
+        if head.get("heavy")
+        else context_gauge(
+            int(head.get("last_prompt_tokens") or 0), int(budgets.get("context_window") or 0)
+        ),
+        f"{elapsed} of {fmt_seconds(wall)}" if wall else elapsed,
         f"isolation: {head['isolation']}" if head.get("isolation") else "",
         f"model: {label}" if label else "",
     ]
     if head.get("status") == "ended":
-        parts.insert(0, f"ended: {head.get('stop_reason')}")
+        reason = budget_stop_text(head.get("stop_reason"), budgets, int(head.get("max_steps") or 0))
+        parts.insert(0, f"ended: {reason}")
     return " · ".join(p for p in parts if p)
 
 

@@ -19,7 +19,7 @@ import re
 import time
 from typing import Any
 
-from k2lab.trace.view import Call, RunState, RunView, retry_text
+from k2lab.trace.view import Call, RunState, RunView, budgets_of, retry_text
 
 _EDIT_NOTE = re.compile(r"^\[The user edited the arguments before running: .*?\]\n", re.S)
 #: The heavy-mode lane of the aggregation step (its events go to the main steps and answer).
@@ -133,6 +133,10 @@ class TraceState:
             "aggregating": False,  # the aggregation step has started
             "lanes_note": "",  # which lanes finished (heavy mode)
             "verify": None,  # the verify pass (``verify_view``), once a verify.start came
+            "budgets": budgets_of(
+                {}
+            ),  # run.start's wall_time / max_total_tokens / max_tokens / window
+            "last_prompt_tokens": 0,  # the latest request's prompt (the context gauge)
         }
         #: the one fold of events (k2lab.trace.view): lanes and the verify pass are read from it
         self.view = RunView()
@@ -323,6 +327,7 @@ class TraceState:
             forked_from_call=ev.get("forked_from_call"),
             status="running",
             started=ev.get("ts", time.time()),
+            budgets=budgets_of(ev),
         )
 
     def _step(self, n: int) -> dict[str, Any]:
@@ -365,6 +370,7 @@ class TraceState:
         self._set(
             prompt_tokens=self.head["prompt_tokens"] + ev.get("prompt_tokens", 0),
             completion_tokens=self.head["completion_tokens"] + ev.get("completion_tokens", 0),
+            last_prompt_tokens=int(ev.get("prompt_tokens") or 0) or self.head["last_prompt_tokens"],
         )
 
     def _on_step_end(self, ev: dict[str, Any]) -> None:

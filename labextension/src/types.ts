@@ -33,6 +33,12 @@ export interface IRunStart extends IEventBase {
   parent_run_id?: string | null;
   forked_from_call?: string | null;
   demo?: boolean;
+  /** the run's budgets (absent in older traces: unknown) */
+  wall_time?: number | null;
+  max_total_tokens?: number | null;
+  max_tokens?: number | null;
+  /** the model's context window in tokens (0 = unknown) */
+  context_window?: number;
 }
 
 export interface IStepStart extends IEventBase {

@@ -9,9 +9,10 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const data = join(here, '..', '..', 'tests', 'trace', 'data');
-const { TraceFold, retryText } = await import(
-  pathToFileURL(join(here, '..', 'lib', 'trace-renderer', 'fold.js')).href
-);
+const { TraceFold, retryText, budgetsOf, contextGauge, budgetStopText } =
+  await import(
+    pathToFileURL(join(here, '..', 'lib', 'trace-renderer', 'fold.js')).href
+  );
 
 function events(name) {
   const lines = readFileSync(join(data, `${name}.jsonl`), 'utf-8')
@@ -58,7 +59,9 @@ function runOf(r) {
     })),
     retries: r.retries,
     errors: r.errors,
-    totals: r.totals
+    totals: r.totals,
+    budgets: r.budgets,
+    last_prompt_tokens: r.last_prompt_tokens
   };
   if (r.verify !== undefined) {
     out.verify = r.verify;
@@ -115,6 +118,37 @@ const r = {
 if (retryText(r) !== 'attempt 2 of 4 in 0.5 s: HTTP 503') {
   failed++;
   console.error(`retryText: ${retryText(r)}`);
+}
+// budgets from run.start and their wording, as RunView's budgets_of / context_gauge /
+// budget_stop_text write them (tests/trace/test_budgets_view.py checks the same strings)
+const b = budgetsOf({
+  type: 'run.start',
+  wall_time: 60,
+  max_total_tokens: 5000,
+  max_tokens: 32768,
+  context_window: 262144
+});
+const words = [
+  [contextGauge(107479, b.context_window), 'ctx 41% of 262k'],
+  [contextGauge(0, b.context_window), ''],
+  [budgetStopText('wall_time', b, 300), 'budget: wall time 60 s'],
+  [budgetStopText('tokens', b, 300), 'budget: 5000 completion tokens'],
+  [budgetStopText('max_steps', b, 300), 'budget: 300 steps'],
+  [budgetStopText('completed', b, 300), 'completed'],
+  [
+    JSON.stringify(
+      budgetsOf({ type: 'run.start', wall_time: 'x', max_tokens: 1.5 })
+    ),
+    '{"wall_time":null,"max_total_tokens":null,"max_tokens":null,"context_window":0}'
+  ]
+];
+for (const [got, want] of words) {
+  if (got !== want) {
+    failed++;
+    console.error(
+      `budget wording: ${JSON.stringify(got)} != ${JSON.stringify(want)}`
+    );
+  }
 }
 // the goldens of heavy mode and the verify pass are there (issue 12)
 for (const must of ['heavy', 'heavy_demo', 'verify_corrected']) {

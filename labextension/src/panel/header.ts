@@ -97,6 +97,7 @@ export class PanelHeader {
 
   setStatus(s: IStatus): void {
     const run = s.run;
+    const b = run?.budgets;
     const parts: (HTMLElement | null)[] = [
       h(
         'span',
@@ -118,13 +119,26 @@ export class PanelHeader {
       h(
         'span',
         { class: 'k2lab-status-tokens' },
-        `tokens ${compact(run?.promptTokens ?? 0)} in / ${compact(run?.completionTokens ?? 0)} out`
+        `tokens ${compact(run?.promptTokens ?? 0)} in / ${compact(run?.completionTokens ?? 0)}` +
+          (b?.max_total_tokens ? `/${compact(b.max_total_tokens)}` : '') +
+          ' out' +
+          (b?.max_tokens ? ` (max ${compact(b.max_tokens)}/request)` : '')
       ),
+      run?.context
+        ? h('span', { class: 'k2lab-status-context' }, run.context)
+        : null,
+      b?.wall_time
+        ? h(
+            'span',
+            { class: 'k2lab-status-wall' },
+            `wall time ${b.wall_time} s`
+          )
+        : null,
       run
         ? h(
             'span',
             { class: `k2lab-status-run${run.running ? ' k2lab-running' : ''}` },
-            run.running ? 'running' : run.stopReason || 'idle'
+            run.running ? 'running' : run.stopText || run.stopReason || 'idle'
           )
         : null,
       s.connection

@@ -94,6 +94,14 @@ export interface IFoldTotals {
   duration: number | null;
 }
 
+/** RunView's ``budgets``: from run.start; null / 0 = unlimited or unknown (older traces). */
+export interface IFoldBudgets {
+  wall_time: number | null;
+  max_total_tokens: number | null;
+  max_tokens: number | null;
+  context_window: number;
+}
+
 export interface IFoldRun {
   run_id: string;
   lane: string;
@@ -111,6 +119,9 @@ export interface IFoldRun {
   retries: IFoldRetry[];
   errors: IFoldError[];
   totals: IFoldTotals;
+  budgets: IFoldBudgets;
+  /** the latest request's prompt tokens (the context gauge) */
+  last_prompt_tokens: number;
   /** the step streaming now */
   current: number | null;
   /** present only for runs with a verify pass */
@@ -167,6 +178,7 @@ export class TraceFold {
       run.isolation = str(ev.isolation);
       run.policy = str(ev.policy);
       run.max_steps = int(ev.max_steps);
+      run.budgets = budgetsOf(ev);
       this.addRun(run);
       return run;
     }
@@ -201,6 +213,9 @@ export class TraceFold {
         for (const k of USAGE_KEYS) {
           s.usage[k] += int(ev[k]);
           run.totals[k] += int(ev[k]);
+        }
+        if (int(ev.prompt_tokens) > 0) {
+          run.last_prompt_tokens = int(ev.prompt_tokens);
         }
         break;
       }
@@ -492,8 +507,76 @@ function newRun(runId: string, lane: string): IFoldRun {
       reasoning_tokens: 0,
       duration: null
     },
+    budgets: {
+      wall_time: null,
+      max_total_tokens: null,
+      max_tokens: null,
+      context_window: 0
+    },
+    last_prompt_tokens: 0,
     current: null
   };
+}
+
+function positive(v: unknown): boolean {
+  return typeof v === 'number' && Number.isFinite(v) && v > 0;
+}
+
+/** RunView's `budgets_of`: a missing or bad value is unknown (null / 0). */
+export function budgetsOf(ev: IEventBase): IFoldBudgets {
+  const e = ev as { [k: string]: unknown };
+  const whole = (v: unknown): number | null =>
+    positive(v) && Number.isInteger(v) ? (v as number) : null;
+  return {
+    wall_time: positive(e.wall_time) ? (e.wall_time as number) : null,
+    max_total_tokens: whole(e.max_total_tokens),
+    max_tokens: whole(e.max_tokens),
+    context_window: Math.max(0, int(e.context_window))
+  };
+}
+
+/** RunView's `short_count`: 262144 -> "262k". */
+export function shortCount(n: number): string {
+  if (n >= 1e6) {
+    return `${(n / 1e6).toFixed(1)}M`.replace('.0M', 'M');
+  }
+  if (n >= 1e4) {
+    return `${Math.round(n / 1e3)}k`;
+  }
+  if (n >= 1e3) {
+    return `${(n / 1e3).toFixed(1)}k`.replace('.0k', 'k');
+  }
+  return String(n);
+}
+
+/** RunView's `context_gauge`: "ctx 41% of 262k", "" when unknown. */
+export function contextGauge(lastPrompt: number, window: number): string {
+  if (window <= 0 || lastPrompt <= 0) {
+    return '';
+  }
+  return `ctx ${Math.round((100 * lastPrompt) / window)}% of ${shortCount(window)}`;
+}
+
+/** RunView's `budget_stop_text`: "budget: wall time 60 s"; other reasons as they are. */
+export function budgetStopText(
+  reason: string | null,
+  b: IFoldBudgets,
+  maxSteps: number
+): string {
+  if (reason === 'wall_time') {
+    return b.wall_time
+      ? `budget: wall time ${b.wall_time} s`
+      : 'budget: wall time';
+  }
+  if (reason === 'tokens') {
+    return b.max_total_tokens
+      ? `budget: ${b.max_total_tokens} completion tokens`
+      : 'budget: completion tokens';
+  }
+  if (reason === 'max_steps') {
+    return maxSteps ? `budget: ${maxSteps} steps` : 'budget: steps';
+  }
+  return reason ?? '';
 }
 
 /** RunView's `retry_text`. */

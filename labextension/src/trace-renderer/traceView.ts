@@ -25,7 +25,14 @@ import {
   IToolResult
 } from '../types';
 import { Sanitize } from './display';
-import { IFoldRun, OUTCOME_WORDS, TraceFold } from './fold';
+import {
+  budgetStopText,
+  contextGauge,
+  IFoldBudgets,
+  IFoldRun,
+  OUTCOME_WORDS,
+  TraceFold
+} from './fold';
 import { ICardActions, ReplayFn, ToolCard } from './toolCard';
 
 export interface ITraceViewOptions {
@@ -58,6 +65,12 @@ export interface IRunState {
   stopReason: string;
   /** heavy mode: how many lanes (0 for a single run) */
   lanes?: number;
+  /** the run's budgets (run.start; unknown in older traces) */
+  budgets?: IFoldBudgets;
+  /** "ctx 41% of 262k" of a single run's latest request; "" when unknown or heavy */
+  context?: string;
+  /** how the run ended, a budget named ("budget: wall time 60 s"); "" while it runs */
+  stopText?: string;
 }
 
 interface IStepBlock {
@@ -566,7 +579,18 @@ export class TraceView {
       stopReason: running ? '' : runs[runs.length - 1].stop_reason || '',
       lanes: block.group
         ? runs.filter(r => r.lane !== AGGREGATE).length
-        : undefined
+        : undefined,
+      budgets: first.budgets,
+      context: block.group
+        ? ''
+        : contextGauge(first.last_prompt_tokens, first.budgets.context_window),
+      stopText: running
+        ? ''
+        : budgetStopText(
+            runs[runs.length - 1].stop_reason,
+            runs[runs.length - 1].budgets,
+            runs[runs.length - 1].max_steps
+          )
     };
   }
 
@@ -822,11 +846,18 @@ export class TraceView {
       block.node.append(block.verify); // next to the answer
     }
     const parts = [
-      ev.stop_reason,
+      budgetStopText(ev.stop_reason, block.run.budgets, block.run.max_steps),
       plural(ev.steps, 'step'),
       plural(ev.tool_calls, 'tool call'),
       `${compact(ev.prompt_tokens || 0)} in / ${compact(ev.completion_tokens || 0)} out tokens`
     ];
+    const ctx = contextGauge(
+      block.run.last_prompt_tokens,
+      block.run.budgets.context_window
+    );
+    if (ctx) {
+      parts.push(`last request ${ctx}`);
+    }
     if (ev.elapsed) {
       parts.push(`${ev.elapsed.toFixed(1)} s`);
     }
