@@ -89,7 +89,7 @@ class K2Magics(Magics):
         type=int,
         help="Heavy mode: N independent lanes (own agent and sandbox each) in parallel, then one "
         "aggregation of their answers and evidence (with --verify, it checks that answer). "
-        "Needs --approve auto or never.",
+        "Under --approve ask each lane's calls wait for their own buttons.",
     )
     @argument(
         "--heavy-concurrency", type=int, help="Most lanes alive at once with --heavy (default N)."
@@ -126,7 +126,7 @@ class K2Magics(Magics):
           %k2 --with df,model PROMPT   # copies of these variables in the sandbox
           %k2 --verify PROMPT          # the model checks its answer with tools (--verify-rounds R)
           %k2 --heavy N PROMPT         # N lanes in parallel, then one aggregated answer
-                                       # (--heavy-concurrency C; needs --approve auto or never)
+                                       # (--heavy-concurrency C)
           await k2lab.wait()           # wait for the runs (Run All, nbclient)
 
         The cell returns at once; the run goes on in the kernel's event loop, so the buttons work

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -54,13 +55,12 @@ from k2lab.agent.decisions import (
 from k2lab.agent.loop import Agent
 from k2lab.config import K2Lab, Settings, resolve_settings
 from k2lab.driver import (
-    HEAVY_NEEDS_POLICY,
     RunDriver,
     RunSpec,
     failed_start_events,
     heavy_problem,
 )
-from k2lab.events import Event, Notice
+from k2lab.events import Event, Notice, ToolProposed
 from k2lab.providers.base import ChatProvider
 from k2lab.sandbox.base import Sandbox
 from k2lab.trace.notebook import scrub_event, trace_bundle
@@ -114,6 +114,20 @@ def run_flags(opts: Any) -> dict[str, Any]:
         "heavy": heavy or 0,
         "heavy_concurrency": concurrency,
     }
+
+
+def lane_key(run_id: str, call_id: str) -> str:
+    """A heavy run's call, as ``LaneDecisions`` keeps it: call ids repeat across lanes."""
+    return f"{run_id}\x00{call_id}"
+
+
+class LaneDecisions(PendingDecisions):
+    """``%k2 --heavy N --approve ask``: every lane's calls wait for a person, each decided by its
+    lane's run id (``HEAVYID.K``) and call id; "Approve all" covers every lane."""
+
+    async def decide(self, proposal: ToolProposed) -> Decision:
+        keyed = dataclasses.replace(proposal, call_id=lane_key(proposal.run_id, proposal.call_id))
+        return await super().decide(keyed)
 
 
 class RunRecord:
@@ -186,7 +200,11 @@ class RunRecord:
         return self.task is not None and not self.task.done()
 
     def waits_for_person(self) -> bool:
-        return self.going and bool(self.widget.state.pending_calls())
+        lanes = self._pending()
+        return self.going and (
+            bool(self.widget.state.pending_calls())
+            or (isinstance(lanes, LaneDecisions) and bool(lanes.pending))
+        )
 
     def abandon(self, reason: str) -> None:
         """Stop this run because nobody can see it; the notice says so in its trace."""
@@ -219,11 +237,31 @@ class RunRecord:
             raise DecisionError(f"no tool call {call_id!r} in this run")
         return card
 
-    def decide(self, call_id: str, kind: str, *, code: str | None, feedback: str | None) -> None:
-        card = self._card(call_id)
+    def decide(
+        self,
+        call_id: str,
+        kind: str,
+        *,
+        code: str | None,
+        feedback: str | None,
+        run_id: str | None = None,
+    ) -> None:
         pending = self._pending()
         if pending is None:
             raise DecisionError(f"this run's approval policy is {self.decisions.policy!r}")
+        if isinstance(pending, LaneDecisions):  # --heavy: a lane's call, by (run_id, call_id)
+            if not run_id:
+                raise DecisionError("a lane's call is decided with its lane's run id")
+            if kind == "edit":
+                raise DecisionError("a lane's call can be approved or rejected, not edited")
+            decision = (
+                Decision("reject", feedback=(feedback or "").strip() or None)
+                if kind == "reject"
+                else Decision("approve")
+            )
+            pending.resolve(lane_key(run_id, call_id), decision)
+            return
+        card = self._card(call_id)
         if kind == "edit":
             if code is None:
                 raise DecisionError("an edit needs the code to run")
@@ -412,9 +450,8 @@ class NotebookSession:
         variables = self.variables_for(with_vars, in_kernel=in_kernel)
         if heavy:
             spec = RunSpec(settings, prompt, heavy=heavy, mcp=mcp, variables=variables)
-            problem = heavy_problem(spec)
-            if problem == HEAVY_NEEDS_POLICY:  # the live view has no approval cards per lane yet
-                problem = "it needs --approve auto or never (no approval of N lanes' calls yet)"
+            # under ask, each lane's calls wait for their own buttons (``LaneDecisions``)
+            problem = heavy_problem(spec, lanes_can_ask=True)
             if in_kernel:
                 problem = "each lane has a sandbox of its own; it does not take --in-kernel"
             if problem is not None:
@@ -424,6 +461,8 @@ class NotebookSession:
         if conversation is not None:
             self.conversation = conversation
         rec = RunRecord(self, prompt, settings)
+        if heavy and isinstance(rec.decisions, PendingDecisions):
+            rec.decisions = LaneDecisions()
         rec.mcp = mcp
         rec.verify_rounds, rec.heavy, rec.heavy_concurrency = (
             verify_rounds,

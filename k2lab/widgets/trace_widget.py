@@ -38,7 +38,13 @@ class RunControls(Protocol):
     """What the buttons do; implemented by the notebook session for one run."""
 
     def decide(
-        self, call_id: str, kind: str, *, code: str | None, feedback: str | None
+        self,
+        call_id: str,
+        kind: str,
+        *,
+        code: str | None,
+        feedback: str | None,
+        run_id: str | None = None,
     ) -> None: ...
 
     def approve_all(self) -> None: ...
@@ -217,9 +223,14 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
         if self.controls is None:
             raise RuntimeError("this run is no longer attached to the kernel session")
         if action in ("approve", "edit", "reject"):
-            self.controls.decide(
-                str(call_id), action, code=content.get("code"), feedback=content.get("feedback")
-            )
+            code, feedback = content.get("code"), content.get("feedback")
+            run_id = content.get("run_id")  # a heavy run's lane call (call ids repeat)
+            if run_id:
+                self.controls.decide(
+                    str(call_id), action, code=code, feedback=feedback, run_id=str(run_id)
+                )
+            else:
+                self.controls.decide(str(call_id), action, code=code, feedback=feedback)
         elif action == "approve_all":
             self.controls.approve_all()
             self.state.set_approve_all()

@@ -356,3 +356,72 @@ def test_stop_lane_shows_on_a_going_lane_and_sends_its_lane(page: Any, screensho
     )
     expect(page.locator('.k2lab-runlane[data-lane="2"] button.k2lab-stop-lane')).to_have_count(0)
     expect(page.locator('.k2lab-runlane[data-lane="1"] button.k2lab-stop-lane')).to_have_count(1)
+
+
+def test_heavy_under_ask_each_lanes_call_has_its_own_buttons(page: Any, screenshot: Any) -> None:
+    """``%k2 --heavy 2 --approve ask``: both lanes wait on a call with the same id; each lane
+    opens with Approve / Reject on its call, and a click names that lane's run id (the kernel
+    side, routing by (run_id, call_id), is tests/notebook/test_kernel_verify_heavy.py)."""
+    import json
+
+    evs: list[dict[str, Any]] = []
+    for lane in ("1", "2"):
+        evs += [
+            {
+                "type": "run.start",
+                "lane": lane,
+                "run_id": f"h1.{lane}",
+                "prompt": "estimate pi",
+                "model": "m",
+                "model_label": "demo",
+                "policy": "ask",
+                "isolation": "bwrap",
+                "max_steps": 10,
+                "ts": 100.0,
+            },
+            {"type": "step.start", "lane": lane, "step": 1, "ts": 100.1},
+            {
+                "type": "tool.proposed",
+                "lane": lane,
+                "run_id": f"h1.{lane}",
+                "step": 1,
+                "call_id": "functions.python:0",
+                "name": "python",
+                "arguments": json.dumps({"code": f"print({lane} * 21)"}),
+            },
+        ]
+    w, _ = _widget_messages(evs)
+    _mount(page)
+    _deliver(page, [w.snapshot()])
+    for lane in ("1", "2"):
+        box = page.locator(f'.k2lab-runlane[data-lane="{lane}"]')
+        expect(box.locator(".k2lab-runlane-head")).to_contain_text("waiting for you")
+        expect(box.locator(".k2lab-lane-decide button.k2lab-approve")).to_be_visible()
+    expect(page.locator("button.k2lab-approve-all")).to_be_visible()
+    screenshot("notebook-widget-lanes-ask", page.locator(".k2lab-live"))
+    page.locator('.k2lab-runlane[data-lane="1"] .k2lab-lane-decide button.k2lab-approve').click()
+    assert page.evaluate("window.sent.at(-1)") == {
+        "action": "approve",
+        "call_id": "functions.python:0",
+        "run_id": "h1.1",
+    }
+    page.locator('.k2lab-runlane[data-lane="2"] .k2lab-lane-decide button.k2lab-reject').click()
+    assert page.evaluate("window.sent.at(-1)") == {
+        "action": "reject",
+        "call_id": "functions.python:0",
+        "run_id": "h1.2",
+    }
+    # once decided, a lane's call has no buttons left
+    w.feed(
+        {
+            "type": "tool.decision",
+            "lane": "1",
+            "run_id": "h1.1",
+            "call_id": "functions.python:0",
+            "decision": "approve",
+            "by": "user",
+        }
+    )
+    _deliver(page, [w.snapshot()])
+    expect(page.locator('.k2lab-runlane[data-lane="1"] .k2lab-lane-decide')).to_have_count(0)
+    expect(page.locator('.k2lab-runlane[data-lane="2"] .k2lab-lane-decide')).to_have_count(1)

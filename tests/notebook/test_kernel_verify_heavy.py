@@ -116,7 +116,6 @@ def test_heavy_lanes_and_aggregation_in_the_notebook(kernel: Kernel, fake_model:
 
 
 def test_heavy_and_verify_usage_errors(kernel: Kernel, fake_model: FakeModel) -> None:
-    assert "--approve auto or never" in usage_error(kernel, fake_model, "--approve ask --heavy 2")
     assert "--verify-rounds needs --verify" in usage_error(
         kernel, fake_model, "--approve auto --verify-rounds 2"
     )
@@ -180,3 +179,47 @@ def test_stop_lane_without_lanes_is_an_explained_error(
     kernel.click(i, {"action": "stop_lane", "lane": "1"})
     errors = kernel.wait_for(f"_k2s().runs[{i}].widget.errors", 10)
     assert "not a --heavy run" in str(errors)
+
+
+def test_heavy_under_ask_each_lanes_call_gets_its_own_decision(
+    kernel: Kernel, fake_model: FakeModel
+) -> None:
+    """``%k2 --heavy 2 --approve ask``: both lanes propose a call with the same id; each waits
+    for its own button, decided by (lane run id, call id): one lane's is approved (it runs),
+    the other's rejected (it does not), and each lane gets its own decision."""
+
+    def aside(body: dict[str, Any]) -> Turn | None:
+        msgs = body.get("messages", [])
+        if msgs and "<task>" in str(msgs[-1].get("content", "")):
+            return Turn(content="Aggregated: 42.")
+        return None
+
+    scripts = [
+        [
+            Turn(tool_calls=[Call("python", {"code": f"print({k} * 21)"})]),
+            Turn(content=f"lane answer {k}"),
+        ]
+        for k in (1, 2)
+    ]
+    fake_model.respond_with(ConversationRouter(scripts, aside=aside))
+    i = start(kernel, fake_model, "--approve ask --heavy 2 --heavy-concurrency 2")
+    kernel.wait_for(f"len(_k2s().runs[{i}].decisions.pending) == 2", 60)
+    assert kernel.value(f"_k2s().runs[{i}].waits_for_person()")
+    proposed = [e for e in kernel.events(i) if e["type"] == "tool.proposed"]
+    assert sorted(e["lane"] for e in proposed) == ["1", "2"]
+    ids = {e["call_id"] for e in proposed}
+    assert len(ids) == 1  # the same id in both lanes
+    cid = ids.pop()
+    yes, no = proposed
+    kernel.click(i, {"action": "approve", "call_id": cid, "run_id": yes["run_id"]})
+    kernel.click(i, {"action": "reject", "call_id": cid, "run_id": no["run_id"]})
+    events = ended(kernel, i)
+    assert not kernel.value(f"_k2s().runs[{i}].widget.errors")
+    decided = {e["lane"]: e["decision"] for e in events if e["type"] == "tool.decision"}
+    assert decided == {yes["lane"]: "approve", no["lane"]: "reject"}
+    ran = [e for e in events if e["type"] == "tool.result" and e.get("ok")]
+    assert [e["lane"] for e in ran] == [yes["lane"]]
+    want = "21" if "print(1 * 21)" in str(yes["arguments"]) else "42"  # the approved lane's code
+    assert ran[0]["output"].strip() == want
+    ends = {e["lane"]: e for e in events if e["type"] == "run.end"}
+    assert ends["aggregate"]["answer"] == "Aggregated: 42."

@@ -270,7 +270,8 @@ function render({ model, el }) {
       const unfinished = ln.status === "ended" && ln.stop_reason !== "completed";
       const box = h("details", `k2lab-runlane k2lab-runlane-${ln.status}${unfinished ? " k2lab-runlane-unfinished" : ""}`);
       box.dataset.lane = ln.lane;
-      box.open = laneOpen.get(ln.lane) || false;
+      // a lane with a call waiting for you opens (unless you closed it)
+      box.open = laneOpen.has(ln.lane) ? laneOpen.get(ln.lane) : !!ln.waiting;
       box.addEventListener("toggle", () => laneOpen.set(ln.lane, box.open));
       const sum = h("summary", "k2lab-runlane-head");
       sum.appendChild(h("strong", null, `Lane ${ln.lane}`));
@@ -298,6 +299,14 @@ function render({ model, el }) {
           pre.innerHTML = c.code_html; // pygments output, escaped by Python
           card.appendChild(pre);
           if (c.output) card.appendChild(outputBlock(c.output, "k2lab-stdout"));
+          if (c.status === "pending" && st.head && st.head.status !== "ended") {
+            // --approve ask: this lane's call, decided by (lane run id, call id): ids repeat across lanes
+            const bar = h("div", "k2lab-actions k2lab-lane-decide");
+            const who = { call_id: c.call_id, run_id: ln.run_id };
+            bar.appendChild(btn("Approve", "k2lab-approve", () => send("approve", who), `Run lane ${ln.lane}'s call`));
+            bar.appendChild(btn("Reject", "k2lab-reject", () => send("reject", who), `Do not run lane ${ln.lane}'s call (the model is told)`));
+            card.appendChild(bar);
+          }
           stepBox.appendChild(card);
         }
         box.appendChild(stepBox);
