@@ -96,6 +96,8 @@ class RunStart(_Event):
     #: the model's context window in tokens (0 = unknown); the gauge is the last request's
     #: ``usage.prompt_tokens`` over this
     context_window: int = 0
+    #: USD per 1M tokens [input, cached input, output] where the preset knows them, else None
+    prices: list[float] | None = None
 
 
 @dataclass(slots=True, kw_only=True)

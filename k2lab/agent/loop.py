@@ -87,6 +87,16 @@ def _max_tokens_of(provider: object) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
+def _prices_of(provider: object) -> list[float] | None:
+    """The published prices of the provider's model where the presets know them."""
+    from k2lab.providers.presets import prices_for
+
+    if getattr(provider, "demo", False) is True:
+        return None
+    p = prices_for(str(getattr(provider, "base_url", "")), str(getattr(provider, "model", "")))
+    return list(p) if p else None
+
+
 def default_system_prompt() -> str:
     return (resources.files("k2lab.agent") / "prompts" / "system.md").read_text(encoding="utf-8")
 
@@ -223,6 +233,7 @@ class Agent:
                 max_total_tokens=self.budgets.max_total_tokens,
                 max_tokens=_max_tokens_of(self.provider),
                 context_window=self.budgets.context_window,
+                prices=_prices_of(self.provider),
             )
         )
         self._stop_why = None

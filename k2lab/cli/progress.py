@@ -36,6 +36,7 @@ from k2lab.trace.view import (
     budget_stop_text,
     budget_words,
     context_gauge,
+    cost_text,
     retry_text,
 )
 
@@ -150,6 +151,9 @@ class Progress:
             ctx = context_gauge(run.last_prompt_tokens, int(run.budgets["context_window"] or 0))
             if ctx:
                 tokens += f", last {ctx}"
+            cost = cost_text(t, run.budgets.get("prices"))
+            if cost:
+                tokens += f", {cost} at published prices"
             why = budget_stop_text(run.stop_reason, run.budgets, run.max_steps)
             self.line(
                 self.dim(

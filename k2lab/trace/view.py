@@ -232,6 +232,7 @@ _NO_BUDGETS: dict[str, Any] = {
     "max_total_tokens": None,
     "max_tokens": None,
     "context_window": 0,
+    "prices": None,
 }
 
 
@@ -246,7 +247,26 @@ def budgets_of(d: _Get) -> dict[str, Any]:
         if isinstance(v, int) and not isinstance(v, bool) and v > 0:
             out[k] = v
     out["context_window"] = max(0, _int(d.get("context_window")))
+    prices = d.get("prices")
+    if (
+        isinstance(prices, list)
+        and len(prices) == 3
+        and all(isinstance(p, int | float) and not isinstance(p, bool) and p >= 0 for p in prices)
+    ):
+        out["prices"] = [float(p) for p in prices]
     return out
+
+
+def cost_text(totals: dict[str, Any], prices: list[float] | None) -> str:
+    """ "≈ $0.0123" from the run's tokens at the preset's prices; "" where no price is known."""
+    if not prices:
+        return ""
+    cached = _int(totals.get("cached_tokens"))
+    fresh = max(0, _int(totals.get("prompt_tokens")) - cached)
+    usd = (
+        fresh * prices[0] + cached * prices[1] + _int(totals.get("completion_tokens")) * prices[2]
+    ) / 1e6
+    return f"≈ ${usd:.4f}" if usd < 1 else f"≈ ${usd:.2f}"
 
 
 def short_count(n: int) -> str:

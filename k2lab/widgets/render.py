@@ -18,7 +18,7 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 
-from k2lab.trace.view import budget_stop_text, context_gauge
+from k2lab.trace.view import budget_stop_text, context_gauge, cost_text
 from k2lab.widgets.remote import (
     CSP_META,
     image_placeholder,
@@ -120,6 +120,7 @@ def status_line(head: dict[str, Any], n_steps: int) -> str:
         _count(calls, "tool call"),
         f"{head.get('prompt_tokens', 0)} in / {out} out tokens"
         + (f" (max {per_request}/request)" if per_request else ""),
+        cost_text(head, budgets.get("prices")),
         ""
         if head.get("heavy")
         else context_gauge(

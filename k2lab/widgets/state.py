@@ -137,6 +137,7 @@ class TraceState:
                 {}
             ),  # run.start's wall_time / max_total_tokens / max_tokens / window
             "last_prompt_tokens": 0,  # the latest request's prompt (the context gauge)
+            "cached_tokens": 0,  # of prompt_tokens, for the cost at the preset's prices
         }
         #: the one fold of events (k2lab.trace.view): lanes and the verify pass are read from it
         self.view = RunView()
@@ -371,6 +372,7 @@ class TraceState:
             prompt_tokens=self.head["prompt_tokens"] + ev.get("prompt_tokens", 0),
             completion_tokens=self.head["completion_tokens"] + ev.get("completion_tokens", 0),
             last_prompt_tokens=int(ev.get("prompt_tokens") or 0) or self.head["last_prompt_tokens"],
+            cached_tokens=self.head["cached_tokens"] + int(ev.get("cached_tokens") or 0),
         )
 
     def _on_step_end(self, ev: dict[str, Any]) -> None:

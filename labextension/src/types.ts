@@ -39,6 +39,8 @@ export interface IRunStart extends IEventBase {
   max_tokens?: number | null;
   /** the model's context window in tokens (0 = unknown) */
   context_window?: number;
+  /** USD per 1M tokens [input, cached input, output] where the preset knows them */
+  prices?: number[] | null;
 }
 
 export interface IStepStart extends IEventBase {

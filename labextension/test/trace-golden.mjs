@@ -9,10 +9,16 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const data = join(here, '..', '..', 'tests', 'trace', 'data');
-const { TraceFold, retryText, budgetsOf, contextGauge, budgetStopText } =
-  await import(
-    pathToFileURL(join(here, '..', 'lib', 'trace-renderer', 'fold.js')).href
-  );
+const {
+  TraceFold,
+  retryText,
+  budgetsOf,
+  contextGauge,
+  budgetStopText,
+  costText
+} = await import(
+  pathToFileURL(join(here, '..', 'lib', 'trace-renderer', 'fold.js')).href
+);
 
 function events(name) {
   const lines = readFileSync(join(data, `${name}.jsonl`), 'utf-8')
@@ -139,7 +145,25 @@ const words = [
     JSON.stringify(
       budgetsOf({ type: 'run.start', wall_time: 'x', max_tokens: 1.5 })
     ),
-    '{"wall_time":null,"max_total_tokens":null,"max_tokens":null,"context_window":0}'
+    '{"wall_time":null,"max_total_tokens":null,"max_tokens":null,"context_window":0,"prices":null}'
+  ],
+  [
+    costText(
+      {
+        prompt_tokens: 1000000,
+        cached_tokens: 400000,
+        completion_tokens: 100000
+      },
+      [0.6, 0.15, 2.5]
+    ),
+    '≈ $0.6700'
+  ],
+  [
+    costText(
+      { prompt_tokens: 5, cached_tokens: 0, completion_tokens: 5 },
+      null
+    ),
+    ''
   ]
 ];
 for (const [got, want] of words) {

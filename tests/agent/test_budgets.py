@@ -40,6 +40,7 @@ def test_an_old_trace_without_budgets_reads_as_unknown() -> None:
         "max_total_tokens": None,
         "max_tokens": None,
         "context_window": 0,
+        "prices": None,
     }
     bad = budgets_of({"wall_time": "soon", "max_tokens": 1.5, "context_window": -3})
     assert bad == b
@@ -138,3 +139,30 @@ async def test_a_compaction_is_an_event_every_face_shows(fake_model: FakeModel) 
     for ev in events:
         p.show(ev)
     assert "note: Context at 700 tokens (70%" in out.getvalue()
+
+
+def test_cost_at_moonshots_published_prices_and_none_where_unknown() -> None:
+    from k2lab.providers.presets import prices_for
+    from k2lab.trace.view import cost_text
+
+    assert prices_for("https://api.moonshot.ai/v1", "kimi-k2-thinking") == (0.60, 0.15, 2.50)
+    assert prices_for("", "kimi-k2-thinking-turbo") == (1.15, 0.15, 8.00)
+    assert prices_for("https://api.moonshot.cn/v1", "kimi-k2-thinking") is None  # CNY there
+    assert prices_for("http://localhost:8000/v1", "moonshotai/Kimi-K2-Thinking") is None
+    totals = {"prompt_tokens": 1_000_000, "cached_tokens": 400_000, "completion_tokens": 100_000}
+    assert cost_text(totals, [0.6, 0.15, 2.5]) == "≈ $0.6700"
+    assert cost_text(totals, None) == ""
+    b = budgets_of({"prices": [0.6, 0.15, 2.5]})
+    head = {"step": 1, "max_steps": 9, "model": "m", "budgets": b, **totals}
+    assert "≈ $0.6700" in status_line(head, 1)
+    assert "$" not in status_line({**head, "budgets": budgets_of({})}, 1)
+    assert budgets_of({"prices": [1, "x", 2]})["prices"] is None
+
+
+async def test_the_fake_server_has_no_price(fake_model: FakeModel) -> None:
+    fake_model.script([Turn(content="done")])
+    agent, _ = make_agent(fake_model)
+    events = await run_all(agent, "go")
+    assert of_type(events, "run.start")[0].prices is None
+    st = state_from_events([e.to_dict() for e in events])
+    assert "$" not in status_line(st.head, len(st.steps))

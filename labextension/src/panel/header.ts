@@ -127,6 +127,7 @@ export class PanelHeader {
       run?.context
         ? h('span', { class: 'k2lab-status-context' }, run.context)
         : null,
+      run?.cost ? h('span', { class: 'k2lab-status-cost' }, run.cost) : null,
       b?.wall_time
         ? h(
             'span',

@@ -100,6 +100,8 @@ export interface IFoldBudgets {
   max_total_tokens: number | null;
   max_tokens: number | null;
   context_window: number;
+  /** USD per 1M tokens [input, cached input, output] where the preset knows them */
+  prices: number[] | null;
 }
 
 export interface IFoldRun {
@@ -511,7 +513,8 @@ function newRun(runId: string, lane: string): IFoldRun {
       wall_time: null,
       max_total_tokens: null,
       max_tokens: null,
-      context_window: 0
+      context_window: 0,
+      prices: null
     },
     last_prompt_tokens: 0,
     current: null
@@ -531,8 +534,27 @@ export function budgetsOf(ev: IEventBase): IFoldBudgets {
     wall_time: positive(e.wall_time) ? (e.wall_time as number) : null,
     max_total_tokens: whole(e.max_total_tokens),
     max_tokens: whole(e.max_tokens),
-    context_window: Math.max(0, int(e.context_window))
+    context_window: Math.max(0, int(e.context_window)),
+    prices:
+      Array.isArray(e.prices) &&
+      e.prices.length === 3 &&
+      e.prices.every(p => typeof p === 'number' && Number.isFinite(p) && p >= 0)
+        ? (e.prices as number[])
+        : null
   };
+}
+
+/** RunView's `cost_text`: "≈ $0.0123" at the preset's prices; "" where none is known. */
+export function costText(t: IFoldTotals, prices: number[] | null): string {
+  if (!prices) {
+    return '';
+  }
+  const cached = t.cached_tokens;
+  const fresh = Math.max(0, t.prompt_tokens - cached);
+  const usd =
+    (fresh * prices[0] + cached * prices[1] + t.completion_tokens * prices[2]) /
+    1e6;
+  return `≈ $${usd < 1 ? usd.toFixed(4) : usd.toFixed(2)}`;
 }
 
 /** RunView's `short_count`: 262144 -> "262k". */

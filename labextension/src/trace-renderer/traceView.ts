@@ -28,6 +28,7 @@ import { Sanitize } from './display';
 import {
   budgetStopText,
   contextGauge,
+  costText,
   IFoldBudgets,
   IFoldRun,
   OUTCOME_WORDS,
@@ -71,6 +72,8 @@ export interface IRunState {
   context?: string;
   /** how the run ended, a budget named ("budget: wall time 60 s"); "" while it runs */
   stopText?: string;
+  /** "≈ $0.0123" at the preset's published prices; "" where none is known */
+  cost?: string;
 }
 
 interface IStepBlock {
@@ -584,6 +587,7 @@ export class TraceView {
       context: block.group
         ? ''
         : contextGauge(first.last_prompt_tokens, first.budgets.context_window),
+      cost: block.group ? '' : costText(first.totals, first.budgets.prices),
       stopText: running
         ? ''
         : budgetStopText(
@@ -857,6 +861,10 @@ export class TraceView {
     );
     if (ctx) {
       parts.push(`last request ${ctx}`);
+    }
+    const cost = costText(block.run.totals, block.run.budgets.prices);
+    if (cost) {
+      parts.push(cost);
     }
     if (ev.elapsed) {
       parts.push(`${ev.elapsed.toFixed(1)} s`);
