@@ -184,3 +184,42 @@ def test_a_kernel_shutdown_stops_the_servers(fake_model: FakeModel, tmp_path: Pa
         k.kc.stop_channels()
         k.km.shutdown_kernel(now=False)
     assert wait_gone(pid)
+
+
+def test_heavy_lanes_share_the_sessions_mcp_servers(
+    kernel: Kernel, fake_model: FakeModel, tmp_path: Path
+) -> None:
+    """``%k2 --heavy 2 --mcp-config``: no longer refused; both lanes call the MCP tool on the
+    session's one server (one pid), and its env secret stays out of every lane's events."""
+    from tests.fixtures.fake_server import ConversationRouter
+
+    cfg = write_config(tmp_path / "mcp.json", {"calc": stdio_spec(env={"MCP_SECRET": SECRET})})
+
+    def aside(body: dict[str, Any]) -> Turn | None:
+        msgs = body.get("messages", [])
+        if msgs and "<task>" in str(msgs[-1].get("content", "")):
+            return Turn(content="Aggregated: 42.")
+        return None
+
+    scripts = [
+        [
+            Turn(tool_calls=[Call("mcp__calc__add", {"a": 40, "b": k})]),
+            Turn(tool_calls=[Call("mcp__calc__pid", {})]),
+            Turn(tool_calls=[Call("mcp__calc__whoami", {})]),
+            Turn(content=f"lane {k} done"),
+        ]
+        for k in (1, 2)
+    ]
+    fake_model.respond_with(ConversationRouter(scripts, aside=aside))
+    i = run(kernel, fake_model, f"--approve auto --heavy 2 --mcp-config {cfg}")
+    events = kernel.events(i)
+    ends = {e["lane"]: e for e in events if e["type"] == "run.end"}
+    assert ends["1"]["stop_reason"] == ends["2"]["stop_reason"] == "completed"
+    assert ends["aggregate"]["answer"] == "Aggregated: 42."
+    res = [e for e in events if e["type"] == "tool.result"]
+    adds = sorted(e["output"].strip() for e in res if e["name"] == "mcp__calc__add")
+    assert adds == ["41", "42"]
+    pids = {e["output"].strip() for e in res if e["name"] == "mcp__calc__pid"}
+    assert len(pids) == 1  # one server process for both lanes
+    assert {e["lane"] for e in res if e["name"] == "mcp__calc__whoami"} == {"1", "2"}
+    assert SECRET not in json.dumps(events)
