@@ -51,10 +51,11 @@ def magic(kernel: Kernel, line: str) -> str:
 
 
 def usage_error(kernel: Kernel, fake: FakeModel, opts: str) -> str:
-    before = int(kernel.value("len(_k2s().runs)"))
+    count = "len(_k2s().runs) if _k2s() is not None else 0"  # no session before a first run
+    before = int(kernel.value(count))
     said = magic(kernel, f"--new --base-url {fake.base_url} {opts} What is 6 * 7?")
     assert "USAGE:" in said, said
-    assert int(kernel.value("len(_k2s().runs)")) == before  # no run was started
+    assert int(kernel.value(count)) == before  # no run was started
     return said
 
 
