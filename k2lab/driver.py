@@ -151,6 +151,30 @@ def lanes_share_mcp(
     return made
 
 
+def lanes_continue(
+    make: Callable[[str], Awaitable[LaneSetup]], earlier: list[dict[str, Any]]
+) -> Callable[[str], Awaitable[LaneSetup]]:
+    """Each lane's conversation: its own system prompt, then the face's earlier turns."""
+    from k2lab.agent.context import Conversation
+
+    async def made(name: str) -> LaneSetup:
+        setup = await make(name)
+        own = [m for m in setup.agent.conversation.to_list() if m.get("role") == "system"]
+        setup.agent.conversation = Conversation.from_messages([*own, *earlier])
+        return setup
+
+    return made
+
+
+def heavy_turn(conversation: Conversation, prompt: str, answer: str, why: str) -> None:
+    """A heavy run as one turn of the face's conversation (what a follow-up sees): the prompt,
+    then the aggregated answer, or why there is none. The server's history restore writes the
+    same turn from a saved log (``k2lab.server.history``)."""
+    conversation.add_user(prompt)
+    text = answer or f"[heavy mode gave no aggregated answer: {why}]"
+    conversation.add_assistant(text, "", [])
+
+
 def scrubber_for(settings: Settings, provider: Any = None) -> Scrubber:
     """The settings' secrets, plus the provider's own scrubber when it has one."""
     s = Scrubber.for_provider(settings.api_key, settings.base_url)
@@ -440,6 +464,10 @@ class RunDriver:
         make = lane_factory(spec.settings, self.provider, self._decisions(), extra_tools=extra)
         if self.mcp is not None:
             make = lanes_share_mcp(make, self.mcp)
+        earlier = spec.conversation.to_list() if spec.conversation is not None else []
+        earlier = [m for m in earlier if m.get("role") != "system"]
+        if earlier:  # a heavy follow-up: every lane continues the face's conversation
+            make = lanes_continue(make, earlier)
         heavy = HeavyRun(
             spec.heavy,
             make,
@@ -455,7 +483,9 @@ class RunDriver:
         async with contextlib.aclosing(events):  # lanes stopped and their sandboxes closed
             async for ev in events:
                 self.emit(ev)
-        self.result.heavy = heavy.outcome
+        self.result.heavy = out = heavy.outcome
+        if spec.conversation is not None and out is not None:
+            heavy_turn(spec.conversation, spec.prompt, out.answer, out.error or out.stop_reason)
 
     def _failed_start(self, part: str, message: str, *, stopped: bool = False) -> None:
         self.result.failed = part

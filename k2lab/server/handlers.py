@@ -139,7 +139,8 @@ class MessagesHandler(_Base):
         s = await self.opened(sid)
         req = self.body(SendMessage)
         try:
-            run_id = s.send(req.prompt())
+            options = req.options.model_dump(exclude_none=True) if req.options else None
+            run_id = s.send(req.prompt(), options=options)
         except SessionError as e:
             raise web.HTTPError(e.status, str(e)) from None
         self.reply({"run_id": run_id}, 202)

@@ -36,8 +36,20 @@ RESTART_WHILE_RUNNING = (
 
 
 def restore_conversation(conversation: Conversation, events: list[dict[str, Any]]) -> None:
-    """Replay the log into ``conversation`` (which holds the system prompt already)."""
+    """Replay the log into ``conversation`` (which holds the system prompt already). A heavy
+    run is one turn: its prompt, then the aggregated answer (``k2lab.driver.heavy_turn``, as
+    the live session records it); its lanes' own steps stay theirs."""
+    from k2lab.driver import heavy_turn
+
     open_calls: list[str] = []
+    #: heavy runs seen (root run id -> prompt) whose aggregation has not ended in the log
+    heavy: dict[str, str] = {}
+    lane_root: dict[str, str] = {}
+
+    def close_heavy() -> None:  # every lane failed (or the log ends): no aggregation ran
+        for prompt in heavy.values():
+            heavy_turn(conversation, prompt, "", "no lane finished")
+        heavy.clear()
 
     def close_open(text: str = STOPPED_BEFORE_RUN) -> None:
         for cid in open_calls:  # as the loop does after a stop: the history stays valid
@@ -46,7 +58,19 @@ def restore_conversation(conversation: Conversation, events: list[dict[str, Any]
 
     for ev in events:
         kind = ev.get("type")
+        lane = str(ev.get("lane") or "")
+        if lane:  # an event without run_id belongs to its lane's latest run.start
+            if kind == "run.start":
+                lane_root[lane] = str(ev.get("run_id") or "").rpartition(".")[0]
+            root = lane_root.get(lane, "")
+            if kind == "run.start" and lane != "aggregate":
+                heavy.setdefault(root, str(ev.get("prompt", "")))
+            elif kind == "run.end" and lane == "aggregate" and root in heavy:
+                why = str(ev.get("error") or ev.get("stop_reason") or "")
+                heavy_turn(conversation, heavy.pop(root), str(ev.get("answer") or ""), why)
+            continue
         if kind == "run.start":
+            close_heavy()
             close_open()
             conversation.add_user(str(ev.get("prompt", "")))
         elif kind == "step.end":
@@ -72,6 +96,7 @@ def restore_conversation(conversation: Conversation, events: list[dict[str, Any]
             # a run the server's stop cut off says so, not that the user stopped it
             close_open(RESTART_BEFORE_RUN if ev.get("error") == INTERRUPTED else STOPPED_BEFORE_RUN)
     close_open(RESTART_BEFORE_RUN)
+    close_heavy()
 
 
 def _int(v: Any, default: int) -> int:

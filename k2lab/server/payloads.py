@@ -109,9 +109,20 @@ class MessageContext(_Strict):
     text: str = Field(..., max_length=500_000)
 
 
+class RunOptionsBody(_Strict):
+    """A message's own run options: for this run only (the session's settings stay)."""
+
+    verify: bool | None = None
+    verify_rounds: int | None = Field(None, ge=1, le=MAX_VERIFY_ROUNDS)
+    heavy: int | None = Field(None, ge=0, le=MAX_HEAVY)
+    heavy_concurrency: int | None = Field(None, ge=1, le=MAX_HEAVY)
+
+
 class SendMessage(_Strict):
     text: str = Field(..., min_length=1, max_length=200_000)
     context: MessageContext | None = None
+    #: verify / heavy for this message's run, over the session's settings
+    options: RunOptionsBody | None = None
 
     @field_validator("text")
     @classmethod

@@ -20,13 +20,12 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from k2lab.agent.decisions import Decision, DecisionError
 from k2lab.config import K2Lab, Settings, resolve_settings
-from k2lab.events import Error, Event, Notice, RunEnd, RunStart
+from k2lab.events import Error, Notice
 from k2lab.scrub import Scrubber
 from k2lab.server.engine import AgentFactory, BuiltAgent
 from k2lab.server.history import RESTORE_TYPES, interrupted_run_end, restore_conversation
@@ -44,7 +43,7 @@ from k2lab.server.store import (
 from k2lab.tools.base import Tool
 
 if TYPE_CHECKING:
-    from k2lab.agent.heavy import HeavyRun
+    from k2lab.driver import RunDriver
     from k2lab.tools.mcp import MCPToolSet
     from k2lab.tools.mcp_config import MCPConfig
 
@@ -148,8 +147,10 @@ class Session:
         #: the configured MCP servers, started with the session's first run (or tools listing)
         self._mcp: MCPToolSet | None = None
         self._mcp_starting: asyncio.Lock | None = None
-        #: the heavy run in progress (its lanes stop with ``stop``)
-        self._heavy: HeavyRun | None = None
+        #: the run in progress (``k2lab.driver``: the same driver as the CLI and the notebook)
+        self._driver: RunDriver | None = None
+        #: the notebook tools of the session's agent (passed to every run)
+        self._tools: list[Tool] = []
 
     @property
     def id(self) -> str:
@@ -293,9 +294,10 @@ class Session:
     def settings(self) -> Settings:
         return self.manager.session_settings(self.header.settings)
 
-    def run_options(self) -> tuple[int, int, int | None]:
-        """(verify rounds, 0 = no verify pass; heavy lanes, 0 = one agent; heavy concurrency)."""
-        o = self.header.settings
+    def run_options(self, options: dict[str, Any] | None = None) -> tuple[int, int, int | None]:
+        """(verify rounds, 0 = no verify pass; heavy lanes, 0 = one agent; heavy concurrency):
+        the session's settings, under a message's own ``options``."""
+        o = {**self.header.settings, **(options or {})}
         rounds = int(o.get("verify_rounds") or 1) if o.get("verify") else 0
         return rounds, int(o.get("heavy") or 0), o.get("heavy_concurrency")
 
@@ -352,6 +354,7 @@ class Session:
             timeout=self.manager.notebook_timeout,
             run_timeout=max(settings.tool_timeout, self.manager.notebook_timeout),
         )
+        self._tools = list(tools)
         mcp = await self.ensure_mcp()
         tools += cast(list[Tool], mcp.tools) if mcp is not None else []
         events = await self.opened()
@@ -363,15 +366,21 @@ class Session:
         self._built = built
         return built
 
-    def send(self, text: str) -> str:
+    def send(self, text: str, *, options: dict[str, Any] | None = None) -> str:
+        """Start a run of ``text``; ``options`` (verify / heavy) for this run only."""
         if self.running:
             raise SessionError(409, "a run is in progress in this session; stop it or wait")
         run_id = uuid.uuid4().hex[:12]
         self._stop_pending = False
-        self._task = asyncio.ensure_future(self._run(text, run_id))
+        self._task = asyncio.ensure_future(self._run(text, run_id, options))
         return run_id
 
-    async def _run(self, prompt: str, run_id: str) -> None:
+    async def _run(self, prompt: str, run_id: str, options: dict[str, Any] | None = None) -> None:
+        """The session keeps its provider, sandbox, conversation, MCP servers and decisions;
+        the run itself (scrubbing, verify rounds, heavy lanes, the closing ``run.end``) is
+        ``k2lab.driver.RunDriver``'s, as in the CLI and the notebook."""
+        from k2lab.driver import RunDriver, RunSpec
+
         try:
             built = await self.ensure_agent()
         except Exception as e:
@@ -383,50 +392,34 @@ class Session:
             return
         assert self._decisions is not None
         self._decisions.new_run(run_id)
-        rounds, heavy, _ = self.run_options()
+        rounds, heavy, concurrency = self.run_options(options)
+        spec = RunSpec(
+            self.settings(),
+            prompt,
+            decisions=self._decisions,
+            run_id=run_id,
+            provider=built.provider,
+            sandbox=built.sandbox,
+            mcp_tools=self._mcp,
+            extra_tools=self._tools,
+            verify_rounds=rounds,
+            heavy=heavy,
+            heavy_concurrency=concurrency,
+            conversation=built.agent.conversation,
+        )
+        driver = RunDriver(spec, [lambda ev: self.append(ev.to_dict())])
+        self._driver = driver
         try:
-            if heavy:
-                events = self._heavy_run(built, prompt, run_id)
-            else:
-                from k2lab.agent.verify import VerifyPass
-
-                follow_up = VerifyPass(rounds) if rounds else None
-                events = built.agent.run(prompt, run_id=run_id, follow_up=follow_up)
-            async for ev in events:
-                self.append(ev.to_dict())
-        except Exception as e:  # the loop promises not to raise; keep the log whole if it does
+            await driver.run()
+        except Exception as e:  # the driver promises not to raise; keep the log whole if it does
             log.exception("k2lab: run %s of session %s failed", run_id, self.id)
             err = Error(message=f"internal error: {e}", kind="internal", fatal=True)
-            self.append(self._scrubber().event(err).to_dict())
+            self.append(driver.scrubber.event(err).to_dict())
         finally:
-            self._heavy = None
+            self._driver = None
             self._retry_save()
             if self._log is not None:
                 self._log.save_summary()
-
-    async def _heavy_run(self, built: BuiltAgent, prompt: str, run_id: str) -> AsyncIterator[Event]:
-        """N lanes (each its own agent and sandbox, the ``python`` tool only), then the
-        aggregation, checked by the verify pass when it is on."""
-        from k2lab.agent.heavy import HeavyRun
-        from k2lab.agent.verify import VerifyPass
-        from k2lab.runtime import lane_factory
-
-        settings = self.settings()
-        rounds, n, concurrency = self.run_options()
-        assert self._decisions is not None
-        heavy = HeavyRun(
-            n,
-            lane_factory(settings, built.provider, self._decisions),
-            built.provider,
-            concurrency=concurrency,
-            run_id=run_id,
-            aggregate_follow_up=VerifyPass(rounds) if rounds else None,
-        )
-        self._heavy = heavy
-        if self._stop_pending:
-            heavy.stop()
-        async for ev in heavy.run(prompt):
-            yield ev
 
     def _scrubber(self) -> Scrubber:
         try:
@@ -438,40 +431,25 @@ class Session:
     def _failed_start(
         self, prompt: str, run_id: str, err: Exception | None, *, stopped: bool = False
     ) -> None:
-        """A run that never reached the model still shows up in the log, with the reason."""
+        """A run that never reached the model still shows up in the log, with the reason: the
+        driver's events for it (the same as the CLI's and the notebook's)."""
+        from k2lab.driver import failed_start_events
+
         try:
             s = self.settings()
         except ValueError:  # the settings themselves are what failed: describe the run anyway
             s = Settings()
-        scrub = Scrubber.for_provider(s.api_key, s.base_url)
         msg = f"could not start the agent: {type(err).__name__}: {err}" if err else None
-        msg = scrub.text(msg) if msg else None
-        self.append(
-            scrub.event(RunStart(
-                seq=0, run_id=run_id, prompt=prompt, model=s.model, model_label=s.model,
-                base_url=s.base_url, policy=s.approve, isolation="none", max_steps=s.max_steps,
-            )).to_dict()
-        )  # fmt: skip
-        seq = 1
-        if msg:
-            self.append(Error(seq=seq, message=msg, kind="sandbox", fatal=True).to_dict())
-            seq += 1
-        self.append(
-            RunEnd(
-                seq=seq, stop_reason="stopped" if stopped else "error", answer="", steps=0,
-                tool_calls=0, error=msg,
-            ).to_dict()
-        )  # fmt: skip
+        for ev in failed_start_events(s, prompt, run_id, msg, kind="sandbox", stopped=stopped):
+            self.append(ev.to_dict())
         self._retry_save()
 
     def stop(self) -> bool:
         """Stop the run wherever it waits; False when nothing was running."""
         if not self.running:
             return False
-        if self._heavy is not None:
-            self._heavy.stop()  # every lane and the aggregation
-        elif self._built is not None and self._built.agent.running:
-            self._built.agent.stop()  # the agent ends the run with run.end "stopped"
+        if self._driver is not None:
+            self._driver.stop()  # the agent, or every lane and the aggregation
         else:
             # Still starting the sandbox. Cancelling a kernel start half-way can orphan the kernel
             # process, so the start finishes (the sandbox is kept for the next message) and the

@@ -163,6 +163,113 @@ async def test_heavy_lanes_each_see_the_data_paths(api, fake_model, tmp_path):
     assert len(lane_systems) >= 2 and all("sales.csv" in s for s in lane_systems)
 
 
+async def test_heavy_lanes_in_the_panel_call_the_sessions_mcp_servers(api, fake_model):
+    # before the driver ran panel sessions, heavy lanes had the python tool only
+    def lane(k: int) -> list[Turn]:
+        return [
+            Turn(tool_calls=[Call("mcp__calc__pid", {})]),
+            Turn(tool_calls=[Call("mcp__calc__whoami", {})]),
+            Turn(content=f"asked the server (lane {k})"),
+        ]
+
+    def aggregation(body: dict[str, Any]) -> Turn | None:
+        msgs = body.get("messages", [])
+        if msgs and "<task>" in str(msgs[-1].get("content", "")):
+            return Turn(content="One server answered both lanes.")
+        return None
+
+    fake_model.respond_with(ConversationRouter([lane(1), lane(2)], aggregation))
+    sid = await api.new_session(settings={"heavy": 2, "approve": "auto"})
+    await api.post("sessions", sid, "messages", body={"text": "which process?"})
+    evs = await api.wait_for(
+        sid,
+        lambda es: any(e["type"] == "run.end" and e.get("lane") == "aggregate" for e in es),
+        timeout=90,
+    )
+    pids = [e for e in evs if e["type"] == "tool.result" and e["name"] == "mcp__calc__pid"]
+    assert sorted(e["lane"] for e in pids) == ["1", "2"] and all(e["ok"] for e in pids)
+    assert len({e["output"].strip() for e in pids}) == 1  # the session's one server process
+    assert SECRET not in json.dumps(evs)  # each lane's scrubber has the server's env
+    assert not any(SECRET in json.dumps(r["messages"]) for r in fake_model.requests)
+    code, tools = await api.get("sessions", sid, "tools")
+    calc = next(s for s in tools["servers"] if s["name"] == "calc")
+    assert calc["in_session"] is True
+
+
+async def test_a_heavy_follow_up_continues_from_the_aggregated_answer(api, fake_model):
+    def reply(body: dict[str, Any], index: int) -> Turn:
+        last = str(body["messages"][-1].get("content", ""))
+        if "<task>" in last:
+            return Turn(content="Aggregated: 42." if "6*7" in last else "Aggregated: 84.")
+        return Turn(content="42" if last == "6*7?" else "84")
+
+    fake_model.respond_with(reply)
+    sid = await api.new_session(settings={"heavy": 2, "approve": "auto"})
+
+    def aggregated(n: int):
+        return lambda es: (
+            sum(e["type"] == "run.end" and e.get("lane") == "aggregate" for e in es) == n
+        )
+
+    await api.post("sessions", sid, "messages", body={"text": "6*7?"})
+    await api.wait_for(sid, aggregated(1), timeout=90)
+    for _ in range(200):
+        if not (await api.get("sessions", sid))[1]["running"]:
+            break
+        await asyncio.sleep(0.05)
+    first = len(fake_model.requests)
+    await api.post("sessions", sid, "messages", body={"text": "and twice that?"})
+    await api.wait_for(sid, aggregated(2), timeout=90)
+    lanes = [
+        r["messages"]
+        for r in fake_model.requests[first:]
+        if "<task>" not in str(r["messages"][-1].get("content", ""))
+    ]
+    assert len(lanes) == 2
+    for msgs in lanes:  # each lane of the follow-up sees the first run as the previous turn
+        turns = [(m["role"], m["content"]) for m in msgs if m["role"] != "system"]
+        assert turns == [
+            ("user", "6*7?"),
+            ("assistant", "Aggregated: 42."),
+            ("user", "and twice that?"),
+        ]
+
+
+def test_a_saved_heavy_run_restores_as_one_turn():
+    from k2lab.agent.context import Conversation
+    from k2lab.server.history import restore_conversation
+
+    log = [
+        {"type": "run.start", "run_id": "h.1", "lane": "1", "prompt": "6*7?"},
+        {"type": "step.end", "lane": "1", "content": "42", "tool_calls": []},
+        {"type": "run.start", "run_id": "h.2", "lane": "2", "prompt": "6*7?"},
+        {"type": "run.end", "lane": "1", "answer": "42", "stop_reason": "completed"},
+        {"type": "run.end", "lane": "2", "answer": "42", "stop_reason": "completed"},
+        {"type": "run.start", "run_id": "h.aggregate", "lane": "aggregate", "prompt": "<task>"},
+        {
+            "type": "run.end",
+            "lane": "aggregate",
+            "answer": "Aggregated: 42.",
+            "stop_reason": "completed",
+        },
+        {"type": "run.start", "run_id": "g.1", "lane": "1", "prompt": "again?"},
+        {"type": "run.end", "lane": "1", "answer": "", "stop_reason": "error", "error": "down"},
+        {"type": "run.start", "run_id": "s", "prompt": "plain"},
+        {"type": "step.end", "content": "ok", "tool_calls": []},
+        {"type": "run.end", "answer": "ok", "stop_reason": "completed"},
+    ]
+    conv = Conversation("sys")
+    restore_conversation(conv, log)
+    assert [(m["role"], m["content"]) for m in conv.messages[1:]] == [
+        ("user", "6*7?"),
+        ("assistant", "Aggregated: 42."),
+        ("user", "again?"),
+        ("assistant", "[heavy mode gave no aggregated answer: no lane finished]"),
+        ("user", "plain"),
+        ("assistant", "ok"),
+    ]
+
+
 async def test_mcp_servers_are_listed_and_their_tools_called(api, fake_model):
     sid = await api.new_session(settings={"approve": "auto"})
     code, tools = await api.get("sessions", sid, "tools")
@@ -338,3 +445,44 @@ async def test_the_sessions_mcp_servers_stop_with_it(api, fake_model):
         await asyncio.sleep(0.05)
     else:
         raise AssertionError(f"the MCP server {pid} outlived its session")
+
+
+async def test_a_message_can_turn_heavy_and_verify_on_for_its_run_only(api, fake_model):
+    def reply(body: dict[str, Any], index: int) -> Turn:
+        last = str(body["messages"][-1].get("content", ""))
+        if "<task>" in last:
+            return Turn(content="Aggregated: 42.")
+        return Turn(content="42")
+
+    fake_model.respond_with(reply)
+    sid = await api.new_session(settings={"approve": "auto"})
+    code, data = await api.post(
+        "sessions", sid, "messages", body={"text": "6*7?", "options": {"heavy": 2}}
+    )
+    assert code == 202, data
+    evs = await api.wait_for(
+        sid,
+        lambda es: any(e["type"] == "run.end" and e.get("lane") == "aggregate" for e in es),
+        timeout=90,
+    )
+    assert {e["lane"] for e in evs if e["type"] == "run.end"} == {"1", "2", "aggregate"}
+    for _ in range(200):
+        code, meta = await api.get("sessions", sid)
+        if not meta["running"]:
+            break
+        await asyncio.sleep(0.05)
+    assert "heavy" not in meta["settings"]  # the session's own settings stay
+    n = len(evs)
+    await api.post("sessions", sid, "messages", body={"text": "again?"})
+    evs = await api.wait_for(
+        sid, lambda es: len(es) > n and es[-1]["type"] == "run.end", timeout=60
+    )
+    assert not any(e.get("lane") for e in evs[n:])  # the next message: one agent again
+    code, data = await api.post(
+        "sessions", sid, "messages", body={"text": "x", "options": {"heavy": 9}}
+    )
+    assert code == 400 and "heavy" in data["message"]
+    code, data = await api.post(
+        "sessions", sid, "messages", body={"text": "x", "options": {"data": ["a.csv"]}}
+    )
+    assert code == 400 and "data" in data["message"]
