@@ -47,6 +47,18 @@ class K2Magics(Magics):
     @argument("--max-steps", type=int, help="Most model steps in the run.")
     @argument("--wall-time", type=float, help="Seconds for the whole run (0 = unlimited).")
     @argument("--max-tokens", type=int, help="Completion tokens for the whole run (0 = no cap).")
+    @argument(
+        "--max-request-tokens",
+        type=int,
+        help="max_tokens of each model request (the step's reasoning + answer; default 32768).",
+    )
+    @argument("--context-window", type=int, help="The model's context window (default 262144).")
+    @argument(
+        "--context-share",
+        type=float,
+        help="Hide earlier tool outputs once a request passes this share of the window "
+        "(default 0.85).",
+    )
     @argument("--tool-timeout", type=float, help="Seconds per tool call.")
     @argument("--isolation", choices=("auto", "bwrap", "process"), help="Sandbox isolation level.")
     @argument("--network", action="store_true", default=None, help="Let sandbox code use the net.")

@@ -62,6 +62,32 @@ def _parser() -> argparse.ArgumentParser:
         "(default: unlimited); reaching it exits 3",
     )
     run.add_argument(
+        "--max-total-tokens",
+        type=int,
+        metavar="N",
+        help="completion tokens for the whole run (default: unlimited); reaching it exits 3",
+    )
+    run.add_argument(
+        "--max-request-tokens",
+        type=int,
+        metavar="N",
+        help="max_tokens of each model request: the step's reasoning + answer budget "
+        "(default 32768; Moonshot used 24k-48k per step for K2 Thinking's benchmarks)",
+    )
+    run.add_argument(
+        "--context-window",
+        type=int,
+        metavar="N",
+        help="the model's context window in tokens (default 262144, K2 Thinking's 256k)",
+    )
+    run.add_argument(
+        "--context-share",
+        type=float,
+        metavar="F",
+        help="hide earlier tool outputs (one batch, placeholders) once a request passes this "
+        "share of the window (default 0.85, 0.1-0.99)",
+    )
+    run.add_argument(
         "--data",
         action="append",
         metavar="PATH",
@@ -184,8 +210,13 @@ def _settings(args: argparse.Namespace) -> Any:
         "gateway_token",
         "data",
         "vision",
+        "max_total_tokens",
+        "context_window",
+        "context_share",
     )
     overrides = {k: getattr(args, k, None) for k in keys}
+    # the per-request budget's option says what it is; the setting keeps OpenAI's name
+    overrides["max_tokens"] = getattr(args, "max_request_tokens", None)
     try:
         # the command line is the key owner's own: an endpoint it names gets $K2LAB_API_KEY
         return resolve_settings(overrides, options_are_the_owners=True)
