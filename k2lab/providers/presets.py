@@ -80,9 +80,10 @@ def preset_for_url(base_url: str) -> Preset | None:
 
 #: Published prices in USD per 1M tokens (input, cached input, output) of models on Moonshot's
 #: international API (https://platform.moonshot.ai/docs/pricing, read for K2 Thinking at its
-#: November 2025 launch: $0.60 / $0.15 / $2.50; turbo $1.15 / $0.15 / $8.00). They may be stale:
-#: the faces show the cost as an estimate ("≈ $0.012") and show none where no price is known
-#: (other endpoints, self-hosted models, api.moonshot.cn, which prices in CNY).
+#: November 2025 launch: $0.60 / $0.15 / $2.50; turbo $1.15 / $0.15 / $8.00; the same figures are
+#: listed for Moonshot's own endpoints by public model catalogues checked on 2026-12-03). They may
+#: be stale: the faces show the cost as an estimate ("≈ $0.012") and show none where no price is
+#: known (other endpoints, self-hosted models, api.moonshot.cn, which prices in CNY).
 MOONSHOT_PRICES: dict[str, tuple[float, float, float]] = {
     "kimi-k2-thinking": (0.60, 0.15, 2.50),
     "kimi-k2-thinking-turbo": (1.15, 0.15, 8.00),
