@@ -475,6 +475,10 @@ class RunDriver:
             concurrency=spec.heavy_concurrency,
             run_id=self.run_id,
             aggregate_follow_up=self._follow_up(),
+            # the verify pass of the aggregated answer: python on a sandbox of its own
+            verify_lane=lane_factory(spec.settings, self.provider, self._decisions())
+            if spec.verify_rounds
+            else None,
         )
         self.heavy_run = heavy
         if self._stop_requested:

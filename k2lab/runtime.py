@@ -104,6 +104,7 @@ def build_agent(
         max_total_tokens=settings.max_total_tokens or None,
         context_window=settings.context_window,
         compact_at=settings.context_share,
+        summarise=settings.summarise_context,
     )
     # the user's --data paths and --with variables: where the model finds them
     note_of = getattr(sandbox, "data_note_for_model", None)
@@ -159,6 +160,8 @@ def lane_factory(
             kernel = sk
         late = LateSandbox(kernel, expected_isolation=expected)
         agent = build_agent(settings, provider, cast(Sandbox, late), decisions, extra_tools=tools)
-        return LaneSetup(agent=agent, start=late.start, close=late.shutdown)
+        return LaneSetup(
+            agent=agent, start=late.start, close=late.shutdown, data_note=late.data_note_for_model()
+        )
 
     return make

@@ -21,6 +21,12 @@ they come, then those of the aggregation:
   ``[... omitted]``), and which lanes did not finish and why. The system prompt
   (``prompts/aggregate.md``) asks it to reconcile agreement and conflicts on the evidence (not a
   majority vote) and to end with a "Lanes followed:" paragraph. Its events stream like a run's.
+- **Verifying the aggregated answer** (``aggregate_follow_up``, e.g. a ``VerifyPass``, with
+  ``verify_lane``): the aggregation step stays tool-less, but from the verify round on it is
+  offered the ``python`` tool over a sandbox of its own, built by ``verify_lane("aggregate")``
+  like a lane's (fresh, same isolation and data settings, the run's decisions), started while
+  the aggregation's first request streams and closed when the aggregation ends. None of the
+  lanes' state is in it: the check re-computes from the evidence.
 - ``stop()`` stops every lane and the aggregation (none starts after it). ``outcome`` says how it
   ended: the aggregated answer, or why there is none (all lanes failed, the aggregation failed,
   stopped).
@@ -42,8 +48,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from k2lab.agent.context import Conversation
 from k2lab.agent.decisions import AutoApprove
-from k2lab.agent.loop import Agent, Budgets, FollowUp
+from k2lab.agent.loop import Agent, Budgets, Continuation, FollowUp
 from k2lab.events import Error, Event, RunEnd, RunStart, StopReason
 from k2lab.providers.base import ChatProvider
 from k2lab.sandbox.base import ExecutionResult, Sandbox
@@ -73,6 +80,8 @@ class LaneSetup:
     start: Callable[[], Awaitable[None]] | None = None
     #: called once the lane has ended (its sandbox's shutdown)
     close: Callable[[], Awaitable[None]] | None = None
+    #: where the lane's sandbox has the user's data (the data note of its system prompt)
+    data_note: str = ""
 
 
 LaneFactory = Callable[[str], Awaitable[LaneSetup]]
@@ -322,6 +331,7 @@ class HeavyRun:
         aggregate_budgets: Budgets | None = None,
         run_id: str | None = None,
         aggregate_follow_up: FollowUp | None = None,
+        verify_lane: LaneFactory | None = None,
     ) -> None:
         if n < 1:
             raise ValueError("heavy mode needs at least one lane")
@@ -335,12 +345,16 @@ class HeavyRun:
         self.evidence_chars = evidence_chars
         #: e.g. a ``VerifyPass``: runs in the aggregation's run, on its answer
         self.aggregate_follow_up = aggregate_follow_up
+        #: builds the verify round's tools and sandbox (called with ``"aggregate"``)
+        self.verify_lane = verify_lane
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.lanes = [Lane(str(i), f"{self.run_id}.{i}") for i in range(1, n + 1)]
         self.aggregate = Lane(AGGREGATE, f"{self.run_id}.{AGGREGATE}")
         b = aggregate_budgets or Budgets()
+        tools_later = verify_lane is not None and aggregate_follow_up is not None
         self.aggregate_budgets = Budgets(
-            max_steps=min(AGGREGATE_STEPS, b.max_steps),
+            # a verify round with tools takes steps of its own (the run's step budget)
+            max_steps=b.max_steps if tools_later else min(AGGREGATE_STEPS, b.max_steps),
             wall_time=b.wall_time,
             max_total_tokens=b.max_total_tokens,
             context_window=b.context_window,
@@ -546,23 +560,79 @@ class HeavyRun:
     async def _aggregate(self, prompt: str) -> AsyncIterator[Event]:
         ln = self.aggregate
         ln.status, ln.started = "running", time.time()
+        follow_up = self.aggregate_follow_up
+        setup: LaneSetup | None = None
+        problem = ""
+        if follow_up is not None and self.verify_lane is not None:
+            try:
+                setup = await self.verify_lane(ln.name)
+            except Exception as e:
+                problem = f"the verify pass gets no sandbox (it could not be set up: {e})"
         agent = Agent(
             self.provider,
             ToolRegistry([]),
-            AutoApprove(),
+            setup.agent.decisions if setup is not None else AutoApprove(),
             budgets=self.aggregate_budgets,
-            isolation="none",
+            isolation=setup.agent.isolation if setup is not None else "none",
             system_prompt=aggregate_system_prompt(),
         )
+        if problem:
+            agent.tools.notice(self.scrubber.text(problem), "sandbox")
+        starting: asyncio.Future[None] | None = None
+        if setup is not None:
+            assert follow_up is not None
+            follow_up = ToolsFromVerify(follow_up, agent, setup.agent.tools, setup.data_note)
+            if setup.start is not None:  # while the aggregation's first request streams
+                starting = asyncio.ensure_future(setup.start())
+                # a failed start shows in the verify round's calls (LateSandbox's error result)
+                starting.add_done_callback(lambda t: t.cancelled() or t.exception())
         ln.agent = agent
         text = aggregation_prompt(prompt, self.lanes, evidence_chars=self.evidence_chars)
-        async for ev in agent.run(text, run_id=ln.run_id, follow_up=self.aggregate_follow_up):
-            ev.lane = ln.name
-            ln.view.apply(ev)
-            if isinstance(ev, RunEnd):
-                ln.end, ln.ended = ev, time.time()
-                ln.status = "answered" if ev.stop_reason == "completed" else "failed"
-                if ev.stop_reason == "stopped":
-                    ln.status = "stopped"
-                ln.error = "" if ln.finished else (ev.error or _WHY.get(ev.stop_reason, ""))
-            yield ev
+        try:
+            async for ev in agent.run(text, run_id=ln.run_id, follow_up=follow_up):
+                ev.lane = ln.name
+                ln.view.apply(ev)
+                if isinstance(ev, RunEnd):
+                    ln.end, ln.ended = ev, time.time()
+                    ln.status = "answered" if ev.stop_reason == "completed" else "failed"
+                    if ev.stop_reason == "stopped":
+                        ln.status = "stopped"
+                    ln.error = "" if ln.finished else (ev.error or _WHY.get(ev.stop_reason, ""))
+                yield ev
+        finally:
+            if starting is not None and not starting.done():
+                starting.cancel()
+                with contextlib.suppress(BaseException):
+                    await starting
+            if setup is not None and setup.close is not None:
+                with contextlib.suppress(BaseException):
+                    await setup.close()
+
+
+class ToolsFromVerify:
+    """The aggregation's follow-up: the inner one (a ``VerifyPass``), and once it asks for a
+    round the aggregation's agent is offered ``tools`` (its own sandbox's python) from then on;
+    the first round's message says where the data is, as a lane's system prompt does."""
+
+    def __init__(self, inner: FollowUp, agent: Agent, tools: ToolRegistry, note: str) -> None:
+        self.inner = inner
+        self.agent = agent
+        self.tools = tools
+        self.note = note
+        self.armed = False
+
+    def on_answer(self, answer: str, conversation: Conversation, run_id: str) -> Continuation:
+        nxt = self.inner.on_answer(answer, conversation, run_id)
+        if nxt.message is not None and not self.armed:
+            self.armed = True
+            for message, kind in self.agent.tools.take_notices():
+                self.tools.notice(message, kind)
+            self.agent.tools = self.tools
+            if self.note:
+                nxt.message = f"{nxt.message}\n\n{self.note}"
+        return nxt
+
+    def on_end(
+        self, stop_reason: StopReason, error: str | None, conversation: Conversation, run_id: str
+    ) -> list[Event]:
+        return self.inner.on_end(stop_reason, error, conversation, run_id)

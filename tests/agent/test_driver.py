@@ -164,3 +164,22 @@ async def test_running_ends_with_the_run_even_when_every_lane_failed(
     assert result.heavy is not None and result.heavy.stop_reason == "error"
     assert result.end is None  # no aggregation ran
     assert not driver.running
+
+
+async def test_the_demo_verifies_a_heavy_runs_aggregated_answer_in_a_sandbox_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """End to end with the offline demo model (as `k2lab run --heavy 2 --verify "demo: ..."`):
+    the aggregation's verify round re-runs the followed lane's evidence in its own sandbox."""
+    monkeypatch.setenv("K2LAB_DEMO_DELAY", "0")
+    s = Settings(approve="auto", isolation="process", tool_timeout=60.0)
+    assert s.uses_demo_model
+    seen: list[Event] = []
+    prompt = "demo: estimate pi with a Monte Carlo simulation and check it against math.pi"
+    driver = RunDriver(RunSpec(s, prompt, heavy=2, verify_rounds=1), [seen.append])
+    result = await asyncio.wait_for(driver.run(), 180)
+    assert result.verify is not None and result.verify.outcome == "verified", result.verify
+    agg = [e for e in seen if e.lane == "aggregate"]
+    calls = [e for e in agg if e.type == "tool.result"]
+    assert len(calls) == 1 and "pi_hat=3.141936" in str(getattr(calls[0], "output", ""))
+    assert "lane 1's evidence" in result.verify.summary, result.verify.summary

@@ -313,3 +313,75 @@ async def test_run_returns_after_every_lane_sandbox_shutdown(fake_model: FakeMod
     assert heavy.outcome is not None and heavy.outcome.stop_reason == "completed"
     assert sorted(closed) == ["1", "2"]
     assert all(not sk.started for sk in inner.kernels.values())
+
+
+class VerifyingAside:
+    """The aggregation's requests: its answer (no tools offered), then the verify round, which
+    calls python (checking that a lane's variable is not there) and says it holds."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+
+    def __call__(self, body: dict[str, Any]) -> Turn | None:
+        msgs = body.get("messages", [])
+        users = [str(m.get("content", "")) for m in msgs if m.get("role") == "user"]
+        if not users or "<task>" not in users[0]:
+            return None
+        self.bodies.append(body)
+        if len(users) == 1:
+            return Turn(content="Aggregated: 42.")
+        if msgs[-1].get("role") == "user":
+            code = "print('lane state' if 'secret' in globals() else 'fresh', 6 * 7)"
+            return Turn(tool_calls=[Call("python", {"code": code})])
+        return Turn(content="Re-computed: 6 * 7 = 42.\n\nVERDICT: holds")
+
+    def offered(self, i: int) -> list[str]:
+        return [t["function"]["name"] for t in self.bodies[i].get("tools") or []]
+
+
+async def test_the_verify_pass_of_the_aggregation_gets_python_on_a_sandbox_of_its_own(
+    fake_model: FakeModel,
+) -> None:
+    from k2lab.agent.verify import VerifyPass
+
+    aside = VerifyingAside()
+    scripts = [lane_script(k, "secret = 'lane'\nprint(6 * 7)", f"42 from lane {k}") for k in (1, 2)]
+    fake_model.respond_with(ConversationRouter(scripts, aside=aside))
+    factory = Factory(provider(fake_model))
+    heavy = HeavyRun(
+        2,
+        factory,
+        provider(fake_model),
+        run_id="HV",
+        aggregate_follow_up=VerifyPass(1),
+        verify_lane=factory,
+    )
+    events = await collect(heavy)
+
+    agg = by_lane(events)[AGGREGATE]
+    check_run_shape(agg)
+    # the aggregation step itself is offered no tools; the verify round is offered python
+    assert len(aside.bodies) == 3
+    assert aside.offered(0) == []
+    assert aside.offered(1) == ["python"] and aside.offered(2) == ["python"]
+    # the call ran in a sandbox that is none of the lanes': their variable is not there
+    outs = tool_outputs(agg)
+    assert len(outs) == 1 and "fresh 42" in outs[0], outs
+    assert set(factory.kernels) == {"1", "2", AGGREGATE}
+    assert len({id(k) for k in factory.kernels.values()}) == 3
+    ends = [e for e in agg if e.type == "verify.end"]
+    assert [e.outcome for e in ends] == ["verified"]  # type: ignore[attr-defined]
+    assert heavy.outcome is not None and heavy.outcome.answer == "Aggregated: 42."
+    # the aggregation's sandbox was closed with the run
+    assert not factory.kernels[AGGREGATE].started
+
+
+async def test_without_verify_the_aggregation_builds_no_sandbox(fake_model: FakeModel) -> None:
+    aside = Aside()
+    scripts = [lane_script(k, "print(6 * 7)", f"42 from lane {k}") for k in (1, 2)]
+    fake_model.respond_with(ConversationRouter(scripts, aside=aside))
+    factory = Factory(provider(fake_model))
+    heavy = HeavyRun(2, factory, provider(fake_model), verify_lane=factory)
+    await collect(heavy)
+    assert set(factory.kernels) == {"1", "2"}
+    assert not aside.bodies[0].get("tools")

@@ -7,7 +7,10 @@ tool output they were given:
   answer rests on, in the same sandbox, and compares the ``key=value`` figures both runs printed
   (numbers within 1 %: the demos' own randomness is seeded, so they should match exactly). Same
   figures: ``VERDICT: holds``; different: ``fault`` (and, asked to correct, it answers with the
-  re-run's figures); a re-run that did not run: ``cannot verify``.
+  re-run's figures); a re-run that did not run: ``cannot verify``. Verifying heavy mode's
+  aggregated answer (its own sandbox: none of the lanes' variables), it re-runs, in order, the
+  code of the ``<evidence>`` of the first lane it followed, when the evidence holds every call
+  of that lane in full (else: ``cannot verify``, saying why).
 - **aggregate** (heavy mode's tool-less last step): it groups the lanes by the figures their
   answers state, follows the largest group, and says why and which lanes it set aside. It says
   that it compares figures, not reasoning: a real model weighs the lanes' evidence.
@@ -30,6 +33,11 @@ _TASK = re.compile(r"<task>\n?(.*?)\n?</task>", re.S)
 _FAILED = re.compile(r"^- lane (\S+): (.*)$", re.M)
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _TAG_LINE = re.compile(r"^#\s*step:.*$", re.M)
+_FOLLOWED = re.compile(r"^Lanes followed: ([^,\s]+)", re.M)
+_EVIDENCE_CALL = re.compile(
+    r"\[tool call \d+: (\S+)\]\ncode:\n(.*?)\nresult \((ok|error)\):\n(.*?)(?=\n\n\[tool call |\Z)",
+    re.S,
+)
 
 
 def is_verify(prompt: str) -> bool:
@@ -55,6 +63,34 @@ def _basis(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Excha
             if ex.name == "python" and ex.status == "ok" and ex.tag != RERUN and ex.code:
                 found = ex
     return found
+
+
+def _lane_basis(messages: list[dict[str, Any]]) -> tuple[Exchange | None, str]:
+    """Verifying an aggregated answer: the code of the followed lane's evidence, all its calls
+    in order, as one exchange (or None, and why)."""
+    prompts = [str(m.get("content") or "") for m in messages if m.get("role") == "user"]
+    if not prompts or not is_aggregation(prompts[0]):
+        return None, ""
+    said = "\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "assistant")
+    followed = _FOLLOWED.search(said)
+    if followed is None:
+        return None, "the aggregated answer names no lane it followed"
+    lane = followed.group(1)
+    block = re.search(
+        rf'<lane id="{re.escape(lane)}"[^>]*>.*?<evidence>\n?(.*?)\n?</evidence>', prompts[0], re.S
+    )
+    if block is None:
+        return None, f"the aggregation prompt has no evidence for lane {lane}"
+    evidence = block.group(1)
+    if "[... omitted" in evidence:
+        return None, f"lane {lane}'s evidence is shortened, so its code cannot be re-run whole"
+    calls = _EVIDENCE_CALL.findall(evidence)
+    clean = [(code, out) for name, code, ok, out in calls if name == "python" and ok == "ok"]
+    if not clean or len(clean) != len(calls):
+        return None, f"lane {lane}'s evidence has no code that ran cleanly and alone"
+    code = "\n\n".join(_TAG_LINE.sub("", c).strip() for c, _ in clean)
+    output = "\n".join(o for _, o in clean)
+    return Exchange("", "python", f"lane {lane}'s evidence", code, "ok", output), ""
 
 
 def _same(before: str, after: str) -> tuple[bool, list[str]]:
@@ -83,12 +119,17 @@ def verify(t: Turn, messages: list[dict[str, Any]], tools: list[dict[str, Any]])
             "VERDICT: cannot verify",
         )
     basis = _basis(messages, tools)
+    why = ""
+    if basis is None:
+        basis, why = _lane_basis(messages)
     rerun = t.last(RERUN)
     if basis is None:
         return t.answer(
-            "No code ran cleanly for this answer, so there is nothing I can re-compute.",
-            "I have no code result behind the answer to re-compute, so I can't check it with "
-            "the tools.\n\nVERDICT: cannot verify",
+            f"No code ran cleanly for this answer{f' ({why})' if why else ''}, so there is "
+            "nothing I can re-compute.",
+            "I have no code result behind the answer to re-compute"
+            f"{f' ({why})' if why else ''}, so I can't check it with the tools."
+            "\n\nVERDICT: cannot verify",
         )
     if rerun is None:
         code = _TAG_LINE.sub("", basis.code, count=1).strip()
