@@ -52,6 +52,8 @@ class Settings:
     context_window: int = 262_144
     #: the share of context_window at which earlier tool outputs are hidden from the model
     context_share: float = 0.85
+    #: when hiding is not enough, summarise the older messages once (``k2lab.agent.summarise``)
+    summarise_context: bool = False
     tool_timeout: float = 60.0
     approve: str = "ask"  # ask | auto | never
     isolation: str = "auto"  # auto | bwrap | process
@@ -104,6 +106,13 @@ class K2Lab(Configurable):
         help="Share of the context window (0.1-0.99) at which earlier tool outputs are hidden "
         "from the model (also $K2LAB_CONTEXT_SHARE).",
     )
+    summarise_context = Bool(
+        False,
+        config=True,
+        help="When a request still passes context_share after earlier tool outputs were hidden, "
+        "summarise the older messages in one model call and send the summary instead (also "
+        "$K2LAB_SUMMARISE_CONTEXT=1).",
+    )
     tool_timeout = Float(60.0, config=True, help="Seconds per tool call before interrupting.")
     approve = Unicode("ask", config=True, help="Approval policy: ask | auto | never.")
     isolation = Unicode("auto", config=True, help="Sandbox isolation: auto | bwrap | process.")
@@ -142,6 +151,7 @@ _ENV = {
     "mcp_config": "K2LAB_MCP_CONFIG",
     "vision": "K2LAB_VISION",
     "context_share": "K2LAB_CONTEXT_SHARE",
+    "summarise_context": "K2LAB_SUMMARISE_CONTEXT",
     "gateway_url": "JUPYTER_GATEWAY_URL",
     "gateway_token": "JUPYTER_GATEWAY_AUTH_TOKEN",
 }

@@ -59,6 +59,13 @@ class K2Magics(Magics):
         help="Hide earlier tool outputs once a request passes this share of the window "
         "(default 0.85).",
     )
+    @argument(
+        "--summarise-context",
+        action="store_true",
+        default=None,
+        help="When hiding tool outputs is not enough, summarise the older messages in one "
+        "model call and send the summary instead (default off).",
+    )
     @argument("--tool-timeout", type=float, help="Seconds per tool call.")
     @argument("--isolation", choices=("auto", "bwrap", "process"), help="Sandbox isolation level.")
     @argument("--network", action="store_true", default=None, help="Let sandbox code use the net.")

@@ -8,7 +8,10 @@ prebuilt body). Two rewrites touch old messages, each once, in a batch:
 - when a new user turn starts, the previous turns' reasoning is blanked (K2's chat template renders
   older turns with empty thinking anyway, so this only saves tokens);
 - when the prompt nears the context window, all tool outputs so far are hidden at once (Moonshot's
-  own strategy for long agentic runs), so the provider's prompt cache survives between batches.
+  own strategy for long agentic runs), so the provider's prompt cache survives between batches;
+- when even that is not enough (and the user turned it on), the older messages are replaced by one
+  summary message (``replace_with_summary``, ``k2lab.agent.summarise``): the prefix is rewritten
+  once.
 
 Tool-call ids are the conversation's, not the model's: ``assign_call_ids`` gives each new call
 ``functions.NAME:IDX`` (the K2 Vendor Verifier's advice, and what Moonshot's API does), IDX counting
@@ -143,6 +146,49 @@ class Conversation:
         if n:
             self.compactions += 1
         return n
+
+    def summary_span(self, keep_steps: int) -> tuple[list[int], int]:
+        """What a summarising compaction replaces: the indices of the older messages (all but the
+        system prompt, the current turn's user message and the last ``keep_steps`` steps) and
+        where the kept tail starts (an assistant message, so tool results keep their calls).
+        Walks the history: call it only when the compaction happens."""
+        n = len(self.messages)
+        tail = n
+        seen = 0
+        if keep_steps > 0:
+            for i in range(n - 1, self._turn_start, -1):
+                if self.messages[i]["role"] == "assistant":
+                    tail, seen = i, seen + 1
+                    if seen == keep_steps:
+                        break
+        first = 1 if n and self.messages[0]["role"] == "system" else 0
+        return [i for i in range(first, tail) if i != self._turn_start], tail
+
+    def replace_with_summary(self, indices: list[int], tail: int, text: str) -> None:
+        """Replace the messages at ``indices`` (from ``summary_span``) by one user message holding
+        ``text``, after the current turn's user message: [system, task, summary, tail...]. Call
+        ids stay unique (the counters are kept)."""
+        drop = set(indices)
+        keep = [i for i in range(tail) if i not in drop]
+        msgs: list[dict[str, Any]] = []
+        frags: list[bytes] = []
+        turn_start = 0
+        for i in keep:
+            if i == self._turn_start:
+                turn_start = len(msgs)
+            msgs.append(self.messages[i])
+            frags.append(self._json[i])
+        summary = {"role": "user", "content": text}
+        msgs.append(summary)
+        frags.append(_dumps(summary))
+        new_tail = len(msgs)
+        hidden = new_tail + max(0, self._hidden_upto - tail)
+        msgs.extend(self.messages[tail:])
+        frags.extend(self._json[tail:])
+        self.messages, self._json = msgs, frags
+        self._turn_start = turn_start
+        self._hidden_upto = hidden
+        self.compactions += 1
 
     # -- reading -------------------------------------------------------------------------------
     def messages_json(self) -> bytes:

@@ -111,6 +111,13 @@ class Budgets:
     #: the model's context window, and the fraction at which old tool outputs are hidden
     context_window: int = 262_144
     compact_at: float = 0.85
+    #: the summarising compaction (``k2lab.agent.summarise``): off by default; when on and the
+    #: request right after hiding tool outputs still passes the share, the older messages are
+    #: summarised in one tool-less request of ``summary_max_tokens``, keeping the last
+    #: ``summary_keep_steps`` steps as they are
+    summarise: bool = False
+    summary_keep_steps: int = 2
+    summary_max_tokens: int = 4096
 
 
 @dataclass(slots=True)
@@ -306,6 +313,8 @@ class Agent:
             st.step += 1
             st.emit(StepStart(step=st.step))
             self._tool_notices(st)
+            if st.summary_due:
+                await self._summarise(st)
             end = await self._model_step(st)
             calls = end.tool_calls
             self.conversation.add_assistant(end.content, end.reasoning, calls)
@@ -394,8 +403,15 @@ class Agent:
         b = self.budgets
         tokens = st.last_prompt_tokens
         if tokens > b.compact_at * b.context_window:
-            n = self.conversation.hide_tool_outputs()
             st.last_prompt_tokens = 0  # stale now: do not hide again before new usage arrives
+            if b.summarise and not st.summary_failed and st.hid_at_step == st.step - 1:
+                # the request right after the hiding still passes the share: summarise
+                st.summary_due, st.summary_tokens = True, tokens
+                return
+            n = self.conversation.hide_tool_outputs()
+            st.hid_at_step = st.step
+            if not n and b.summarise and not st.summary_failed:
+                st.summary_due, st.summary_tokens = True, tokens  # nothing left to hide
             if n:
                 st.emit(
                     Notice(
@@ -406,6 +422,69 @@ class Agent:
                         kind="compaction",
                     )
                 )
+
+    async def _summarise(self, st: _RunState) -> None:
+        """The summarising compaction, once (``k2lab.agent.summarise``): a failure is a notice
+        and the run goes on with hidden outputs only (no further summary in this run)."""
+        from k2lab.agent.summarise import summarise
+
+        b = self.budgets
+        st.summary_due = False
+        st.hid_at_step = -2
+        side: list[Event] = []
+        head = (
+            f"Context at {st.summary_tokens} tokens after hiding earlier tool outputs, still "
+            f"over the {b.compact_at:.0%} share of the {b.context_window}-token window"
+        )
+        try:
+            done = await summarise(
+                self.provider,
+                self.conversation,
+                keep_steps=b.summary_keep_steps,
+                max_tokens=b.summary_max_tokens,
+                context_window=b.context_window,
+                step=st.step,
+                side_events=side,
+            )
+        except ProviderError as e:
+            for ev in side:
+                st.emit(ev)
+            st.summary_failed = True
+            st.emit(
+                Notice(
+                    message=f"{head}: the summary request failed ({e}); the run goes on with "
+                    "earlier tool outputs hidden only (no further summary in this run).",
+                    kind="compaction",
+                )
+            )
+            return
+        for ev in side:
+            st.emit(ev)
+        if done is None:
+            return
+        st.prompt_tokens += done.prompt_tokens
+        st.completion_tokens += done.completion_tokens
+        used = f"{done.prompt_tokens} in / {done.completion_tokens} out tokens"
+        if done.error:
+            st.summary_failed = True
+            st.emit(
+                Notice(
+                    message=f"{head}: {done.error} ({used}); the run goes on with earlier tool "
+                    "outputs hidden only (no further summary in this run).",
+                    kind="compaction",
+                )
+            )
+            return
+        st.emit(
+            Notice(
+                message=f"{head}: summarised {done.messages} earlier messages into one summary "
+                f"of {len(done.text)} characters ({done.completion_tokens} tokens; the summary "
+                f"request used {used}); the last {b.summary_keep_steps} steps are kept as they "
+                "are, the full messages stay in the trace, and the prompt cache restarts once."
+                f"\n\nSummary:\n{done.text}",
+                kind="compaction",
+            )
+        )
 
     async def _tool_call(self, st: _RunState, call: dict[str, str]) -> None:
         cid, name, args = call["id"], call["name"], call["arguments"]
@@ -529,6 +608,10 @@ class _RunState:
         "follow_up",
         "answer_held",
         "images",
+        "hid_at_step",
+        "summary_due",
+        "summary_tokens",
+        "summary_failed",
     )
 
     def __init__(
@@ -561,6 +644,13 @@ class _RunState:
         self.answer_held = False
         #: the images of this step's tool results for a vision model (``k2lab.agent.images``)
         self.images: StepImages | None = None
+        #: the summarising compaction: the step whose usage made the hiding, whether a summary
+        #: is due before the next request (and the prompt tokens that made it due), and whether
+        #: a summary failed in this run (no further try)
+        self.hid_at_step = -2
+        self.summary_due = False
+        self.summary_tokens = 0
+        self.summary_failed = False
 
     def emit(self, ev: Event) -> None:
         self.scrub(ev)

@@ -88,6 +88,14 @@ def _parser() -> argparse.ArgumentParser:
         "share of the window (default 0.85, 0.1-0.99)",
     )
     run.add_argument(
+        "--summarise-context",
+        action="store_true",
+        default=None,
+        help="when a request still passes the share after the hiding, summarise the older "
+        "messages in one model call (max_tokens 4096) and send the summary instead "
+        "($K2LAB_SUMMARISE_CONTEXT=1; default off)",
+    )
+    run.add_argument(
         "--data",
         action="append",
         metavar="PATH",
@@ -213,6 +221,7 @@ def _settings(args: argparse.Namespace) -> Any:
         "max_total_tokens",
         "context_window",
         "context_share",
+        "summarise_context",
     )
     overrides = {k: getattr(args, k, None) for k in keys}
     # the per-request budget's option says what it is; the setting keeps OpenAI's name

@@ -35,6 +35,7 @@ _OVERRIDES = {
     "max_request_tokens": "max_tokens",
     "context_window": "context_window",
     "context_share": "context_share",
+    "summarise_context": "summarise_context",
     "tool_timeout": "tool_timeout",
     "isolation": "isolation",
     "network": "network",
