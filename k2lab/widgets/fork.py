@@ -15,6 +15,7 @@ built from the record, without the model re-generating anything before the call:
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -114,12 +115,18 @@ class ForkProvider:
         self.base_url = inner.base_url
         self._first: StepEnd | None = first
 
+    def __getattr__(self, name: str) -> Any:
+        # everything else is the inner provider's (demo, max_tokens, vision...): a fork of a demo
+        # run is a demo run, and its run.start says so
+        return getattr(self.inner, name)
+
     async def stream(
         self, conversation: Conversation, tools: list[dict[str, Any]], *, step: int
     ) -> AsyncIterator[Event]:
         if self._first is not None:
             first, self._first = self._first, None
             first.step = step
+            first.ts = time.time()  # replayed now: not the parent's time, before this run began
             yield first
             return
         async for ev in self.inner.stream(conversation, tools, step=step):

@@ -152,6 +152,10 @@ def test_panel_demo_run_edit_approve_reject_and_reload(
     replayed.filter(has_text="Replay: same output").wait_for()
     assert "n=20000" in replayed.inner_text()
     copy_to_docs(screenshot("panel-done", panel), "panel-done.png")
+    # the header: the run's demo flag (a field of run.start, not the label), its budgets
+    expect(panel.locator(".k2lab-status-model.k2lab-demo")).to_be_visible()
+    expect(panel.locator(".k2lab-status-tokens")).to_contain_text("/request")
+    expect(panel.locator(".k2lab-status-context")).to_contain_text("of 262k")
 
     sessions = [
         s for s in jupyterlab.api("k2lab/api/sessions")["sessions"] if s["id"] not in before

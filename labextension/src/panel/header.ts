@@ -102,7 +102,7 @@ export class PanelHeader {
       h(
         'span',
         {
-          class: `k2lab-status-model${(run ? /demo/i.test(run.modelLabel) : s.demo) ? ' k2lab-demo' : ''}`
+          class: `k2lab-status-model${(run ? run.demo : s.demo) ? ' k2lab-demo' : ''}`
         },
         run?.modelLabel || s.modelLabel
       ),

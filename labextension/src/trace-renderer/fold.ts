@@ -109,6 +109,8 @@ export interface IFoldRun {
   lane: string;
   prompt: string;
   model_label: string;
+  /** run.start's flag: the offline demo model answered (a field, never read from the label) */
+  demo: boolean;
   isolation: string;
   policy: string;
   max_steps: number;
@@ -177,6 +179,7 @@ export class TraceFold {
       const run = newRun(str(ev.run_id), str(ev.lane));
       run.prompt = str(ev.prompt);
       run.model_label = str(ev.model_label) || str(ev.model);
+      run.demo = ev.demo === true;
       run.isolation = str(ev.isolation);
       run.policy = str(ev.policy);
       run.max_steps = int(ev.max_steps);
@@ -489,6 +492,7 @@ function newRun(runId: string, lane: string): IFoldRun {
     lane,
     prompt: '',
     model_label: '',
+    demo: false,
     isolation: '',
     policy: '',
     max_steps: 0,

@@ -55,6 +55,8 @@ export interface ITraceViewOptions {
 export interface IRunState {
   runId: string;
   modelLabel: string;
+  /** the offline demo model answered (run.start's demo flag) */
+  demo: boolean;
   isolation: string;
   policy: string;
   step: number;
@@ -568,6 +570,7 @@ export class TraceView {
     this.state = {
       runId: block.group?.id ?? first.run_id,
       modelLabel: first.model_label,
+      demo: first.demo,
       isolation: first.isolation,
       policy: first.policy,
       step: Math.max(0, ...runs.map(r => r.current ?? r.totals.steps)),
