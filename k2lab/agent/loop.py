@@ -446,7 +446,9 @@ class Agent:
                 step=st.step,
                 side_events=side,
             )
-        except ProviderError as e:
+        except Exception as e:  # a provider error (or a bug): visible, and the run goes on
+            if not isinstance(e, ProviderError):
+                e = ProviderError(f"internal error: {type(e).__name__}: {e}", kind="internal")
             for ev in side:
                 st.emit(ev)
             st.summary_failed = True

@@ -98,10 +98,20 @@ def summary_prompt(task: str, text: str) -> str:
     )
 
 
-def _provider_with_budget(provider: ChatProvider, max_tokens: int) -> ChatProvider:
-    if getattr(provider, "max_tokens", None) is None:
+def provider_with_budget(provider: ChatProvider, max_tokens: int) -> ChatProvider:
+    """``provider`` with its own per-request ``max_tokens``: a shallow copy (same HTTP client and
+    scrubber), so concurrent requests of other lanes keep theirs. A wrapper that hands its
+    attributes to an ``inner`` provider (``k2lab.widgets.fork.ForkProvider``) is looked through
+    (the summary is no step to replay); a provider with no ``max_tokens`` of its own is used as
+    is."""
+    own_attrs = getattr(provider, "__dict__", {})
+    if "max_tokens" not in own_attrs:
+        inner = own_attrs.get("inner")
+        return provider if inner is None else provider_with_budget(inner, max_tokens)
+    try:
+        own = copy.copy(provider)
+    except Exception:  # an exotic provider: its own budget, then
         return provider
-    own = copy.copy(provider)  # shares the HTTP client; its own per-request budget
     own.max_tokens = max_tokens  # type: ignore[attr-defined]
     return own
 
@@ -132,7 +142,7 @@ async def summarise(
     req.add_user(summary_prompt(_clip(task, FIELD_CHARS), text))
     out = Summary(text="", messages=len(indices))
     end: StepEnd | None = None
-    async for ev in _provider_with_budget(provider, max_tokens).stream(req, [], step=step):
+    async for ev in provider_with_budget(provider, max_tokens).stream(req, [], step=step):
         if isinstance(ev, StepEnd):
             end = ev
         elif isinstance(ev, Usage):

@@ -152,3 +152,20 @@ def test_k2lab_run_summarise_context_reaches_the_engine(
     assert any("summarised" in str(n) and "Printed 0 and 1." in str(n) for n in notes), notes
     assert [r for r in fake_model.requests if "tools" not in r] == [fake_model.requests[3]]
     assert "Printed 0 and 1." in json.dumps(fake_model.requests[4]["messages"])
+
+
+def test_the_summary_budget_never_touches_the_shared_provider(fake_model: FakeModel) -> None:
+    """Heavy lanes share one provider: the summary's max_tokens is a copy's; a fork's wrapper is
+    looked through (no recursion through its ``__getattr__``, no replayed step)."""
+    from k2lab.agent.summarise import provider_with_budget
+    from k2lab.events import StepEnd
+    from k2lab.providers.openai_compat import OpenAICompatProvider
+    from k2lab.widgets.fork import ForkProvider
+
+    p = OpenAICompatProvider(base_url=fake_model.base_url, api_key="k", model="m")
+    own = provider_with_budget(p, 4096)
+    assert own is not p and own.max_tokens == 4096 and p.max_tokens == 32_768  # type: ignore[attr-defined]
+    fork = ForkProvider(p, StepEnd(step=1, content="replayed", reasoning=""))
+    via = provider_with_budget(fork, 4096)
+    assert isinstance(via, OpenAICompatProvider) and via.max_tokens == 4096
+    assert p.max_tokens == 32_768
