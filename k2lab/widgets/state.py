@@ -111,6 +111,7 @@ class TraceState:
             "prompt": "",
             "model": "",
             "model_label": "",
+            "demo": False,  # run.start's flag: the offline demo model answered
             "base_url": "",
             "policy": "",
             "isolation": "",
@@ -326,6 +327,7 @@ class TraceState:
             max_steps=ev.get("max_steps", 0),
             parent_run_id=ev.get("parent_run_id"),
             forked_from_call=ev.get("forked_from_call"),
+            demo=ev.get("demo") is True,
             status="running",
             started=ev.get("ts", time.time()),
             budgets=budgets_of(ev),

@@ -68,6 +68,8 @@ def test_edit_run_save_reload(jupyterlab: Any, page: Any, screenshot: Any) -> No
     card = live.locator(".k2lab-call.k2lab-status-pending").first
     card.wait_for(timeout=60_000)
     assert "offline demo model" in live.locator(".k2lab-head").inner_text()
+    # the badge comes from run.start's demo field (not from the label)
+    expect(live.locator(".k2lab-head .k2lab-badge.k2lab-demo")).to_be_visible()
 
     # Edit & run: change the code, run the edit
     card.locator(".k2lab-edit").click()

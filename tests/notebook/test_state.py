@@ -460,3 +460,10 @@ def test_a_forks_replayed_first_step_has_no_negative_time_or_zero_tokens() -> No
     html = render_html(st.snapshot())
     assert "Step 1 · reasoning · 0 ms" in html
     assert "None" not in html and "~0 tokens" not in html and "-11 ms" not in html
+
+
+def test_the_demo_flag_is_run_starts_field_not_the_label() -> None:
+    evs = run_events()
+    assert state_from_events(evs).head["demo"] is False  # label says demo, field does not
+    evs[0]["demo"] = True
+    assert state_from_events(evs).head["demo"] is True

@@ -178,7 +178,7 @@ function render({ model, el }) {
     if (hd.parent_run_id) {
       title.appendChild(h("span", "k2lab-badge", `branch of ${hd.parent_run_id}`));
     }
-    if (/offline demo model/.test(hd.model_label || "")) {
+    if (hd.demo) { // run.start's field, not the label
       title.appendChild(h("span", "k2lab-badge k2lab-demo", "offline demo model"));
     }
     if (hd.isolation === "in-kernel") {
