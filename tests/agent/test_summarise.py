@@ -5,6 +5,7 @@ summary instead of them. Off by default. All against the fake model server over 
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,18 @@ async def test_the_summary_replaces_the_older_messages_once(fake_model: FakeMode
     assert "hid 1 earlier tool outputs" in notes[0]
     assert "summarised 4 earlier messages into one summary of 31 characters" in notes[1]
     assert notes[1].endswith("Summary:\nOne and two ran; three is next.")
+    # every face shows it: the notebook/saved-trace state and the CLI progress
+    from k2lab.cli.progress import Progress
+    from k2lab.widgets.state import state_from_events
+
+    st = state_from_events([e.to_dict() for e in events])
+    shown = [m for m in st.head["messages"] if m["kind"] == "compaction"]
+    assert len(shown) == 2 and "One and two ran" in str(shown[1])
+    out = io.StringIO()
+    p = Progress(out, enabled=True, color=False)
+    for ev in events:
+        p.show(ev)
+    assert "summarised 4 earlier messages" in out.getvalue()
     # the summary request's tokens count toward the run's totals
     steps = sum(u.completion_tokens for u in of_type(events, "usage"))
     assert end.completion_tokens == steps + 9
