@@ -27,6 +27,7 @@ from k2lab.server.payloads import (
     PayloadError,
     ReplayCall,
     SendMessage,
+    StopRun,
     parse,
 )
 from k2lab.server.sessions import Session, SessionError
@@ -180,7 +181,15 @@ class StopHandler(_Base):
     @authorized
     def post(self, sid: str) -> None:
         s = self.session(sid)
-        self.reply({"stopped": s.stop()})
+        req = self.body(StopRun)
+        if req.lane is None:
+            self.reply({"stopped": s.stop()})
+            return
+        try:
+            stopped = s.stop_lane(req.lane)
+        except SessionError as e:
+            raise web.HTTPError(e.status, str(e)) from None
+        self.reply({"stopped": stopped, "lane": req.lane})
 
 
 class ReplayHandler(_Base):

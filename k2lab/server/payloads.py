@@ -173,6 +173,11 @@ class DecideCall(_Strict):
         return self
 
 
+class StopRun(_Strict):
+    #: heavy mode: the one lane to stop ("1".."N", or "aggregate"); none: the whole run
+    lane: str | None = Field(None, min_length=1, max_length=50)
+
+
 class ReplayCall(_Strict):
     call_id: str = Field(..., min_length=1, max_length=500)
     #: the run of the call when its id appears in several runs (default: the latest)

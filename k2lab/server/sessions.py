@@ -457,6 +457,32 @@ class Session:
             self._stop_pending = True
         return True
 
+    def stop_lane(self, lane: str) -> bool:
+        """Heavy mode: stop one lane of the current run (the others go on, and the aggregation
+        uses the lanes that finished); False when that lane had already ended."""
+        if not self.running:
+            return False
+        driver = self._driver
+        heavy = driver.heavy_run if driver is not None else None
+        if heavy is None:
+            if driver is not None and not driver.spec.heavy:
+                raise SessionError(409, "the current run is not a heavy run: it has no lanes")
+            raise SessionError(409, "the heavy run has not started its lanes yet: try again")
+        try:
+            ln = heavy.lane(lane)
+        except KeyError:
+            names = ", ".join([*(x.name for x in heavy.lanes), heavy.aggregate.name])
+            raise SessionError(
+                404, f"no lane {lane!r} in the current run (lanes: {names})"
+            ) from None
+        if ln.status in ("answered", "failed", "stopped") or heavy.stopped:
+            return False
+        if ln.name == heavy.aggregate.name and ln.status == "waiting":
+            raise SessionError(409, "the aggregation has not started: stop the lanes or the run")
+        assert driver is not None
+        driver.stop_lane(ln.name)
+        return True
+
     async def wait(self) -> None:
         if self._task is not None:
             await asyncio.shield(self._task)

@@ -486,3 +486,68 @@ async def test_a_message_can_turn_heavy_and_verify_on_for_its_run_only(api, fake
         "sessions", sid, "messages", body={"text": "x", "options": {"data": ["a.csv"]}}
     )
     assert code == 400 and "data" in data["message"]
+
+
+async def test_stop_one_heavy_lane_the_other_goes_on_to_the_aggregation(api, fake_model):
+    def lane(k: int) -> list[Turn]:
+        return [
+            Turn(tool_calls=[Call("python", {"code": f"print({k} * 21)"})]),
+            Turn(content=f"answer of lane {k}"),
+        ]
+
+    agg_prompts: list[str] = []
+
+    def aggregation(body: dict[str, Any]) -> Turn | None:
+        msgs = body.get("messages", [])
+        if msgs and "<task>" in str(msgs[-1].get("content", "")):
+            agg_prompts.append(str(msgs[-1]["content"]))
+            return Turn(content="aggregated from the lane that finished")
+        return None
+
+    fake_model.respond_with(ConversationRouter([lane(1), lane(2)], aggregation))
+    sid = await api.new_session(settings={"heavy": 2, "approve": "ask"})
+    assert (await api.post("sessions", sid, "messages", body={"text": "go"}))[0] == 202
+    await api.wait_for(
+        sid, lambda es: sum(e["type"] == "tool.proposed" for e in es) == 2, timeout=90
+    )
+    # bad requests: an unknown lane, a lane that is not a string, unknown fields
+    code, bad = await api.post("sessions", sid, "stop", body={"lane": "9"})
+    assert code == 404 and "no lane '9'" in bad["message"] and "lanes: 1, 2" in bad["message"]
+    assert (await api.post("sessions", sid, "stop", body={"lane": 1}))[0] == 400
+    assert (await api.post("sessions", sid, "stop", body={"lanes": "1"}))[0] == 400
+    code, data = await api.post("sessions", sid, "stop", body={"lane": "1"})
+    assert code == 200 and data == {"stopped": True, "lane": "1"}
+    evs = await api.wait_for(
+        sid, lambda es: any(e["type"] == "run.end" and e.get("lane") == "1" for e in es), 60
+    )
+    end1 = next(e for e in evs if e["type"] == "run.end" and e.get("lane") == "1")
+    assert end1["stop_reason"] == "stopped"
+    code, again = await api.post("sessions", sid, "stop", body={"lane": "1"})
+    assert code == 200 and again["stopped"] is False  # it had already ended
+    # lane 2 still waits for its card: approve it, it answers, the aggregation follows
+    code, meta = await api.get("sessions", sid)
+    assert meta["running"] is True and len(meta["pending"]) == 1
+    assert (await api.post("sessions", sid, "approve-all"))[0] == 200
+    evs = await api.wait_for(
+        sid,
+        lambda es: any(e["type"] == "run.end" and e.get("lane") == "aggregate" for e in es),
+        timeout=90,
+    )
+    ends = {e["lane"]: e["stop_reason"] for e in evs if e["type"] == "run.end"}
+    assert ends == {"1": "stopped", "2": "completed", "aggregate": "completed"}
+    assert len(agg_prompts) == 1 and "- lane 1: it was stopped" in agg_prompts[0]
+    assert evs[-1]["answer"] == "aggregated from the lane that finished"
+
+
+async def test_stopping_a_lane_of_a_run_that_is_not_heavy_is_409(api, fake_model):
+    fake_model.script([Turn(tool_calls=[Call("python", {"code": "print(1)"})]), Turn(content="x")])
+    sid = await api.new_session(settings={"approve": "ask"})
+    await api.post("sessions", sid, "messages", body={"text": "go"})
+    await api.wait_for(sid, lambda es: any(e["type"] == "tool.proposed" for e in es), 60)
+    code, data = await api.post("sessions", sid, "stop", body={"lane": "1"})
+    assert code == 409 and "not a heavy run" in data["message"]
+    code, data = await api.post("sessions", sid, "stop", body={})
+    assert code == 200 and data == {"stopped": True}
+    await api.wait_for(sid, ended, timeout=60)
+    code, data = await api.post("sessions", sid, "stop", body={"lane": "1"})
+    assert code == 200 and data == {"stopped": False, "lane": "1"}  # nothing runs
