@@ -47,6 +47,7 @@ def test_help_documents_every_option(ip: Any) -> None:
         "--max-request-tokens",
         "--context-window",
         "--context-share",
+        "--summarise-context",
         "--tool-timeout",
         "--isolation",
         "--in-kernel",
