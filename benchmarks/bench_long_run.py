@@ -58,9 +58,8 @@ from k2lab.tools.registry import ToolRegistry  # noqa: E402
 from tests.fixtures.fake_server import Call, FakeModel, Turn  # noqa: E402
 
 ANSWER = "All the checks ran; the mean is 6.62."
-#: bench_step_overhead's ~200 characters of code, cut at its last whole line so that it runs
-#: (the trivial tool never parses it; the sandbox does)
-RUN_CODE = CODE[: CODE.rfind("\n") + 1]
+#: bench_step_overhead's ~200 characters of code (whole lines: the sandbox runs it)
+RUN_CODE = CODE
 FAULT_KINDS = ("429", "500", "cut", "drop")
 #: what the provider's retry reason says for each kind of fault
 RETRY_REASON = {

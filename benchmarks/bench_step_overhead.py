@@ -60,9 +60,11 @@ from k2lab.tools.base import ToolOutput, tool_ok  # noqa: E402
 from k2lab.tools.registry import ToolRegistry  # noqa: E402
 
 REASONING = ("I should look at the data again and check the edge cases carefully. " * 18)[:1200]
-CODE = (
+_LINES = (
     "import math\nvals = [math.sqrt(i) for i in range(100)]\nprint(sum(vals) / len(vals))\n" * 3
-)[:200]
+)
+#: ~200 characters of code that runs (whole lines: the sandbox variant executes it)
+CODE = _LINES[: _LINES.rfind("\n", 0, 200) + 1]
 OUTPUT = ("0.123456789 " * 50)[:500]
 
 # The fake server process: answers every request with the same realistic tool-call step.
