@@ -172,3 +172,45 @@ def test_heavy_under_ask_in_the_panel_decides_each_lanes_card_apart(
     lanes = {e["run_id"] for e in evs if e["type"] == "tool.decision"}
     assert {first, proposed[1]["run_id"]} <= lanes
     assert any(e["type"] == "run.end" and e.get("lane") == "aggregate" for e in evs)
+
+
+def test_stop_lane_in_the_panel_stops_that_lane_and_the_other_goes_on(
+    jupyterlab: Any, page: Any, screenshot: Any
+) -> None:
+    """Heavy mode (2 lanes, demo model, ``ask``): both lanes wait for their cards; "Stop lane"
+    in lane 1 posts ``stop`` with ``{"lane": "1"}``: lane 1 ends stopped (its button goes), lane
+    2's card still waits, "Approve all" lets it finish and the aggregation names lane 1."""
+    from k2lab.providers.demo.scripts import DEMO_PROMPTS
+
+    open_lab(page, jupyterlab)
+    panel = open_panel(page)
+    new_session(panel)
+    panel.locator(".k2lab-run-options > summary").click()
+    panel.locator(".k2lab-opt-heavy").fill("2")
+    panel.locator(".k2lab-prompt-input").fill(DEMO_PROMPTS["estimate_pi"])
+    panel.locator("button.k2lab-send").click()
+    heavy = panel.locator(".k2lab-heavy")
+    waiting = heavy.locator('.k2lab-call[data-state="pending"]')
+    expect(waiting).to_have_count(2, timeout=60_000)
+    stop1 = heavy.locator('.k2lab-lane-body[data-lane="1"] button.k2lab-stop-lane')
+    stop2 = heavy.locator('.k2lab-lane-body[data-lane="2"] button.k2lab-stop-lane')
+    expect(stop1).to_be_visible()
+    expect(stop2).to_be_visible()
+    stop1.click()
+    tile1 = heavy.locator('.k2lab-lanes > .k2lab-lane[data-lane="1"]')
+    expect(tile1).to_have_attribute("data-status", "stopped", timeout=30_000)
+    expect(stop1).to_be_hidden()
+    expect(stop2).to_be_visible()  # lane 2 goes on
+    expect(waiting).to_have_count(1)
+    panel.locator(".k2lab-run-options > summary").click()  # fold the options away
+    stop2.scroll_into_view_if_needed()
+    screenshot("panel-heavy-stop-lane", panel)
+
+    panel.locator("button.k2lab-approve-all").click()
+    expect(heavy.locator(".k2lab-aggregate .k2lab-answer")).not_to_be_empty(timeout=90_000)
+    expect(stop2).to_be_hidden()
+    sessions = jupyterlab.api("k2lab/api/sessions")["sessions"]
+    sid = next(s for s in sessions if s["settings"].get("heavy"))["id"]
+    evs = [e["event"] for e in jupyterlab.api(f"k2lab/api/sessions/{sid}")["events"]]
+    ends = {e.get("lane"): e["stop_reason"] for e in evs if e["type"] == "run.end"}
+    assert ends == {"1": "stopped", "2": "completed", "aggregate": "completed"}, ends

@@ -91,6 +91,18 @@ export class K2Panel extends Widget {
             call_id: callId,
             ...(runId ? { run_id: runId } : {})
           })
+      },
+      // heavy mode: stop one lane (the others go on, the aggregation names it)
+      stopLane: async lane => {
+        try {
+          await postJSON(this.route('stop'), { lane });
+        } catch (e) {
+          this.say(
+            `Could not stop lane ${lane}: ${(e as Error).message}`,
+            true
+          );
+          throw e;
+        }
       }
     });
     this.empty = h('div', { class: 'k2lab-empty' });

@@ -49,6 +49,8 @@ export interface ITraceViewOptions {
    * box); focus moves on to the next call's Approve when one is proposed.
    */
   focusFallback?: () => HTMLElement | null;
+  /** Present in the live panel: a going heavy lane gets a "Stop lane" button. */
+  stopLane?: (lane: string) => Promise<void>;
 }
 
 /** What the panel's status bar shows about the latest run (a heavy run: all its lanes). */
@@ -118,6 +120,7 @@ interface ILane {
   tokens: HTMLElement;
   answer: HTMLElement;
   body: HTMLElement;
+  stop: HTMLButtonElement | null;
 }
 
 /** RunView's `retry_text`: the attempt a retry starts (retry.attempt + 1) of max_attempts. */
@@ -437,6 +440,27 @@ export class TraceView {
       hidden: true
     });
     body.append(h('div', { class: 'k2lab-label' }, `Lane ${lane}`));
+    const stopLane = this.options.stopLane;
+    let stop: HTMLButtonElement | null = null;
+    if (stopLane && this.options.live) {
+      const button = h(
+        'button',
+        {
+          class: 'k2lab-stop-lane',
+          type: 'button',
+          title: `Stop lane ${lane} only (the others go on)`
+        },
+        'Stop lane'
+      );
+      button.addEventListener('click', () => {
+        button.disabled = true;
+        void stopLane(lane).catch(() => {
+          button.disabled = false;
+        });
+      });
+      body.append(button);
+      stop = button;
+    }
     const status = h('span', { class: 'k2lab-badge k2lab-lane-status' });
     const step = h('span', { class: 'k2lab-lane-step' });
     const tokens = h('span', { class: 'k2lab-lane-tokens' });
@@ -466,7 +490,16 @@ export class TraceView {
     const old = group.lanes.get(lane);
     old?.tile.remove();
     old?.body.remove();
-    group.lanes.set(lane, { run, tile, status, step, tokens, answer, body });
+    group.lanes.set(lane, {
+      run,
+      tile,
+      status,
+      step,
+      tokens,
+      answer,
+      body,
+      stop
+    });
     group.tiles.append(tile);
     group.bodies.append(body);
     return this.newBlock(run, body, group);
@@ -528,6 +561,9 @@ export class TraceView {
       const st = laneStatus(run);
       lane.status.textContent = st === 'waiting' ? 'waiting for you' : st;
       lane.tile.dataset.status = st.replace(/ /g, '_');
+      if (lane.stop) {
+        lane.stop.hidden = st !== 'running' && st !== 'waiting';
+      }
       const max = run.max_steps ? `/${run.max_steps}` : '';
       lane.step.textContent = `step ${run.steps.length}${max} · ${plural(run.totals.calls, 'call')}`;
       lane.tokens.textContent = `${compact(run.totals.prompt_tokens)} in / ${compact(run.totals.completion_tokens)} out tokens`;
