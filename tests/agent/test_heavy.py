@@ -385,3 +385,27 @@ async def test_without_verify_the_aggregation_builds_no_sandbox(fake_model: Fake
     await collect(heavy)
     assert set(factory.kernels) == {"1", "2"}
     assert not aside.bodies[0].get("tools")
+
+
+def test_the_demo_re_runs_a_followed_lanes_evidence_only_when_it_is_whole() -> None:
+    from k2lab.providers.demo.checks import _lane_basis
+
+    def prompt(evidence: str) -> str:
+        return (
+            "Task given to 2 independent lane(s):\n<task>\npi?\n</task>\n\n"
+            '<lane id="1" status="answered" steps="2" tool_calls="2">\n<answer>\npi\n</answer>\n'
+            f"<evidence>\n{evidence}\n</evidence>\n</lane>\n"
+        )
+
+    whole = (
+        "[tool call 1: python]\ncode:\n# step: a\nx = 2\nprint('x=2')\nresult (ok):\nx=2\n\n"
+        "[tool call 2: python]\ncode:\n# step: b\nprint(f'y={x * 3}')\nresult (ok):\ny=6"
+    )
+    said = {"role": "assistant", "content": "pi\n\nLanes followed: 1, 2, because ..."}
+    basis, why = _lane_basis([{"role": "user", "content": prompt(whole)}, said])
+    assert basis is not None and why == ""
+    assert basis.code == "x = 2\nprint('x=2')\n\nprint(f'y={x * 3}')"  # both calls, in order
+    assert basis.output == "x=2\ny=6"
+    cut = "[... omitted: 3 earlier tool call(s)]\n\n" + whole
+    basis, why = _lane_basis([{"role": "user", "content": prompt(cut)}, said])
+    assert basis is None and "shortened" in why

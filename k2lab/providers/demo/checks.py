@@ -133,11 +133,13 @@ def verify(t: Turn, messages: list[dict[str, Any]], tools: list[dict[str, Any]])
         )
     if rerun is None:
         code = _TAG_LINE.sub("", basis.code, count=1).strip()
+        own = basis.tag.startswith("lane ")  # an aggregated answer: a sandbox of its own
+        where = "this check's own sandbox (none of the lanes' state)" if own else "the same sandbox"
         return t.call(
             RERUN,
             code,
-            f"To check the answer I'll re-run the code it rests on (step '{basis.tag}') in the "
-            "same sandbox and compare the figures it prints with the ones I reported. The demo's "
+            f"To check the answer I'll re-run the code it rests on (step '{basis.tag}') in "
+            f"{where} and compare the figures it prints with the ones I reported. The demo's "
             "randomness is seeded, so they should match; a difference means the answer does not "
             "rest on what I thought.",
         )
