@@ -154,6 +154,9 @@ class TraceState:
         self._dirty_cards: set[str] = set()
         #: step -> (reasoning length, content length) the last patch ended at
         self._sent: dict[int, tuple[int, int]] = {}
+        #: the prompt the view has: a head patch leaves it out until it changes (a 21,000-character
+        #: prompt went with every tick and every streamed piece)
+        self._sent_prompt: str | None = None
 
     # -- folding events ------------------------------------------------------------------------
     def apply(self, ev: dict[str, Any]) -> None:
@@ -545,6 +548,7 @@ class TraceState:
         }
         self._dirty_head, self._dirty_steps, self._dirty_cards = False, set(), set()
         self._dirty_lanes, self._dirty_lane_steps = set(), {}
+        self._sent_prompt = self.head.get("prompt")
         return {
             "kind": "snapshot",
             "head": dict(self.head),
@@ -579,9 +583,15 @@ class TraceState:
             )
             steps.append(item)
             self._sent[n] = (st["reasoning"].length, st["content"].length)
+        head = dict(self.head) if self._dirty_head else None
+        if head is not None:
+            if head.get("prompt") == self._sent_prompt:
+                del head["prompt"]  # the view keeps the one it has
+            else:
+                self._sent_prompt = head.get("prompt")
         patch = {
             "kind": "patch",
-            "head": dict(self.head) if self._dirty_head else None,
+            "head": head,
             "steps": steps,
             "cards": [dict(self.cards[c]) for c in self.card_order if c in self._dirty_cards],
             "lanes": [

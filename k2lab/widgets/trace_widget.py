@@ -150,7 +150,7 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
         if head is not None:
             head["status_text"] = status_line(head, len(self.state.steps))
             head["answer_html"] = markdown_html(head["answer"]) if head.get("answer") else ""
-            head["prompt"] = head.get("prompt", "")
+            # a head patch leaves an unchanged prompt out (the view keeps its own): keep it out
             head["can_stop_lane"] = callable(getattr(self.controls, "stop_lane", None))
             verify = head.get("verify")
             if verify:

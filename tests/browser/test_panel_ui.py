@@ -423,3 +423,33 @@ def test_live_view_accessibility_badges_and_comments(
     # the header badges ("offline demo model", "waiting for you") and the code comments
     assert (bad := low_contrast(page, ".k2lab-live")) == [], "\n".join(bad)
     live.locator(".k2lab-stop").first.click()
+
+
+def test_a_long_cell_prompt_is_a_bounded_scrolling_block_in_the_live_view(
+    jupyterlab: Any, page: Any, screenshot: Any
+) -> None:
+    """A 21,000-character ``%%k2`` prompt once made a 7,400 px output: the live view's prompt
+    is a bounded block that scrolls, and holds every character (looked at while a call waits:
+    once the run ends the saved trace takes the output's place)."""
+    filler = ("Explain each step, one by one, slowly. " * 600)[: 21_000 - 100]
+    prompt = DEMO_PROMPTS["estimate_pi"] + "\n" + filler
+    nb = new_notebook(
+        [
+            nbformat.v4.new_code_cell("%load_ext k2lab"),
+            nbformat.v4.new_code_cell("%%k2 --approve ask\n" + prompt),
+        ]
+    )
+    nbformat.write(nb, Path(jupyterlab.root_dir) / "ui_long_cell_prompt.ipynb")
+    page.goto(jupyterlab.lab_url("ui_long_cell_prompt.ipynb"))
+    page.wait_for_selector("text=| Idle", timeout=60_000)
+    page.locator(".jp-Cell").first.click()
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.press("Shift+Enter")
+    live = page.locator(".k2lab-live")
+    block = live.locator(".k2lab-prompt pre")
+    live.locator(".k2lab-call.k2lab-status-pending").first.wait_for(timeout=60_000)
+    screenshot("ui-live-long-prompt", live)
+    assert block.bounding_box()["height"] < 400
+    sizes = block.evaluate("p => [p.scrollHeight, p.clientHeight, p.textContent.length]")
+    assert sizes[0] > 3 * sizes[1] and sizes[2] >= 20_900  # all of it, scrolled not cut
+    live.locator(".k2lab-stop").first.click()

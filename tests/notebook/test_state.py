@@ -467,3 +467,23 @@ def test_the_demo_flag_is_run_starts_field_not_the_label() -> None:
     assert state_from_events(evs).head["demo"] is False  # label says demo, field does not
     evs[0]["demo"] = True
     assert state_from_events(evs).head["demo"] is True
+
+
+def test_head_patches_leave_out_an_unchanged_prompt() -> None:
+    """The prompt goes once (snapshot or first patch), not with every later head patch: a
+    21,000-character %%k2 prompt went with every tick and streamed piece."""
+    evs = run_events()
+    evs[0]["prompt"] = "p" * 21_000
+    st = TraceState()
+    st.apply(evs[0])
+    first = st.take_patch()
+    assert first is not None and first["head"]["prompt"] == "p" * 21_000
+    for e in evs[1:4]:
+        st.apply(e)
+    later = st.take_patch()
+    assert later is not None and later["head"] is not None and "prompt" not in later["head"]
+    st.snapshot()
+    st.apply(evs[4])
+    after_snapshot = st.take_patch()
+    assert after_snapshot is not None
+    assert after_snapshot["head"] is None or "prompt" not in after_snapshot["head"]

@@ -203,7 +203,11 @@ function render({ model, el }) {
       bar.appendChild(btn("Stop", "k2lab-stop", () => send("stop"), "Stop the whole run (the trace is kept)"));
       headEl.appendChild(bar);
     }
-    promptEl.replaceChildren(h("span", "k2lab-label", "Prompt"), h("pre", null, hd.prompt || ""));
+    if (promptEl.dataset.shown !== "1" || promptEl.lastChild.textContent !== (hd.prompt || "")) {
+      // drawn again only when it changed: a long prompt costs nothing per tick
+      promptEl.replaceChildren(h("span", "k2lab-label", "Prompt"), h("pre", null, hd.prompt || ""));
+      promptEl.dataset.shown = "1";
+    }
     promptEl.hidden = !hd.prompt; // a queued run has no prompt yet: no empty block
     msgsEl.replaceChildren(
       ...(hd.messages || []).map((m) => h("div", `k2lab-message k2lab-${m.level}`, `${m.kind}: ${m.text}`))
@@ -568,7 +572,7 @@ function render({ model, el }) {
         }
         st.lanes.set(l.lane, l);
       }
-      if (msg.head) st.head = msg.head;
+      if (msg.head) st.head = "prompt" in msg.head ? msg.head : { ...msg.head, prompt: st.head && st.head.prompt };
       renderHead();
       if ((msg.lanes || []).length || msg.head) renderLanes();
       return;
