@@ -21,7 +21,7 @@ from k2lab import events as ev
 from k2lab.providers.demo.scripts import DEMO_PROMPTS
 from k2lab.trace.notebook import trace_bundle
 from tests.browser.conftest import ROOT
-from tests.browser.test_panel import PANEL, new_notebook, open_lab, open_panel
+from tests.browser.test_panel import PANEL, copy_to_docs, new_notebook, open_lab, open_panel
 
 pytestmark = pytest.mark.browser
 
@@ -383,7 +383,9 @@ def test_saved_trace_accessibility_and_long_prompt_fold(
     expect(prompt.locator("button.k2lab-prompt-toggle")).to_contain_text("show all")
     end = out.locator(".k2lab-run-end").inner_text()
     assert "1 tool call ·" in end and "2 steps" in end
-    screenshot(f"ui-saved-{'dark' if dark else 'light'}", out)
+    shot = screenshot(f"ui-saved-{'dark' if dark else 'light'}", out)
+    if dark:
+        copy_to_docs(shot, "saved-trace-dark.png")
     assert axe_violations(page, ".k2lab-trace-output") == []
     assert (bad := low_contrast(page, ".k2lab-trace-output")) == [], "\n".join(bad)
 
@@ -418,7 +420,9 @@ def test_live_view_accessibility_badges_and_comments(
     # one run, no lanes: the heavy-mode parts stay out of sight (a class's display once won)
     for part in (".k2lab-aggregation-label", ".k2lab-runlanes", ".k2lab-verify"):
         expect(live.locator(part)).to_be_hidden()
-    screenshot(f"ui-live-{'dark' if dark else 'light'}", live)
+    shot = screenshot(f"ui-live-{'dark' if dark else 'light'}", live)
+    if dark:
+        copy_to_docs(shot, "live-view-dark.png")
     assert axe_violations(page, ".k2lab-live") == []
     # the header badges ("offline demo model", "waiting for you") and the code comments
     assert (bad := low_contrast(page, ".k2lab-live")) == [], "\n".join(bad)
