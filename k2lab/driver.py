@@ -51,7 +51,6 @@ Sink = Callable[[Event], object]
 
 #: the message of a heavy run under ``ask`` in a face that cannot show lanes' cards
 HEAVY_NEEDS_POLICY = "heavy mode needs --approve auto or deny (approving N lanes' calls: not yet)"
-HEAVY_NO_MCP = "heavy mode does not take MCP servers yet (each lane has the python tool only)"
 HEAVY_NO_WITH = "heavy mode does not copy notebook variables (--with) into its lanes yet"
 
 
@@ -550,7 +549,6 @@ async def drive(spec: RunSpec, sinks: Iterable[Sink] = (), **kw: Any) -> RunResu
 
 __all__ = [
     "HEAVY_NEEDS_POLICY",
-    "HEAVY_NO_MCP",
     "HEAVY_NO_WITH",
     "RunDriver",
     "RunResult",

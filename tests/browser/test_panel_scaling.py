@@ -19,6 +19,21 @@ from tests.browser.test_panel import open_lab, open_panel
 pytestmark = pytest.mark.browser
 
 
+def start_heavy_pi(page: Any, jupyterlab: Any) -> tuple[Any, Any]:
+    """A new panel session whose first message runs the demo's pi prompt in 2 heavy lanes:
+    (the panel, its heavy run's block)."""
+    from k2lab.providers.demo.scripts import DEMO_PROMPTS
+
+    open_lab(page, jupyterlab)
+    panel = open_panel(page)
+    new_session(panel)
+    panel.locator(".k2lab-run-options > summary").click()
+    panel.locator(".k2lab-opt-heavy").fill("2")
+    panel.locator(".k2lab-prompt-input").fill(DEMO_PROMPTS["estimate_pi"])
+    panel.locator("button.k2lab-send").click()
+    return panel, panel.locator(".k2lab-heavy")
+
+
 def new_session(panel: Any) -> None:
     panel.locator("button.k2lab-new-session").click()
     expect(panel.locator(".k2lab-opt-current")).to_have_text("")
@@ -127,16 +142,7 @@ def test_heavy_under_ask_in_the_panel_decides_each_lanes_card_apart(
     proposed first decides that lane's call (the panel sends the lane's run id; without it the
     server's fallback picks the latest lane), the other lane's card still waits, and "Approve all"
     (in view: the open run options scroll on their own) covers it and the aggregation runs."""
-    from k2lab.providers.demo.scripts import DEMO_PROMPTS
-
-    open_lab(page, jupyterlab)
-    panel = open_panel(page)
-    new_session(panel)
-    panel.locator(".k2lab-run-options > summary").click()
-    panel.locator(".k2lab-opt-heavy").fill("2")
-    panel.locator(".k2lab-prompt-input").fill(DEMO_PROMPTS["estimate_pi"])
-    panel.locator("button.k2lab-send").click()
-    heavy = panel.locator(".k2lab-heavy")
+    panel, heavy = start_heavy_pi(page, jupyterlab)
     tiles = heavy.locator(".k2lab-lanes > .k2lab-lane")
     expect(tiles).to_have_count(2, timeout=60_000)
     waiting = heavy.locator('.k2lab-call[data-state="pending"]')
@@ -180,16 +186,7 @@ def test_stop_lane_in_the_panel_stops_that_lane_and_the_other_goes_on(
     """Heavy mode (2 lanes, demo model, ``ask``): both lanes wait for their cards; "Stop lane"
     in lane 1 posts ``stop`` with ``{"lane": "1"}``: lane 1 ends stopped (its button goes), lane
     2's card still waits, "Approve all" lets it finish and the aggregation names lane 1."""
-    from k2lab.providers.demo.scripts import DEMO_PROMPTS
-
-    open_lab(page, jupyterlab)
-    panel = open_panel(page)
-    new_session(panel)
-    panel.locator(".k2lab-run-options > summary").click()
-    panel.locator(".k2lab-opt-heavy").fill("2")
-    panel.locator(".k2lab-prompt-input").fill(DEMO_PROMPTS["estimate_pi"])
-    panel.locator("button.k2lab-send").click()
-    heavy = panel.locator(".k2lab-heavy")
+    panel, heavy = start_heavy_pi(page, jupyterlab)
     waiting = heavy.locator('.k2lab-call[data-state="pending"]')
     expect(waiting).to_have_count(2, timeout=60_000)
     stop1 = heavy.locator('.k2lab-lane-body[data-lane="1"] button.k2lab-stop-lane')

@@ -112,3 +112,10 @@ def test_disagreeing_lanes_follow_the_larger_group_and_name_the_others() -> None
     assert reply.content.startswith("6*7 = 42")
     assert "Lanes followed: 1, 3" in reply.content
     assert "set aside lane(s) 2" in reply.content and "lane 4 (provider error 500)" in reply.content
+
+
+def test_only_heavy_modes_own_prompt_is_taken_for_an_aggregation() -> None:
+    from k2lab.providers.demo.checks import is_aggregation
+
+    assert not is_aggregation("Task given to me by my boss: <lane id=1> sort this out")
+    assert is_aggregation("Task given to 2 independent lane(s):\n<task>\nx\n</task>\n")

@@ -48,8 +48,12 @@ def is_correction(prompt: str) -> bool:
     return prompt.startswith(CORRECT_HEAD)
 
 
+#: how heavy mode's aggregation prompt starts (``k2lab.agent.heavy.aggregation_prompt``)
+_AGGREGATION = re.compile(r"^Task given to \d+ independent lane\(s\):\n<task>\n")
+
+
 def is_aggregation(prompt: str) -> bool:
-    return "<lane id=" in prompt or prompt.startswith("Task given to ")
+    return _AGGREGATION.match(prompt) is not None
 
 
 # -- verify ----------------------------------------------------------------------------------
