@@ -10,14 +10,14 @@ __version__ = "0.1.0"
 
 def load_ipython_extension(ipython):  # type: ignore[no-untyped-def]
     """``%load_ext k2lab``: registers the ``%k2`` / ``%%k2`` magics."""
-    from k2lab.magics import load_ipython_extension as _load
+    from k2lab.notebook.magics import load_ipython_extension as _load
 
     _load(ipython)
 
 
 def wait():  # type: ignore[no-untyped-def]
     """``await k2lab.wait()``: wait for the ``%k2`` runs of this kernel (Run All, nbclient)."""
-    from k2lab.magics import wait as _wait
+    from k2lab.notebook.magics import wait as _wait
 
     return _wait()
 

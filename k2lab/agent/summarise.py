@@ -101,7 +101,7 @@ def summary_prompt(task: str, text: str) -> str:
 def provider_with_budget(provider: ChatProvider, max_tokens: int) -> ChatProvider:
     """``provider`` with its own per-request ``max_tokens``: a shallow copy (same HTTP client and
     scrubber), so concurrent requests of other lanes keep theirs. A wrapper that hands its
-    attributes to an ``inner`` provider (``k2lab.widgets.fork.ForkProvider``) is looked through
+    attributes to an ``inner`` provider (``k2lab.agent.fork.ForkProvider``) is looked through
     (the summary is no step to replay); a provider with no ``max_tokens`` of its own is used as
     is."""
     own_attrs = getattr(provider, "__dict__", {})

@@ -10,7 +10,7 @@ The JSON is the record: the event log without its streamed fragments (``coalesce
 step's reasoning, content, calls, decisions, results, usage and notices), readable by
 ``runs_from_notebook`` and replayable, folding to the live run's ``RunView``. The
 HTML and Markdown are what JupyterLab without the extension, GitHub and nbviewer show. The HTML's
-structure and class names are documented in ``k2lab/widgets/static/README.md`` (the labextension's
+structure and class names are documented in ``k2lab/notebook/static/README.md`` (the labextension's
 renderer and the live widget share them). Keys never get here: base URLs lose any userinfo, and the
 face scrubs known secrets from events before they reach a bundle (``scrub_event``).
 """
@@ -23,8 +23,8 @@ from typing import Any
 
 from k2lab.scrub import REDACTED as REDACTED  # re-exported for readers of saved runs
 from k2lab.scrub import Scrubber, clean_url
-from k2lab.widgets.render import render_html, render_markdown
-from k2lab.widgets.state import state_from_events
+from k2lab.trace.render import render_html, render_markdown
+from k2lab.trace.state import state_from_events
 
 MIMETYPE = "application/vnd.k2lab.trace+json"
 VERSION = 1

@@ -10,10 +10,10 @@ joined only when read):
   totals and stop reason;
 - ``calls``: every tool call keyed by ``(run_id, call_id)`` (Kimi's ids repeat across runs).
 
-Only ``k2lab.events`` is imported: ``trace`` never imports ``widgets`` (no package cycle), and every
-face (widget, fallbacks, export, replay, fork, CLI, panel) reads the same state. The golden traces
-in ``tests/trace/data/*.jsonl`` with their ``*.view.json`` pin these rules, for Python and for the
-browser-side renderers alike.
+Only ``k2lab.events`` is imported: ``trace`` never imports the notebook face (no package cycle),
+and every face (widget, fallbacks, export, replay, fork, CLI, panel) reads the same state. The
+golden traces in ``tests/trace/data/*.jsonl`` with their ``*.view.json`` pin these rules, for
+Python and for the browser-side renderers alike.
 
 Rules (where the older folds disagreed, the choice made here):
 
@@ -32,7 +32,7 @@ Rules (where the older folds disagreed, the choice made here):
   (executed; ``ok`` true / false), or ``rejected`` / ``not_run``. ``executed`` is true only for
   approved or edited calls that got a result (a call interrupted while running counts as executed:
   it may have had effects). A call stopped while it waited for approval was **not** run: export
-  and replay both leave it out (``widgets/commands.executed_code`` used to export it).
+  and replay both leave it out (``notebook/commands.executed_code`` used to export it).
 - **Edits as fields.** ``result.output`` is what the model read; ``result.shown_output`` drops the
   exact note the loop prepends for an edit (built from ``edited_arguments``, not found by regex).
 - **Step restart.** ``notice(kind="step_restart")`` in an unfinished step drops that step's streamed

@@ -1,7 +1,7 @@
 /**
  * "Insert as cell" from k2lab's notebook widget: the widget cannot reach the notebook API, so it
  * dispatches a bubbling, cancelable `k2lab:insert-cell` DOM event (detail `{code, callId}`; see
- * k2lab/widgets/static/README.md). This plugin inserts a code cell with that code right below the
+ * k2lab/notebook/static/README.md). This plugin inserts a code cell with that code right below the
  * cell whose output holds the widget, through the shared model (so Undo removes it), makes it the
  * active cell, and calls `preventDefault()` so the widget says "inserted" instead of copying the
  * code to the clipboard.

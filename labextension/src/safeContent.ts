@@ -9,7 +9,7 @@
  * from outside is removed, and remote images become a placeholder that shows the URL with a
  * "Load image" button (`armRemoteContent` wires the buttons of a container). `data:` images (and
  * the outputs' own image bundles, drawn as `data:` URLs) stay inline. The same rules, markup and
- * class names as `k2lab/widgets/remote.py` (the live view and the saved `text/html`).
+ * class names as `k2lab/trace/remote.py` (the live view and the saved `text/html`).
  */
 import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 

@@ -14,7 +14,7 @@ stale=0
 if [[ ! -f $out/package.json ]]; then
   stale=1
 elif [[ -n $(find $ext/src $ext/style $ext/schema $ext/package.json $ext/yarn.lock $ext/tsconfig.json \
-  k2lab/widgets/static/trace_view.css -newer $out/package.json -print -quit 2>/dev/null) ]]; then
+  k2lab/trace/trace_view.css -newer $out/package.json -print -quit 2>/dev/null) ]]; then
   stale=1
 fi
 

@@ -10,9 +10,9 @@ from typing import Any
 
 from k2lab.agent.loop import Budgets
 from k2lab.cli.progress import Progress
+from k2lab.trace.render import status_line
+from k2lab.trace.state import state_from_events
 from k2lab.trace.view import budget_stop_text, budgets_of, context_gauge, short_count, view_of
-from k2lab.widgets.render import status_line
-from k2lab.widgets.state import state_from_events
 from tests.agent.helpers import make_agent, of_type, run_all
 from tests.fixtures.fake_server import Call, FakeModel, Turn
 

@@ -74,7 +74,7 @@ async def test_the_summary_replaces_the_older_messages_once(fake_model: FakeMode
     assert notes[1].endswith("Summary:\nOne and two ran; three is next.")
     # every face shows it: the notebook/saved-trace state and the CLI progress
     from k2lab.cli.progress import Progress
-    from k2lab.widgets.state import state_from_events
+    from k2lab.trace.state import state_from_events
 
     st = state_from_events([e.to_dict() for e in events])
     shown = [m for m in st.head["messages"] if m["kind"] == "compaction"]
@@ -170,10 +170,10 @@ def test_k2lab_run_summarise_context_reaches_the_engine(
 def test_the_summary_budget_never_touches_the_shared_provider(fake_model: FakeModel) -> None:
     """Heavy lanes share one provider: the summary's max_tokens is a copy's; a fork's wrapper is
     looked through (no recursion through its ``__getattr__``, no replayed step)."""
+    from k2lab.agent.fork import ForkProvider
     from k2lab.agent.summarise import provider_with_budget
     from k2lab.events import StepEnd
     from k2lab.providers.openai_compat import OpenAICompatProvider
-    from k2lab.widgets.fork import ForkProvider
 
     p = OpenAICompatProvider(base_url=fake_model.base_url, api_key="k", model="m")
     own = provider_with_budget(p, 4096)

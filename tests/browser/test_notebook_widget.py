@@ -184,10 +184,11 @@ def test_run_all_on_the_demo_notebook(jupyterlab: Any, page: Any, screenshot: An
 
 
 def _mount(page: Any, dark: bool = False) -> None:
-    from k2lab.widgets.trace_widget import _STATIC
+    from k2lab.notebook.widget import _STATIC
+    from k2lab.trace.render import CSS_PATH
 
     js = (_STATIC / "trace_view.js").read_text(encoding="utf-8")
-    css = (_STATIC / "trace_view.css").read_text(encoding="utf-8")
+    css = CSS_PATH.read_text(encoding="utf-8")
     theme = (
         ":root{--jp-layout-color0:#111;--jp-layout-color1:#1e1e1e;--jp-layout-color2:#2a2a2a;"
         "--jp-layout-color3:#3a3a3a;--jp-ui-font-color0:#fff;--jp-ui-font-color1:#e0e0e0;"
@@ -215,7 +216,7 @@ def _deliver(page: Any, msgs: list[dict[str, Any]]) -> None:
 
 
 def _widget_messages(events: list[dict[str, Any]]) -> tuple[Any, list[dict[str, Any]]]:
-    from k2lab.widgets.trace_widget import TraceWidget
+    from k2lab.notebook.widget import TraceWidget
 
     w = TraceWidget(None)
     sent: list[dict[str, Any]] = []
@@ -294,7 +295,7 @@ def test_keyboard_focus_and_the_reasoning_beside_a_waiting_call(page: Any) -> No
 
 
 def test_a_queued_view_shows_no_empty_prompt_or_unknown_parts(page: Any) -> None:
-    from k2lab.widgets.trace_widget import TraceWidget
+    from k2lab.notebook.widget import TraceWidget
 
     _mount(page)
     _deliver(page, [TraceWidget(None).snapshot()])
@@ -304,7 +305,7 @@ def test_a_queued_view_shows_no_empty_prompt_or_unknown_parts(page: Any) -> None
 
 def test_lanes_streamed_as_patches_end_as_the_snapshot_draws_them(page: Any) -> None:
     """Lane patches carry only the steps that changed; merged, they draw what a snapshot does."""
-    from k2lab.widgets.trace_widget import TraceWidget
+    from k2lab.notebook.widget import TraceWidget
     from tests.notebook.test_state import heavy_events
 
     _mount(page)
@@ -333,7 +334,7 @@ def test_stop_lane_shows_on_a_going_lane_and_sends_its_lane(page: Any, screensho
     """A heavy run whose lanes are going, on a session that can stop one lane (RunRecord has
     ``stop_lane``): each lane shows "Stop lane"; a click sends that lane; once the lane ended
     its button is gone, the other lane's stays."""
-    from k2lab.widgets.trace_widget import TraceWidget
+    from k2lab.notebook.widget import TraceWidget
     from tests.notebook.test_state import heavy_events
 
     class Controls:

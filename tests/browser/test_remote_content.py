@@ -383,7 +383,7 @@ def test_output_csp_alone_blocks_what_a_rewrite_might_miss(jupyterlab: Any, page
     never reach the network); without it they would."""
     import html as _html
 
-    from k2lab.widgets.remote import CSP_META
+    from k2lab.trace.remote import CSP_META
 
     # meta refresh is a navigation, which CSP does not govern: the rewrite removes it
     snippets = [s for s in _hostile_snippets() if "refresh" not in s]

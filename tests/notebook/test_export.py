@@ -10,8 +10,8 @@ from typing import Any
 import nbformat
 import pytest
 
+from k2lab.notebook import commands
 from k2lab.trace.jsonl import read_trace
-from k2lab.widgets import commands
 
 DATA = Path(__file__).parent.parent / "trace" / "data"
 

@@ -8,9 +8,9 @@ import asyncio
 import time
 from typing import Any
 
+from k2lab.agent.fork import ForkProvider
 from k2lab.events import StepEnd
 from k2lab.providers.openai_compat import OpenAICompatProvider
-from k2lab.widgets.fork import ForkProvider
 
 
 def test_a_fork_keeps_the_inner_providers_facts_and_stamps_the_replayed_step_now() -> None:

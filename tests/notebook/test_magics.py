@@ -10,7 +10,7 @@ from IPython.core.error import UsageError
 from IPython.testing.globalipapp import start_ipython
 from IPython.utils.capture import capture_output
 
-from k2lab.widgets import commands
+from k2lab.notebook import commands
 
 
 @pytest.fixture(scope="module")

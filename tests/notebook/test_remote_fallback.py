@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from k2lab.trace.notebook import trace_bundle
-from k2lab.widgets.remote import CSP_META, OUTPUT_CSP, safe_css, safe_output_html
-from k2lab.widgets.render import display_html, markdown_html, markdown_safe, trace_css
+from k2lab.trace.remote import CSP_META, OUTPUT_CSP, safe_css, safe_output_html
+from k2lab.trace.render import display_html, markdown_html, markdown_safe, trace_css
 from tests.notebook.test_widget import run_events
 
 OUT = "http://203.0.113.7"

@@ -10,8 +10,8 @@ from typing import Any
 import nbformat
 import pytest
 
-from k2lab.magics import K2Magics
-from k2lab.widgets.commands import replay_bundle
+from k2lab.notebook.commands import replay_bundle
+from k2lab.notebook.magics import K2Magics
 from tests.fixtures.fake_server import Call, FakeModel, Turn
 from tests.notebook.kernel import FAKE_KEY, Kernel
 

@@ -17,7 +17,7 @@ from k2lab.events import (
     ToolResult,
     Usage,
 )
-from k2lab.widgets.state import TraceState, arguments_for, code_of, state_from_events
+from k2lab.trace.state import TraceState, arguments_for, code_of, state_from_events
 
 
 def run_events(*, decision: str = "approve", stop: bool = False) -> list[dict[str, Any]]:
@@ -163,7 +163,7 @@ def test_edit_note_is_hidden_from_people() -> None:
 
 
 def test_text_since_returns_exactly_what_was_added() -> None:
-    from k2lab.widgets.state import Text
+    from k2lab.trace.state import Text
 
     t = Text("ab")
     for piece in ("c", "de", "", "fgh"):
@@ -407,7 +407,7 @@ def test_lane_patches_carry_only_the_lanes_that_changed() -> None:
 
 
 def test_verify_outcome_and_checks_reach_the_view_and_fallbacks() -> None:
-    from k2lab.widgets.render import render_html, render_markdown
+    from k2lab.trace.render import render_html, render_markdown
 
     for outcome, words in (("verified", "verified"), ("unverified", "could not verify")):
         snap = state_from_events(heavy_events(verify_outcome=outcome)).snapshot()
@@ -449,7 +449,7 @@ def test_a_lane_patch_sends_only_its_changed_steps() -> None:
 def test_a_forks_replayed_first_step_has_no_negative_time_or_zero_tokens() -> None:
     """A fork's first step is the parent's recorded message, replayed: no request, no usage, no
     deltas, a step.end stamped before its step.start (issue 11: it read "~0 tokens · -11 ms")."""
-    from k2lab.widgets.render import render_html
+    from k2lab.trace.render import render_html
 
     evs = [e for e in run_events() if e["type"] not in ("reasoning.delta", "usage")]
     start = next(e for e in evs if e["type"] == "step.start" and e["step"] == 1)

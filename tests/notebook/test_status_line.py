@@ -3,7 +3,7 @@ instead of "step 0/0 · isolation: ? · model: ?" (issue 11)."""
 
 from __future__ import annotations
 
-from k2lab.widgets.render import status_line
+from k2lab.trace.render import status_line
 
 
 def test_one_tool_call_is_singular_and_others_plural() -> None:
@@ -26,7 +26,7 @@ def test_unknown_parts_are_left_out() -> None:
 
 
 def test_a_heavy_run_counts_lanes_not_the_aggregations_steps() -> None:
-    from k2lab.widgets.state import state_from_events
+    from k2lab.trace.state import state_from_events
     from tests.notebook.test_state import heavy_events
 
     events = heavy_events()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from k2lab.widgets.trace_widget import FLUSH_INTERVAL, TraceWidget
+from k2lab.notebook.widget import FLUSH_INTERVAL, TraceWidget
 from tests.notebook.test_state import run_events
 
 
@@ -140,7 +140,7 @@ async def test_replay_result_lands_on_the_card(changed: bool) -> None:
 
 async def test_the_clock_runs_while_a_call_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     """No event comes while a call waits for a decision: the status line still ticks (issue 11)."""
-    import k2lab.widgets.trace_widget as tw
+    import k2lab.notebook.widget as tw
 
     monkeypatch.setattr(tw, "TICK_INTERVAL", 0.1)
     w, sent = make()

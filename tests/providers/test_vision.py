@@ -26,14 +26,14 @@ from k2lab.events import (
     ToolResult,
     event_from_dict,
 )
+from k2lab.notebook.widget import TraceWidget
 from k2lab.providers.openai_compat import OpenAICompatProvider
 from k2lab.providers.presets import model_sees_images
 from k2lab.runtime import open_provider
 from k2lab.tools.base import ToolOutput, people_text
 from k2lab.tools.registry import ToolRegistry
 from k2lab.trace.notebook import trace_bundle
-from k2lab.widgets.render import SENT_TAG
-from k2lab.widgets.trace_widget import TraceWidget
+from k2lab.trace.render import SENT_TAG
 from tests.agent.helpers import check_history, of_type, run_all
 from tests.fixtures.fake_server import Call, FakeModel, Turn
 

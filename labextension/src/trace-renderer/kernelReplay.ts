@@ -1,13 +1,13 @@
 /**
  * Replay of one saved call in the kernel of the notebook that shows the trace: the renderer sends
- * the run's tool events and the call id to `k2lab.widgets.replay_api.replay_json` (a coroutine the
+ * the run's tool events and the call id to `k2lab.notebook.replay_api.replay_json` (a coroutine the
  * cell awaits, since ipykernel's loop is already running) and reads the one result line it prints.
  */
 import { Kernel, KernelMessage } from '@jupyterlab/services';
 
 import { IEventBase, IReplayResult } from '../types';
 
-/** Must match `k2lab.widgets.replay_api.MARK`. */
+/** Must match `k2lab.notebook.replay_api.MARK`. */
 const MARK = 'k2lab-replay-result:';
 
 /**
@@ -29,7 +29,7 @@ export function replayCode(
   const payload = JSON.stringify({ run_id: runId, call_id: callId, events });
   // a JSON string literal is a valid Python str literal; __import__ leaves no name behind
   return (
-    "await __import__('k2lab.widgets.replay_api', fromlist=['replay_json'])" +
+    "await __import__('k2lab.notebook.replay_api', fromlist=['replay_json'])" +
     `.replay_json(${JSON.stringify(payload)})`
   );
 }

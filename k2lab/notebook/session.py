@@ -52,6 +52,7 @@ from k2lab.agent.decisions import (
     PendingDecisions,
     decision_source,
 )
+from k2lab.agent.fork import ForkDecisions, ForkProvider, fork_conversation
 from k2lab.agent.loop import Agent
 from k2lab.config import K2Lab, Settings, resolve_settings
 from k2lab.driver import (
@@ -61,12 +62,11 @@ from k2lab.driver import (
     heavy_problem,
 )
 from k2lab.events import Event, Notice, ToolProposed
+from k2lab.notebook.widget import TraceWidget
 from k2lab.providers.base import ChatProvider
 from k2lab.sandbox.base import Sandbox
 from k2lab.trace.notebook import scrub_event, trace_bundle
-from k2lab.widgets.fork import ForkDecisions, ForkProvider, fork_conversation
-from k2lab.widgets.state import arguments_for
-from k2lab.widgets.trace_widget import TraceWidget
+from k2lab.trace.state import arguments_for
 
 if TYPE_CHECKING:
     from k2lab.tools.mcp import MCPToolSet

@@ -1,5 +1,5 @@
 # mypy: disable-error-code="no-untyped-call"
-"""What each ``%k2`` form does, given the parsed options (``k2lab.magics`` only parses).
+"""What each ``%k2`` form does, given the parsed options (``k2lab.notebook.magics`` only parses).
 
 ``ask`` starts a run; ``config``, ``runs``, ``show``, ``stop``, ``export``, ``replay`` and
 ``fork`` are the subcommands. Saved runs are read from a notebook file with
@@ -140,14 +140,14 @@ def _count(n: int, word: str) -> str:
 
 # -- the forms -------------------------------------------------------------------------------------
 def ask(session: Any, opts: Any, prompt: str) -> None:
-    from k2lab.widgets.session import run_flags
+    from k2lab.notebook.session import run_flags
 
     settings = _settings(session, opts)
     mcp = mcp_config(opts)
     conversation, parent = None, None
     if opts.resume:
+        from k2lab.agent.fork import conversation_from_runs
         from k2lab.agent.loop import default_system_prompt
-        from k2lab.widgets.fork import conversation_from_runs
 
         runs = _upto(saved_runs(opts), opts.run)
         conversation = conversation_from_runs([r.events for r in runs], default_system_prompt())
@@ -160,7 +160,7 @@ def ask(session: Any, opts: Any, prompt: str) -> None:
         conversation=conversation,
         parent_run_id=parent,
         mcp=mcp,
-        **run_flags(opts),  # --verify/--heavy (k2lab.widgets.session, helper "driver")
+        **run_flags(opts),  # --verify/--heavy (k2lab.notebook.session, helper "driver")
     )
 
 
@@ -278,8 +278,8 @@ def executed_code(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
     Read from the run view: a call stopped while it waited for approval, rejected, invalid or
     never answered did not run and is left out (as replay leaves it out)."""
+    from k2lab.trace.state import code_of
     from k2lab.trace.view import view_of
-    from k2lab.widgets.state import code_of
 
     return [
         (c.call_id, code_of("python", c.ran_arguments))
@@ -378,8 +378,8 @@ def replay_bundle(run_id: str, results: list[dict[str, Any]], skipped: int) -> d
 
 
 def fork(session: Any, opts: Any, arg: str, cell: str | None) -> None:
-    from k2lab.widgets.session import RunRecord
-    from k2lab.widgets.state import arguments_for
+    from k2lab.notebook.session import RunRecord
+    from k2lab.trace.state import arguments_for
 
     parts = arg.split()
     if len(parts) != 2:
@@ -390,8 +390,8 @@ def fork(session: Any, opts: Any, arg: str, cell: str | None) -> None:
     parent = next((r for r in session.runs if r.run_id == run_id), None)
     if parent is None or opts.file:
         from k2lab.agent.context import Conversation
+        from k2lab.agent.fork import conversation_from_runs
         from k2lab.agent.loop import default_system_prompt
-        from k2lab.widgets.fork import conversation_from_runs
 
         runs = _upto(saved_runs(opts), run_id)
         before = conversation_from_runs([r.events for r in runs[:-1]], default_system_prompt())

@@ -30,7 +30,7 @@ class K2Magics(Magics):
     @property
     def session(self) -> Any:
         if self._session is None:
-            from k2lab.widgets.session import NotebookSession
+            from k2lab.notebook.session import NotebookSession
 
             self._session = NotebookSession(self.shell)
         return self._session
@@ -158,7 +158,7 @@ class K2Magics(Magics):
             return self._help()
         words = rest.split(None, 1)
         if words and words[0] in SUBCOMMANDS:
-            from k2lab.widgets import commands
+            from k2lab.notebook import commands
 
             sub, arg = words[0], (words[1] if len(words) > 1 else "")
             opts, arg = self._sub_options(opts, arg)
@@ -166,7 +166,7 @@ class K2Magics(Magics):
         prompt = cell if cell is not None and cell.strip() else rest
         if not prompt.strip():
             raise UsageError("%k2 needs a prompt: %k2 PROMPT, or a %%k2 cell (see %k2 --help)")
-        from k2lab.widgets import commands
+        from k2lab.notebook import commands
 
         return commands.ask(self.session, opts, prompt.strip())
 

@@ -5,7 +5,7 @@ well where no JavaScript runs and styles may be stripped (GitHub): structure com
 elements (``details``/``summary``, ``pre``, headings), and the scoped ``<style>`` only polishes it
 where allowed (JupyterLab, nbviewer). Everything from the model or the sandbox is escaped; HTML that
 sandbox code displayed goes into an ``<iframe sandbox>`` (no script, no same-origin), never into the
-page. Class names are the contract documented in ``k2lab/widgets/static/README.md``.
+page. Class names are the contract documented in ``k2lab/notebook/static/README.md``.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 
-from k2lab.trace.view import budget_stop_text, context_gauge, cost_text
-from k2lab.widgets.remote import (
+from k2lab.trace.remote import (
     CSP_META,
     image_placeholder,
     is_inline,
     remote_link,
     safe_output_html,
 )
+from k2lab.trace.view import budget_stop_text, context_gauge, cost_text
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 #: Outputs longer than this many lines are collapsed behind a <details>.
@@ -337,13 +337,13 @@ def _call_html(card: dict[str, Any]) -> str:
     return "".join(out)
 
 
-_CSS_PATH = Path(__file__).parent / "static" / "trace_view.css"
+CSS_PATH = Path(__file__).parent / "trace_view.css"
 
 
 @lru_cache(maxsize=1)
 def trace_css() -> str:
     """The live view's stylesheet, squeezed, so the saved trace looks the same where styles work."""
-    css = re.sub(r"/\*.*?\*/", "", _CSS_PATH.read_text(encoding="utf-8"), flags=re.S)
+    css = re.sub(r"/\*.*?\*/", "", CSS_PATH.read_text(encoding="utf-8"), flags=re.S)
     return re.sub(r"\s+", " ", css).strip()
 
 

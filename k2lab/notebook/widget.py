@@ -23,8 +23,8 @@ from typing import Any, Protocol
 import anywidget
 import traitlets
 
-from k2lab.widgets.render import display_html, highlight_python, markdown_html, status_line
-from k2lab.widgets.state import TraceState
+from k2lab.trace.render import CSS_PATH, display_html, highlight_python, markdown_html, status_line
+from k2lab.trace.state import TraceState
 
 _STATIC = Path(__file__).parent / "static"
 #: Seconds between two patches (a ceiling of 25 messages per second to the frontend).
@@ -62,7 +62,7 @@ class RunControls(Protocol):
 
 class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
     _esm = (_STATIC / "trace_view.js").read_text(encoding="utf-8")
-    _css = (_STATIC / "trace_view.css").read_text(encoding="utf-8")
+    _css = CSS_PATH.read_text(encoding="utf-8")
     run_id = traitlets.Unicode("").tag(sync=True)
     #: True while no kernel-side controls exist any more (e.g. the session was reset).
     detached = traitlets.Bool(False).tag(sync=True)

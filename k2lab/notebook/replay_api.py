@@ -3,7 +3,7 @@
 The renderer of a saved trace (``application/vnd.k2lab.trace+json``) has the recorded events but
 no k2lab session; when its notebook has a kernel it executes, in that kernel::
 
-    import k2lab.widgets.replay_api as _k2r
+    import k2lab.notebook.replay_api as _k2r
     await _k2r.replay_json('<json: {"run_id", "call_id", "events"}>')
 
 and reads the one line this prints (``MARK`` + JSON of a ``ReplayResult``, or ``{"error": ...}``).
