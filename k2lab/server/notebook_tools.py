@@ -238,6 +238,7 @@ class NotebookRead(_NotebookTool):
 
 class NotebookInsertCell(_NotebookTool):
     name = "notebook_insert_cell"
+    always_ask = True  # the user's own notebook and kernel: no sandbox
     op = "insert_cell"
     params: type[BaseModel] = InsertParams
     description = (
@@ -251,6 +252,7 @@ class NotebookInsertCell(_NotebookTool):
 
 class NotebookReplaceCell(_NotebookTool):
     name = "notebook_replace_cell"
+    always_ask = True  # the user's own notebook and kernel: no sandbox
     op = "replace_cell"
     params: type[BaseModel] = ReplaceParams
     description = (
@@ -264,6 +266,7 @@ class NotebookReplaceCell(_NotebookTool):
 
 class NotebookRunCell(_NotebookTool):
     name = "notebook_run_cell"
+    always_ask = True  # the user's own notebook and kernel: no sandbox
     op = "run_cell"
     params: type[BaseModel] = RunParams
     description = (

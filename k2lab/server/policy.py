@@ -1,10 +1,11 @@
 """Who decides a tool call in a panel session.
 
 The session's approval policy (ask / auto / never) applies to the ``python`` sandbox tool and to
-reading the notebook. Tools that change the user's notebook or run code in the user's own kernel
-are different: they are not sandboxed, so they always wait for a person, unless the user chose
-``auto`` for this session themselves (in the panel's session settings) or pressed "Approve all"
-for the current run. A server-wide default of ``auto`` does not count as that choice.
+reading the notebook. Tools flagged ``always_ask`` (``k2lab.tools.base``: they change the user's
+notebook or run code in the user's own kernel, outside any sandbox) always wait for a person,
+unless the user chose ``auto`` for this session themselves (in the panel's session settings) or
+pressed "Approve all" for the current run. A server-wide default of ``auto`` does not count as that
+choice. The policy reads the tools' flag (``always_ask_names``), never a list of tool names.
 
 A call waiting for a person is known by ``(run_id, call_id)``: each run gets its own table, so an
 id the model (or an engine's fallback) repeats in a later run never collides with an earlier one,
@@ -16,12 +17,17 @@ here: each lane gets its table, so the same call id in two lanes is two cards, d
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 from k2lab.agent.decisions import NEVER_FEEDBACK, Decision, DecisionError
 from k2lab.events import ToolProposed
+from k2lab.tools.base import Tool, always_ask
 
-#: Tools that act outside the sandbox, on the user's notebook and kernel.
-ALWAYS_ASK = frozenset({"notebook_insert_cell", "notebook_replace_cell", "notebook_run_cell"})
+
+def always_ask_names(tools: Iterable[Tool]) -> frozenset[str]:
+    """The names of the tools that act outside the sandbox (their ``always_ask`` flag)."""
+    return frozenset(t.name for t in tools if always_ask(t))
+
 
 DUPLICATE_FEEDBACK = (
     "[not run: this tool call repeats the id {call_id!r} of another call in this run, so no one "
@@ -73,13 +79,18 @@ class RunPending:
 
 
 class SessionDecisions:
-    """A ``DecisionSource``: the session policy, with ``ALWAYS_ASK`` tools held for a person."""
+    """A ``DecisionSource``: the session policy, with ``always_ask`` tools held for a person.
 
-    def __init__(self, policy: str, *, user_chose_auto: bool = False) -> None:
+    ``tools`` are the session's tools: the ones flagged ``always_ask`` are held under ``auto``."""
+
+    def __init__(
+        self, policy: str, *, user_chose_auto: bool = False, tools: Iterable[Tool] = ()
+    ) -> None:
         if policy not in ("ask", "auto", "never"):
             raise ValueError(f"unknown approval policy {policy!r} (use ask, auto or never)")
         self.policy = policy
         self.user_chose_auto = user_chose_auto
+        self.always_ask = always_ask_names(tools)
         self.pending = RunPending()
         #: the tables of the current heavy run's lanes, by lane run id
         self.lanes: dict[str, RunPending] = {}
@@ -127,6 +138,6 @@ class SessionDecisions:
     async def decide(self, proposal: ToolProposed) -> Decision:
         if self.policy == "never":
             return Decision("reject", feedback=NEVER_FEEDBACK, by="policy")
-        if self.policy == "auto" and (self.user_chose_auto or proposal.name not in ALWAYS_ASK):
+        if self.policy == "auto" and (self.user_chose_auto or proposal.name not in self.always_ask):
             return Decision("approve", by="policy")
         return await self._table_for(proposal).decide(proposal)

@@ -346,9 +346,6 @@ class Session:
         if self._built is not None:
             return self._built
         settings = self.settings()
-        self._decisions = SessionDecisions(
-            settings.approve, user_chose_auto=self.header.settings.get("approve") == "auto"
-        )
         tools = notebook_tools(
             self.bridge,
             timeout=self.manager.notebook_timeout,
@@ -357,6 +354,11 @@ class Session:
         self._tools = list(tools)
         mcp = await self.ensure_mcp()
         tools += cast(list[Tool], mcp.tools) if mcp is not None else []
+        self._decisions = SessionDecisions(  # the tools' always_ask flags hold them for a person
+            settings.approve,
+            user_chose_auto=self.header.settings.get("approve") == "auto",
+            tools=tools,
+        )
         events = await self.opened()
         history = await asyncio.to_thread(events.select, RESTORE_TYPES)  # big ones from disk
         built = await self.manager.factory(settings, self._decisions, tools)

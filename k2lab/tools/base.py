@@ -11,6 +11,9 @@ Optional attributes a tool may set (read with ``getattr``, so existing tools nee
   policy (an MCP server configured with ``"approve": "auto"``); ``never`` still rejects it.
 - ``replayable`` (default False): running the call again is safe (python in a fresh sandbox, a
   read-only MCP tool).
+- ``always_ask`` (default False): the tool acts outside the sandbox (on the user's notebook or
+  kernel), so a person decides each call even when the run's policy is ``auto``, unless that person
+  chose ``auto`` themselves (``k2lab.server.policy``); ``never`` still rejects it.
 """
 
 from __future__ import annotations
@@ -93,6 +96,10 @@ def requires_approval(tool: Tool) -> bool:
 
 def replayable(tool: Tool) -> bool:
     return bool(getattr(tool, "replayable", False))
+
+
+def always_ask(tool: Tool) -> bool:
+    return bool(getattr(tool, "always_ask", False))
 
 
 def tool_schema(tool: Tool) -> dict[str, Any]:
