@@ -150,6 +150,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("file", metavar="FILE", help="a JSONL trace (k2lab run --trace FILE)")
     rep.add_argument("--call", metavar="ID", help="report only this call (earlier calls still run)")
+    rep.add_argument(
+        "--lane",
+        metavar="K",
+        help="heavy trace: replay only lane K (default: every lane, each in its own sandbox)",
+    )
     rep.add_argument("--json", action="store_true", help="one JSON object per call")
     _sandbox_options(rep)
 
@@ -336,6 +341,7 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
                 args.file,
                 settings,
                 call=args.call,
+                lane=args.lane,
                 as_json=args.json,
                 workspace=_dir(args.workspace),
             )

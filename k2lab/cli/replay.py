@@ -1,5 +1,8 @@
 """``k2lab replay FILE``: run a trace's tool calls again in a fresh sandbox, report what differs.
 
+A heavy run's trace is replayed lane by lane, each lane in a fresh sandbox of its own (as it ran),
+its lines tagged ``(lane K)``; ``--lane K`` replays one lane.
+
 Exit codes: 0 every replayed output is the same; 1 some output differs; 2 the trace could not be
 read or replayed. One line per call on stdout (``same`` / ``changed`` / ``skipped``), a short
 diff under each changed one, and a summary line; ``--json`` prints one JSON object per call.
@@ -11,13 +14,22 @@ import contextlib
 import difflib
 import json
 from pathlib import Path
+from typing import Any
 
 from k2lab.cli.progress import clip, indent
 from k2lab.cli.term import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliFailure, err, out
 from k2lab.config import Settings
 from k2lab.runtime import open_sandbox
 from k2lab.trace.jsonl import TraceError, load_trace
-from k2lab.trace.replay import RecordedCall, ReplayError, normalize, recorded_calls, replay_all
+from k2lab.trace.lanes import by_lane, lane_events, lanes_with_call
+from k2lab.trace.replay import (
+    RecordedCall,
+    ReplayError,
+    ReplayResult,
+    normalize,
+    recorded_calls,
+    replay_all,
+)
 
 MAX_DIFF_LINES = 20
 
@@ -37,12 +49,53 @@ def _skip_reason(c: RecordedCall) -> str:
     return f"not a python call ({c.name})"
 
 
+def _lanes_to_replay(events: list[Any], lane: str | None, call: str | None) -> dict[str, list[Any]]:
+    """Lane -> its events: every lane of a heavy trace (each had its own sandbox), or one."""
+    try:
+        if lane:
+            return {lane: lane_events(events, lane)}
+        split = by_lane(events)
+        if call is not None and "" not in split:
+            holders = lanes_with_call(events, call)
+            if len(holders) > 1:
+                raise ValueError(f"call {call!r} is in lanes {', '.join(holders)}: say --lane")
+            return {h: split[h] for h in holders}
+        return split
+    except ValueError as e:
+        raise CliFailure(str(e), EXIT_USAGE) from e
+
+
+async def _replay_lane(
+    events: list[Any],
+    settings: Settings,
+    *,
+    upto: str | None,
+    where: str,
+    workspace: Path | None,
+) -> list[ReplayResult]:
+    """Replay one lane's (or a single run's) python calls in a fresh sandbox of its own."""
+    try:
+        sandbox = await open_sandbox(settings, workspace=workspace)
+    except Exception as e:
+        raise CliFailure(f"the sandbox did not start: {e}") from e
+    try:
+        err(f"k2lab: replaying {where} in a fresh sandbox ({sandbox.isolation})")
+        try:
+            return await replay_all(events, sandbox, settings.tool_timeout, upto=upto)
+        except ReplayError as e:
+            raise CliFailure(str(e), EXIT_USAGE) from e
+    finally:
+        with contextlib.suppress(Exception):
+            await sandbox.shutdown()
+
+
 async def replay_command(
     path: str,
     settings: Settings,
     *,
     call: str | None,
     as_json: bool,
+    lane: str | None = None,
     workspace: Path | None = None,
 ) -> int:
     try:
@@ -51,54 +104,70 @@ async def replay_command(
         raise CliFailure(str(e), EXIT_USAGE) from e
     for w in trace.warnings:
         err(f"k2lab: warning: {w}")
-    calls = recorded_calls(trace.events)
-    if call is not None and not any(c.call_id == call for c in calls):
+    lanes = _lanes_to_replay(trace.events, lane, call)
+    if call is not None and not any(
+        c.call_id == call for evs in lanes.values() for c in recorded_calls(evs)
+    ):
         raise CliFailure(f"no tool call {call!r} in {path}", EXIT_USAGE)
-    try:
-        sandbox = await open_sandbox(settings, workspace=workspace)
-    except Exception as e:
-        raise CliFailure(f"the sandbox did not start: {e}") from e
-    try:
-        err(f"k2lab: replaying {path} in a fresh sandbox ({sandbox.isolation})")
-        try:
-            results = await replay_all(trace.events, sandbox, settings.tool_timeout, upto=call)
-        except ReplayError as e:
-            raise CliFailure(str(e), EXIT_USAGE) from e
-    finally:
-        with contextlib.suppress(Exception):
-            await sandbox.shutdown()
 
-    changed = 0
-    shown = [r for r in results if call is None or r.call_id == call]
-    for r in shown:
-        changed += r.changed
-        if as_json:
-            out(json.dumps({"status": "changed" if r.changed else "same", **r.to_dict()}))
+    changed = replayed = skipped_n = 0
+    with_calls = 0  # lanes that had calls (the aggregation usually has none)
+    for name, events in lanes.items():
+        calls = recorded_calls(events)
+        if call is not None and not any(c.call_id == call for c in calls):
             continue
-        out(f"{'changed' if r.changed else 'same':8} {r.call_id}")
-        if r.changed:
-            diff = difflib.unified_diff(
-                normalize(r.old_output).splitlines(),
-                normalize(r.new_output).splitlines(),
-                "recorded",
-                "replayed",
-                lineterm="",
+        with_calls += bool(calls)
+        tag = f" (lane {name})" if name else ""
+        where = f"{path} lane {name}" if name else path
+        if any(c.executed and c.name == "python" for c in calls):
+            results = await _replay_lane(
+                events, settings, upto=call, where=where, workspace=workspace
             )
-            out(indent(clip("\n".join(diff), MAX_DIFF_LINES)))
-    skipped = [
-        c
-        for c in calls
-        if not (c.executed and c.name == "python") and (call is None or c.call_id == call)
-    ]
-    for c in skipped:
-        reason = _skip_reason(c)
-        if as_json:
-            out(json.dumps({"status": "skipped", "call_id": c.call_id, "reason": reason}))
         else:
-            out(f"{'skipped':8} {c.call_id} ({reason})")
+            results = []
+        shown = [r for r in results if call is None or r.call_id == call]
+        replayed += len(shown)
+        for r in shown:
+            changed += r.changed
+            if as_json:
+                status = "changed" if r.changed else "same"
+                out(
+                    json.dumps(
+                        {"status": status, **({"lane": name} if name else {}), **r.to_dict()}
+                    )
+                )
+                continue
+            out(f"{'changed' if r.changed else 'same':8} {r.call_id}{tag}")
+            if r.changed:
+                diff = difflib.unified_diff(
+                    normalize(r.old_output).splitlines(),
+                    normalize(r.new_output).splitlines(),
+                    "recorded",
+                    "replayed",
+                    lineterm="",
+                )
+                out(indent(clip("\n".join(diff), MAX_DIFF_LINES)))
+        skipped = [
+            c
+            for c in calls
+            if not (c.executed and c.name == "python") and (call is None or c.call_id == call)
+        ]
+        skipped_n += len(skipped)
+        for c in skipped:
+            reason = _skip_reason(c)
+            if as_json:
+                lane_field = {"lane": name} if name else {}
+                out(
+                    json.dumps(
+                        {"status": "skipped", **lane_field, "call_id": c.call_id, "reason": reason}
+                    )
+                )
+            else:
+                out(f"{'skipped':8} {c.call_id}{tag} ({reason})")
     if not as_json:
+        in_lanes = f" in {with_calls} lane(s)" if "" not in lanes else ""
         out(
-            f"replayed {len(shown)} call(s): {len(shown) - changed} same, {changed} changed, "
-            f"{len(skipped)} skipped"
+            f"replayed {replayed} call(s){in_lanes}: {replayed - changed} same, {changed} changed, "
+            f"{skipped_n} skipped"
         )
     return EXIT_FAILED if changed else EXIT_OK

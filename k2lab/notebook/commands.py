@@ -288,35 +288,81 @@ def executed_code(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
     ]
 
 
+def _lanes(events: list[dict[str, Any]], opts: Any) -> dict[str, list[dict[str, Any]]]:
+    """Lane -> its events (``{"": events}`` for a single run); ``--lane K`` picks one.
+
+    A heavy run's lanes each had their own sandbox and conversation: their calls are exported
+    and replayed apart, never as one sequence."""
+    from k2lab.trace.lanes import by_lane, lane_events
+
+    lane = getattr(opts, "lane", None)
+    try:
+        return {lane: lane_events(events, lane)} if lane else by_lane(events)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+
+
+def _first(events: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    return next((e for e in events if e.get("type") == kind), {})
+
+
 def export(session: Any, opts: Any, arg: str, cell: str | None) -> None:
     import nbformat
 
     run_id, events = _events_of(session, opts, (arg.strip() or opts.run or "last"), ended=True)
-    calls = executed_code(events)
-    if not calls:
+    lanes = {lane: executed_code(evs) for lane, evs in _lanes(events, opts).items()}
+    lanes = {lane: calls for lane, calls in lanes.items() if calls}
+    if not lanes:
         raise UsageError(f"run {run_id} ran no python code: nothing to export")
+
+    def where(lane: str) -> str:
+        return f"run {run_id} lane {lane}" if lane else f"run {run_id}"
+
     if opts.cell:
-        joined = "\n\n".join(f"# k2lab run {run_id}, call {cid}\n{code}" for cid, code in calls)
+        joined = "\n\n".join(
+            f"# k2lab {where(lane)}, call {cid}\n{code}"
+            for lane, calls in lanes.items()
+            for cid, code in calls
+        )
         session.shell.set_next_input(joined, replace=False)
         return
-    start = next((e for e in events if e.get("type") == "run.start"), {})
-    end = next((e for e in events if e.get("type") == "run.end"), {})
     nb = nbformat.v4.new_notebook()
+    heavy = "" not in lanes
     nb.cells.append(
         nbformat.v4.new_markdown_cell(
-            f"# k2lab run `{run_id}`\n\n**Prompt:** {start.get('prompt', '')}\n\n"
-            "Each code cell below is one tool call that ran (edited calls as edited)."
+            f"# k2lab run `{run_id}`\n\n**Prompt:** {_first(events, 'run.start').get('prompt', '')}"
+            "\n\nEach code cell below is one tool call that ran (edited calls as edited)."
+            + (
+                " Each lane ran in a sandbox of its own: run a lane's cells in order."
+                if heavy
+                else ""
+            )
         )
     )
-    for cid, code in calls:
-        c = nbformat.v4.new_code_cell(code)
-        c.metadata["k2lab"] = {"run_id": run_id, "call_id": cid}
-        nb.cells.append(c)
-    if end.get("answer"):
-        nb.cells.append(nbformat.v4.new_markdown_cell("**Answer:**\n\n" + end["answer"]))
+    by_lane = _lanes(events, opts)
+    for lane, calls in lanes.items():
+        if heavy:
+            nb.cells.append(nbformat.v4.new_markdown_cell(f"## Lane {lane}"))
+        lane_run = _first(by_lane[lane], "run.start").get("run_id", run_id)
+        for cid, code in calls:
+            c = nbformat.v4.new_code_cell(code)
+            c.metadata["k2lab"] = {
+                "run_id": lane_run,
+                "call_id": cid,
+                **({"lane": lane} if lane else {}),
+            }
+            nb.cells.append(c)
+    answer = _first(events, "run.end").get("answer") if not heavy else None
+    if heavy:  # the heavy run's answer is the aggregation's (or the chosen lane's)
+        last = [e for e in events if e.get("type") == "run.end"]
+        answer = last[-1].get("answer") if last else None
+    if answer:
+        nb.cells.append(nbformat.v4.new_markdown_cell("**Answer:**\n\n" + answer))
     out = Path(opts.out or f"k2lab-run-{run_id}.ipynb")
     nbformat.write(nb, out)
-    print(f"wrote {out} ({_count(len(calls), 'code cell')})")  # noqa: T201
+    n = sum(len(c) for c in lanes.values())
+    in_lanes = f" in {_count(len(lanes), 'lane')}" if heavy else ""
+    print(f"wrote {out} ({_count(n, 'code cell')}{in_lanes})")  # noqa: T201
 
 
 def replay(session: Any, opts: Any, arg: str, cell: str | None) -> None:
@@ -324,7 +370,7 @@ def replay(session: Any, opts: Any, arg: str, cell: str | None) -> None:
     from k2lab.events import event_from_dict
 
     run_id, raw = _events_of(session, opts, arg.strip() or opts.run or "last")
-    events = [event_from_dict(e) for e in raw]
+    lanes = {lane: [event_from_dict(e) for e in evs] for lane, evs in _lanes(raw, opts).items()}
     settings = _settings(session, opts)
     handle = display({"text/plain": f"replaying run {run_id}..."}, raw=True, display_id=True)
 
@@ -334,13 +380,19 @@ def replay(session: Any, opts: Any, arg: str, cell: str | None) -> None:
 
         bundle: dict[str, Any]
         try:
-            sandbox = await open_sandbox(settings)
-            try:
-                results = await replay_all(events, sandbox, settings.tool_timeout)
-            finally:
-                await sandbox.shutdown()
-            skipped = skipped_calls(events)
-            bundle = replay_bundle(run_id, [r.to_dict() for r in results], len(skipped))
+            rows: list[dict[str, Any]] = []
+            skipped = 0
+            for lane, evs in lanes.items():  # each lane in a fresh sandbox, as it ran
+                skipped += len(skipped_calls(evs))
+                if not any(e.type == "tool.proposed" for e in evs):
+                    continue
+                sandbox = await open_sandbox(settings)
+                try:
+                    results = await replay_all(evs, sandbox, settings.tool_timeout)
+                finally:
+                    await sandbox.shutdown()
+                rows += [{**r.to_dict(), **({"lane": lane} if lane else {})} for r in results]
+            bundle = replay_bundle(run_id, rows, skipped)
         except Exception as e:
             bundle = {"text/plain": f"replay of run {run_id} failed: {type(e).__name__}: {e}"}
         handle.update(bundle, raw=True)
@@ -356,8 +408,12 @@ def replay_bundle(run_id: str, results: list[dict[str, Any]], skipped: int) -> d
         f"{_count(changed, 'changed output')}"
         + (f", {skipped} skipped (rejected, invalid or never ran)" if skipped else "")
     )
+
+    def call(r: dict[str, Any]) -> str:
+        return f"{r['call_id']} (lane {r['lane']})" if r.get("lane") else r["call_id"]
+
     rows = "".join(
-        f"<tr><td><code>{html.escape(r['call_id'])}</code></td>"
+        f"<tr><td><code>{html.escape(call(r))}</code></td>"
         f"<td>{'changed' if r['changed'] else 'same'}</td>"
         f"<td><pre>{html.escape(r['new_output'][:2000])}</pre></td></tr>"
         for r in results
@@ -365,7 +421,7 @@ def replay_bundle(run_id: str, results: list[dict[str, Any]], skipped: int) -> d
     text = (
         summary
         + "\n"
-        + "\n".join(f"  {r['call_id']}: {'CHANGED' if r['changed'] else 'same'}" for r in results)
+        + "\n".join(f"  {call(r)}: {'CHANGED' if r['changed'] else 'same'}" for r in results)
     )
     # The readable table comes first, and the results for programs go under k2lab's own mime
     # type: JupyterLab ranks its JSON tree (application/json) above text/html and showed that.

@@ -123,6 +123,10 @@ class K2Magics(Magics):
     @argument("--run", help="Run id (resume up to it; replay or export it).")
     @argument("--out", help="export: the notebook file to write.")
     @argument("--cell", action="store_true", help="export: put the code in the next cell instead.")
+    @argument(
+        "--lane",
+        help="export, replay: only this lane of a heavy run (default: every lane, apart).",
+    )
     @argument("-h", "--help", action="store_true", help="Show this help.")
     @line_cell_magic
     def k2(self, line: str, cell: str | None = None) -> Any:

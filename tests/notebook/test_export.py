@@ -49,3 +49,28 @@ def test_export_matches_the_view_of_each_golden_trace(name: str) -> None:
                 args = call["edited_arguments"] if call["decision"] == "edit" else call["arguments"]
                 want.append((call["call_id"], json.loads(args)["code"]))
     assert commands.executed_code(_events(name)) == want
+
+
+def test_a_heavy_run_exports_each_lane_apart_and_one_lane_alone(tmp_path: Path) -> None:
+    """Lanes had their own sandboxes and repeat call ids: one section per lane, or ``--lane``."""
+    events = _events("heavy.jsonl")
+    nb = _export(events, tmp_path / "all.ipynb")
+    heads = [c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("##")]
+    code = [c.metadata["k2lab"] for c in nb.cells if c.cell_type == "code"]
+    assert heads == ["## Lane 1", "## Lane 2"]  # lane 3 ran no code; the aggregation made none
+    assert [(m["lane"], m["run_id"], m["call_id"]) for m in code] == [
+        ("1", "heavy.1", "functions.python:0"),
+        ("2", "heavy.2", "functions.python:0"),
+    ]
+
+    rec = SimpleNamespace(run_id="r1", events=events, going=False)
+    opts = SimpleNamespace(
+        file=None, run=None, out=str(tmp_path / "l2.ipynb"), cell=False, lane="2"
+    )
+    commands.export(SimpleNamespace(runs=[rec]), opts, "", None)
+    one = nbformat.read(tmp_path / "l2.ipynb", as_version=4)
+    assert [c.metadata["k2lab"]["lane"] for c in one.cells if c.cell_type == "code"] == ["2"]
+
+    opts.lane = "9"
+    with pytest.raises(commands.UsageError, match=r"no lane '9' in this run \(lanes: 1, 2, 3"):
+        commands.export(SimpleNamespace(runs=[rec]), opts, "", None)

@@ -115,6 +115,19 @@ def test_heavy_lanes_and_aggregation_in_the_notebook(kernel: Kernel, fake_model:
     bundle = kernel.value(f"_k2s().runs[{i}].final")
     assert "Aggregated: 42" in str(bundle)
 
+    # replay and export work per lane: each lane's calls in a sandbox of their own
+    run_id = _run_id(kernel, i)
+    kernel.run(f"%k2 replay {run_id}")
+    kernel.run("import k2lab\nawait k2lab.wait()")
+    table = kernel.value("_k2s().outputs[-1][1]['text/plain']")
+    assert f"replayed run {run_id}: 2 calls, 0 changed outputs" in table, table
+    assert "functions.python:0 (lane 1): same" in table and "(lane 2): same" in table
+    said = magic(kernel, f"export {run_id} --lane 2 --cell")
+    assert "USAGE" not in said
+    for sub in ("export", "replay"):  # an unknown lane: the lanes there are, and nothing runs
+        said = magic(kernel, f"{sub} {run_id} --lane 9")
+        assert "USAGE: no lane '9' in this run (lanes: 1, 2, aggregate)" in said, said
+
 
 def test_heavy_and_verify_usage_errors(kernel: Kernel, fake_model: FakeModel) -> None:
     assert "--verify-rounds needs --verify" in usage_error(
