@@ -98,6 +98,18 @@ class RunStart(_Event):
     context_window: int = 0
     #: USD per 1M tokens [input, cached input, output] where the preset knows them, else None
     prices: list[float] | None = None
+    #: what the user attached to the prompt (the panel's cell / selection / notebook / variables):
+    #: ``{"label": "the current cell of a.ipynb", "text": ...}``; ``prompt`` is then only what the
+    #: user typed, and the model reads both joined by ``user_message``. None when nothing was
+    #: attached (and in older traces, whose ``prompt`` holds the context as text); left out of
+    #: ``to_dict`` when None
+    context: dict[str, str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = _Event.to_dict(self)
+        if d["context"] is None:
+            del d["context"]  # the serialised form of a run without context is unchanged
+        return d
 
 
 @dataclass(slots=True, kw_only=True)
@@ -187,6 +199,10 @@ class ToolResult(_Event):
     people_output: str | None = None
     #: Indices into ``display`` of the images that also went to the model (vision models).
     sent_to_model: list[int] = field(default_factory=list)
+    #: The call ran with arguments a person edited (``tool.decision.arguments``): ``output`` is
+    #: the tool's own output, and the model read it after the note ``tool_message`` adds. Older
+    #: traces have no field and the note inside ``output``.
+    edited: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = _Event.to_dict(self)
@@ -195,6 +211,8 @@ class ToolResult(_Event):
             del d["people_output"]
         if not d["sent_to_model"]:
             del d["sent_to_model"]
+        if not d["edited"]:
+            del d["edited"]
         return d
 
 
@@ -281,6 +299,33 @@ class RunEnd(_Event):
     completion_tokens: int = 0
     elapsed: float = 0.0
     error: str | None = None
+
+
+# -- what the model reads, built from fields (the loop and every history rebuild use these) ------
+EDIT_NOTE = "[The user edited the arguments before running: {arguments}]\n"
+
+_CONTEXT_TEXT = "{prompt}\n\nContext ({label}):\n```\n{text}\n```"
+
+
+def tool_message(output: str, edited_arguments: str | None = None) -> str:
+    """The tool message the model reads for a result: ``output``, after the edit note when a
+    person edited the arguments (pass ``tool.decision.arguments`` when ``tool.result.edited``)."""
+    if edited_arguments is None:
+        return output
+    return EDIT_NOTE.format(arguments=edited_arguments) + output
+
+
+def user_message(prompt: str, context: dict[str, Any] | None = None) -> str:
+    """The user message the model reads for a ``run.start``: the prompt, then the attached
+    context (``run.start.context``) when it has text."""
+    if not isinstance(context, dict):
+        return prompt
+    text = context.get("text")
+    if not isinstance(text, str) or not text.strip():
+        return prompt
+    label = context.get("label")
+    label = label if isinstance(label, str) and label else "attached"
+    return _CONTEXT_TEXT.format(prompt=prompt, label=label, text=text)
 
 
 Event = Union[

@@ -190,6 +190,8 @@ class Scrubber:
         elif t == "run.start":
             ev.base_url = self.exact(clean_url(ev.base_url))
             ev.prompt = self.exact(ev.prompt)
+            if ev.context is not None:  # attached to the prompt: the model reads it too
+                ev.context = self.value(ev.context)
         elif t == "verify.end":  # the verify pass (k2lab.agent.verify): tool text and errors
             ev.reason = self.text(ev.reason)
             ev.summary = self.exact(ev.summary)

@@ -44,6 +44,8 @@ from k2lab.events import (
     ToolProposed,
     ToolResult,
     Usage,
+    tool_message,
+    user_message,
 )
 from k2lab.providers.base import ChatProvider, ProviderError
 from k2lab.scrub import Scrubber, env_secrets
@@ -210,7 +212,10 @@ class Agent:
         parent_run_id: str | None = None,
         forked_from_call: str | None = None,
         follow_up: FollowUp | None = None,
+        context: dict[str, str] | None = None,
     ) -> AsyncIterator[Event]:
+        """Run ``prompt`` (what the user typed; ``context``: what they attached to it, see
+        ``RunStart.context``) to its ``run.end``, yielding every event."""
         if self.running:
             raise RuntimeError("this agent is already running; stop it or wait for run.end")
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
@@ -220,6 +225,7 @@ class Agent:
             queue=queue,
             started=time.time(),
             scrubber=self.scrubber,
+            context=context,
         )
         state.follow_up = follow_up
         state.emit(
@@ -241,6 +247,7 @@ class Agent:
                 max_tokens=_max_tokens_of(self.provider),
                 context_window=self.budgets.context_window,
                 prices=_prices_of(self.provider),
+                context=context,
             )
         )
         self._stop_why = None
@@ -268,7 +275,7 @@ class Agent:
         wall = self.budgets.wall_time
         deadline = asyncio.timeout(None if wall is None else max(0.0, wall - self._elapsed(st)))
         try:
-            self.conversation.add_user(st.prompt)
+            self.conversation.add_user(user_message(st.prompt, st.context))
             async with deadline:
                 await self._loop(st)
         except _Finished as f:
@@ -508,16 +515,15 @@ class Agent:
             decision = Decision("approve", by="policy")
         else:
             decision = await self.decisions.decide(proposal)
-        st.emit(
-            ToolDecision(
-                run_id=st.run_id,
-                call_id=cid,
-                decision=decision.kind,
-                by=decision.by,
-                arguments=decision.arguments,
-                feedback=decision.feedback,
-            )
+        decided = ToolDecision(
+            run_id=st.run_id,
+            call_id=cid,
+            decision=decision.kind,
+            by=decision.by,
+            arguments=decision.arguments,
+            feedback=decision.feedback,
         )
+        st.emit(decided)
         if decision.kind == "reject":
             text = "The user rejected this tool call; it was not executed."
             if decision.feedback:
@@ -535,24 +541,26 @@ class Agent:
         st.running_call = cid
         out = await self.tools.call(tool, params)
         st.running_call = None
-        text = out.output
-        if decision.kind == "edit":
-            text = f"[The user edited the arguments before running: {decision.arguments}]\n{text}"
+        edited = decision.kind == "edit"
         self._result(
             st,
             ToolResult(
                 call_id=cid,
                 name=name,
                 ok=out.ok,
-                output=text,
+                output=out.output,  # the edit is a field; the model's note is added below
                 display=out.display,
                 duration=time.perf_counter() - t0,
                 truncated=out.truncated,
                 people_output=out.people_output,
+                edited=edited,
             ),
+            edited_arguments=decided.arguments if edited else None,
         )
 
-    def _result(self, st: _RunState, res: ToolResult) -> None:
+    def _result(
+        self, st: _RunState, res: ToolResult, *, edited_arguments: str | None = None
+    ) -> None:
         if res.call_id not in st.open_calls:  # answered already: never twice in the history
             return
         st.open_calls.remove(res.call_id)
@@ -560,7 +568,8 @@ class Agent:
         if st.images is not None and res.display:  # a vision model: the images go too
             res.sent_to_model = st.images.offer(res.call_id, res.display)
         st.emit(res)  # scrubbed first: the model reads what the trace shows
-        self.conversation.add_tool_result(res.call_id, res.output)
+        # ``edited_arguments`` from the emitted (scrubbed) tool.decision, as a rebuild reads it
+        self.conversation.add_tool_result(res.call_id, tool_message(res.output, edited_arguments))
 
     def _send_images(self, st: _RunState) -> None:
         """The step's images as one user message after its tool messages (vision models)."""
@@ -594,6 +603,7 @@ class _RunState:
     __slots__ = (
         "run_id",
         "prompt",
+        "context",
         "queue",
         "started",
         "seq",
@@ -624,9 +634,11 @@ class _RunState:
         queue: asyncio.Queue[Event | None],
         started: float,
         scrubber: Scrubber,
+        context: dict[str, str] | None = None,
     ) -> None:
         self.run_id = run_id
         self.prompt = prompt
+        self.context = context
         self.queue = queue
         self.started = started
         self.seq = 0

@@ -9,10 +9,9 @@ order in one sandbox, so later calls see the state earlier ones built; ``replay_
 call's code in the sandbox it is given (the caller decides whether the state it needs is there,
 e.g. by ``replay_all(..., upto=call_id)``).
 
-Comparison is of the recorded output without the "[The user edited ...]" note the loop adds for the
-model (the view's ``shown_output``, cut by the edit's own arguments), after removing what cannot
-match between two runs of the same code: trailing whitespace and object addresses (``0x7f...``).
-``normalize`` still drops such a note found in a text, for callers holding raw outputs.
+Comparison is of the tool's own output (the view's ``shown_output``: an edit is a field of the
+result, never a note to cut here), after removing what cannot match between two runs of the same
+code: trailing whitespace and object addresses (``0x7f...``).
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from k2lab.events import Event, ToolResult
 from k2lab.sandbox.base import Sandbox
 from k2lab.trace.view import Call, view_of
 
-_EDIT_MARK = re.compile(r"^\[The user edited the arguments before running: .*?\]\n", re.S)
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{6,}")
 
 
@@ -112,7 +110,6 @@ def recorded_calls(events: Iterable[Event]) -> list[RecordedCall]:
 
 
 def normalize(text: str) -> str:
-    text = _EDIT_MARK.sub("", text, count=1)
     text = _ADDRESS.sub("0x…", text)
     return "\n".join(line.rstrip() for line in text.strip().splitlines())
 

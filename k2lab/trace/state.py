@@ -15,13 +15,11 @@ feeds the saved renderings (``k2lab.trace.notebook``), so the live view and the 
 from __future__ import annotations
 
 import json
-import re
 import time
 from typing import Any
 
 from k2lab.trace.view import Call, RunState, RunView, budgets_of, retry_text
 
-_EDIT_NOTE = re.compile(r"^\[The user edited the arguments before running: .*?\]\n", re.S)
 #: The heavy-mode lane of the aggregation step (its events go to the main steps and answer).
 AGGREGATE = "aggregate"
 #: A lane's detail carries its last this many steps (older ones are counted, not sent: a patch
@@ -443,10 +441,10 @@ class TraceState:
             return
         card.update(
             ok=ev["ok"],
-            # the loop tells the model about an edit in the output; people see the edit itself
+            # people see the tool's own output (the view's shown_output: the edit is a field)
             output=ev["people_output"]
             if isinstance(ev.get("people_output"), str)
-            else _EDIT_NOTE.sub("", ev["output"], count=1),
+            else self._shown_output(ev),
             display=ev.get("display") or [],
             sent_to_model=ev.get("sent_to_model") or [],
             duration=ev.get("duration"),
@@ -457,6 +455,14 @@ class TraceState:
         elif card["status"] not in ("rejected", "problem"):
             card["status"] = "done" if ev["ok"] else "error"
         self._dirty_cards.add(card["call_id"])
+
+    def _shown_output(self, ev: dict[str, Any]) -> str:
+        call = self.view.find_call(str(ev.get("call_id")))
+        return (
+            str(ev.get("output", ""))
+            if call is None or call.result is None
+            else call.result["shown_output"]
+        )
 
     def _on_retry(self, ev: dict[str, Any]) -> None:
         # RunView's numbering: the attempt a retry starts (retry.attempt + 1) of max_attempts

@@ -33,8 +33,13 @@ Rules (where the older folds disagreed, the choice made here):
   approved or edited calls that got a result (a call interrupted while running counts as executed:
   it may have had effects). A call stopped while it waited for approval was **not** run: export
   and replay both leave it out (``notebook/commands.executed_code`` used to export it).
-- **Edits as fields.** ``result.output`` is what the model read; ``result.shown_output`` drops the
-  exact note the loop prepends for an edit (built from ``edited_arguments``, not found by regex).
+- **Edits as fields.** ``result.output`` is what the model read; ``result.shown_output`` the tool's
+  own output. A ``tool.result`` with ``edited`` holds the tool's output and the model's text is
+  ``events.tool_message`` of it; older traces (no field) hold the note inside ``output``, and the
+  one legacy read cuts that exact note (built from ``edited_arguments``, not found by regex).
+- **Attached context.** ``context`` is ``run.start.context`` (``{label, text}``, or None): the
+  panel's attached cell / selection / notebook / variables; ``prompt`` is what the user typed.
+  Older traces have the context inside ``prompt`` and ``context`` None.
 - **Step restart.** ``notice(kind="step_restart")`` in an unfinished step drops that step's streamed
   reasoning and content (the provider streams the step again), so a cut stream is never shown
   twice; ``restarts`` counts them. ``step.end`` replaces both texts with the assembled message,
@@ -65,9 +70,8 @@ import json
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from k2lab.events import EVENT_TYPES, Event
+from k2lab.events import EDIT_NOTE, EVENT_TYPES, Event, tool_message
 
-EDIT_NOTE = "[The user edited the arguments before running: {arguments}]\n"
 CALL_STATUSES = ("pending", "running", "done", "error", "rejected", "not_run")
 DECISIONS = ("approve", "edit", "reject", "stop", "not_run")
 
@@ -257,6 +261,14 @@ def budgets_of(d: _Get) -> dict[str, Any]:
     return out
 
 
+def context_of(v: Any) -> dict[str, str] | None:
+    """``run.start.context`` as ``{label, text}``; None when absent or not that shape."""
+    if not isinstance(v, dict) or not isinstance(v.get("text"), str):
+        return None
+    label = v.get("label")
+    return {"label": label if isinstance(label, str) else "", "text": v["text"]}
+
+
 def cost_text(totals: dict[str, Any], prices: list[float] | None) -> str:
     """ "≈ $0.0123" from the run's tokens at the preset's prices; "" where no price is known."""
     if not prices:
@@ -350,6 +362,7 @@ class RunState:
         "verify",
         "budgets",
         "last_prompt_tokens",
+        "context",
     )
 
     def __init__(self, run_id: str = "") -> None:
@@ -395,6 +408,8 @@ class RunState:
         self.budgets: dict[str, Any] = dict(_NO_BUDGETS)
         #: the latest request's prompt tokens (the context gauge's numerator)
         self.last_prompt_tokens = 0
+        #: ``run.start.context``: what the user attached to the prompt ({label, text}), or None
+        self.context: dict[str, str] | None = None
 
     def step(self, index: int) -> Step:
         st = self.steps.get(index)
@@ -415,6 +430,7 @@ class RunState:
             "totals": dict(self.totals),
             "budgets": dict(self.budgets),
             "last_prompt_tokens": self.last_prompt_tokens,
+            "context": None if self.context is None else dict(self.context),
         }
         if self.verify is not None:  # only runs with a verify pass carry the key
             v = self.verify
@@ -520,6 +536,7 @@ class RunView:
         ts = d.get("ts")
         run.started = float(ts) if isinstance(ts, int | float) else None
         run.budgets = budgets_of(d)
+        run.context = context_of(d.get("context"))
         self._add_run(run)
 
     def _on_step_start(self, d: _Get) -> None:
@@ -621,12 +638,14 @@ class RunView:
         call = self._call_of(d)
         if call is None or call.result is not None:
             return  # answered already: the first answer is the one the model read
-        output = _str(d.get("output"))
-        shown = output
+        output = shown = _str(d.get("output"))
         if call.decision == "edit" and call.edited_arguments is not None:
-            note = EDIT_NOTE.format(arguments=call.edited_arguments)
-            if output.startswith(note):
-                shown = output[len(note) :]
+            if d.get("edited") is True:  # the edit is a field: the model read the note too
+                output = tool_message(shown, call.edited_arguments)
+            else:  # the one legacy read: older traces hold the note inside the output
+                note = EDIT_NOTE.format(arguments=call.edited_arguments)
+                if output.startswith(note):
+                    shown = output[len(note) :]
         display = d.get("display")
         ok = d.get("ok") is True
         call.result = {

@@ -41,6 +41,15 @@ export interface IRunStart extends IEventBase {
   context_window?: number;
   /** USD per 1M tokens [input, cached input, output] where the preset knows them */
   prices?: number[] | null;
+  /** what the user attached to the prompt (the panel's cell / selection / notebook /
+   * variables); `prompt` is then what they typed. Absent in older traces (context in `prompt`). */
+  context?: IRunContext | null;
+}
+
+export interface IRunContext {
+  /** "the current cell of a.ipynb" */
+  label: string;
+  text: string;
 }
 
 export interface IStepStart extends IEventBase {
@@ -104,6 +113,9 @@ export interface IToolResult extends IEventBase {
   people_output?: string | null;
   /** Indices into `display` of the images that also went to the model. */
   sent_to_model?: number[];
+  /** the call ran with a person's edited arguments: `output` is the tool's own output (older
+   * traces: no field, the "[The user edited ...]" note inside `output`) */
+  edited?: boolean;
 }
 
 export interface IUsage extends IEventBase {

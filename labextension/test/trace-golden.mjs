@@ -67,7 +67,8 @@ function runOf(r) {
     errors: r.errors,
     totals: r.totals,
     budgets: r.budgets,
-    last_prompt_tokens: r.last_prompt_tokens
+    last_prompt_tokens: r.last_prompt_tokens,
+    context: r.context
   };
   if (r.verify !== undefined) {
     out.verify = r.verify;

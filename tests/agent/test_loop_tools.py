@@ -179,7 +179,14 @@ async def test_ask_approve_edit_and_reject_with_feedback(fake_model: FakeModel):
     msgs = fake_model.requests[1]["messages"]
     check_history(msgs)
     assert msgs[-3]["content"] == "ran: approved()"
-    assert "edited" in msgs[-2]["content"] and "ran: safe()" in msgs[-2]["content"]
+    # the model reads the same note as ever; the trace records the edit as a field
+    note = f"[The user edited the arguments before running: {edited}]\n"
+    assert msgs[-2]["content"] == note + "ran: safe()"
+    res = of_type(events, "tool.result")
+    assert [(r.output, r.edited) for r in res[:2]] == [
+        ("ran: approved()", False),
+        ("ran: safe()", True),
+    ]
     assert (
         "rejected" in msgs[-1]["content"] and "Use the cached table instead." in msgs[-1]["content"]
     )

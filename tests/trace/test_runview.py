@@ -26,6 +26,8 @@ from k2lab.events import (
     ToolDecision,
     ToolProposed,
     ToolResult,
+    tool_message,
+    user_message,
 )
 from k2lab.trace.jsonl import load_trace
 from k2lab.trace.view import _HANDLERS, RunView, retry_text, view_of
@@ -284,3 +286,54 @@ def test_verify_pass_keeps_the_checked_answer_until_the_correction() -> None:
     assert end.verify["outcome"] == "corrected"
     assert [r["verdict"] for r in end.verify["rounds"]] == ["fault", "holds"]
     assert [c["name"] for r in end.verify["rounds"] for c in r["checks"]] == ["python", "python"]
+
+
+def test_an_edit_is_a_field_and_old_traces_with_the_note_read_the_same() -> None:
+    """``tool.result.edited``: the output is the tool's own, the model's text is built from the
+    field (``events.tool_message``); a trace written before the field holds the note inside the
+    output, and folds to the same call."""
+    events = events_of("edited")
+    res = next(e for e in events if e["type"] == "tool.result")
+    assert res["edited"] is True and not res["output"].startswith("[The user edited")
+    new = view_of(events).call("edited-1", "functions.python:0")
+    old = view_of(events_of("edited_legacy")).call("edited-1", "functions.python:0")
+    assert new is not None and old is not None and new.result is not None
+    assert new.to_dict() == old.to_dict()
+    dec = next(e for e in events if e["type"] == "tool.decision")
+    assert new.result["output"] == tool_message(res["output"], dec["arguments"])
+    assert new.result["shown_output"] == res["output"]
+
+
+def test_attached_context_is_a_field_of_run_start() -> None:
+    ctx = {"label": "the current cell of a.ipynb", "text": "x = 1"}
+    start = RunStart(
+        run_id="r",
+        prompt="explain",
+        model="m",
+        model_label="m",
+        base_url="",
+        policy="ask",
+        isolation="none",
+        max_steps=1,
+        context=ctx,
+    )
+    assert start.to_dict()["context"] == ctx
+    plain = RunStart(
+        run_id="r",
+        prompt="p",
+        model="m",
+        model_label="m",
+        base_url="",
+        policy="ask",
+        isolation="none",
+        max_steps=1,
+    )
+    assert "context" not in plain.to_dict()  # older readers see the same line as before
+    view = view_of([start.to_dict()])
+    assert view.runs[0].prompt == "explain" and view.runs[0].context == ctx
+    assert user_message("explain", ctx) == (
+        "explain\n\nContext (the current cell of a.ipynb):\n```\nx = 1\n```"
+    )
+    assert user_message("explain", None) == "explain"
+    assert user_message("explain", {"label": "x", "text": "  "}) == "explain"
+    assert view_of([{**start.to_dict(), "context": "junk"}]).runs[0].context is None

@@ -126,6 +126,9 @@ export interface IFoldRun {
   budgets: IFoldBudgets;
   /** the latest request's prompt tokens (the context gauge) */
   last_prompt_tokens: number;
+  /** run.start's `context`: what the user attached to the prompt (null: none, or an older
+   * trace whose prompt holds it) */
+  context: { label: string; text: string } | null;
   /** the step streaming now */
   current: number | null;
   /** present only for runs with a verify pass */
@@ -184,6 +187,7 @@ export class TraceFold {
       run.policy = str(ev.policy);
       run.max_steps = int(ev.max_steps);
       run.budgets = budgetsOf(ev);
+      run.context = contextOf(ev.context);
       this.addRun(run);
       return run;
     }
@@ -521,8 +525,21 @@ function newRun(runId: string, lane: string): IFoldRun {
       prices: null
     },
     last_prompt_tokens: 0,
+    context: null,
     current: null
   };
+}
+
+/** RunView's `context_of`: run.start's `{label, text}`, or null when absent or not that shape. */
+export function contextOf(v: unknown): { label: string; text: string } | null {
+  if (!v || typeof v !== 'object' || Array.isArray(v)) {
+    return null;
+  }
+  const c = v as { label?: unknown; text?: unknown };
+  if (typeof c.text !== 'string') {
+    return null;
+  }
+  return { label: typeof c.label === 'string' ? c.label : '', text: c.text };
 }
 
 function positive(v: unknown): boolean {

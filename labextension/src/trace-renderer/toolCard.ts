@@ -173,7 +173,7 @@ export class ToolCard {
     const shown =
       typeof ev.people_output === 'string'
         ? ev.people_output
-        : this.shownOutput(ev.output || '');
+        : this.shownOutput(ev);
     const result = h(
       'div',
       { class: `k2lab-result ${look}` },
@@ -206,10 +206,15 @@ export class ToolCard {
   }
 
   /**
-   * The output without the note the engine prepends for the model after an edit ("[The user
-   * edited the arguments before running: {...}]"): the card already shows the edited code.
+   * The tool's own output: a result with `edited` holds it (the note for the model is a field);
+   * older traces hold the note the engine prepended for the model after an edit ("[The user
+   * edited the arguments before running: {...}]"), cut here: the card shows the edited code.
    */
-  private shownOutput(output: string): string {
+  private shownOutput(ev: IToolResult): string {
+    const output = ev.output || '';
+    if (ev.edited === true) {
+      return output;
+    }
     const note = this.editedArgs
       ? `[The user edited the arguments before running: ${this.editedArgs}]\n`
       : '';
