@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from k2lab.agent.decisions import DecisionSource, decision_source
 from k2lab.config import Settings
-from k2lab.events import Error, Event, RunEnd, RunStart, VerifyEnd
+from k2lab.events import Error, Event, RunEnd, RunStart, VerifyEnd, user_message
 from k2lab.scrub import Scrubber
 
 if TYPE_CHECKING:
@@ -60,7 +60,9 @@ class RunSpec:
     after the run); everything passed in is the face's and stays open."""
 
     settings: Settings
+    #: what the user typed (``context``: what they attached to it, ``RunStart.context``)
     prompt: str
+    context: dict[str, str] | None = None
     #: who decides on tool calls (None: ``decision_source(settings.approve)``)
     decisions: DecisionSource | None = None
     run_id: str | None = None
@@ -445,6 +447,7 @@ class RunDriver:
                 parent_run_id=spec.parent_run_id,
                 forked_from_call=spec.forked_from_call,
                 follow_up=self._follow_up(),
+                context=spec.context,
             ),
         )
         async with contextlib.aclosing(events):  # a sink that raised: the agent stops too
@@ -482,13 +485,15 @@ class RunDriver:
         self.heavy_run = heavy
         if self._stop_requested:
             heavy.stop(why=self._stop_why)
-        events = cast("AsyncGenerator[Event, None]", heavy.run(spec.prompt))
+        # the lanes read the attached context as part of their task (each lane's own run.start)
+        task = user_message(spec.prompt, spec.context)
+        events = cast("AsyncGenerator[Event, None]", heavy.run(task))
         async with contextlib.aclosing(events):  # lanes stopped and their sandboxes closed
             async for ev in events:
                 self.emit(ev)
         self.result.heavy = out = heavy.outcome
         if spec.conversation is not None and out is not None:
-            heavy_turn(spec.conversation, spec.prompt, out.answer, out.error or out.stop_reason)
+            heavy_turn(spec.conversation, task, out.answer, out.error or out.stop_reason)
 
     def _failed_start(self, part: str, message: str, *, stopped: bool = False) -> None:
         self.result.failed = part

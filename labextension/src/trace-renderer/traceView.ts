@@ -28,6 +28,7 @@ import { Sanitize } from './display';
 import {
   budgetStopText,
   contextGauge,
+  contextOf,
   costText,
   IFoldBudgets,
   IFoldRun,
@@ -153,24 +154,37 @@ function promptText(text: string): HTMLElement {
 }
 
 /**
- * The prompt of a run. Notebook context the panel attached (the server appends it as
- * "Context (...):" and a fenced block) is folded under a summary, so a 20k-character notebook
- * does not push the conversation off screen.
+ * The prompt of a run: what the user typed, and the notebook context the panel attached
+ * (run.start's `context` field) folded under a summary, so a 20k-character notebook does not push
+ * the conversation off screen. Older traces have no field: the server appended the context to
+ * the prompt as "Context (...):" and a fenced block, read back here (their one legacy read).
  */
-function promptBlock(prompt: string): HTMLElement {
-  const m = /\n\nContext \(([^\n]*)\):\n```\n([\s\S]*)\n```$/.exec(prompt);
-  if (!m) {
+function promptBlock(ev: IRunStart): HTMLElement {
+  let prompt = ev.prompt;
+  let ctx = contextOf(ev.context);
+  if (!ctx) {
+    const m = /\n\nContext \(([^\n]*)\):\n```\n([\s\S]*)\n```$/.exec(prompt);
+    if (m) {
+      prompt = prompt.slice(0, m.index);
+      ctx = { label: m[1], text: m[2] };
+    }
+  }
+  if (!ctx) {
     return h('div', { class: 'k2lab-prompt' }, promptText(prompt));
   }
   return h(
     'div',
     { class: 'k2lab-prompt' },
-    promptText(prompt.slice(0, m.index)),
+    promptText(prompt),
     h(
       'details',
       { class: 'k2lab-prompt-context' },
-      h('summary', {}, `Context: ${m[1]} · ${compact(m[2].length)} chars`),
-      h('pre', {}, m[2])
+      h(
+        'summary',
+        {},
+        `Context: ${ctx.label} · ${compact(ctx.text.length)} chars`
+      ),
+      h('pre', {}, ctx.text)
     )
   );
 }
@@ -398,7 +412,7 @@ export class TraceView {
       const node = h(
         'div',
         { class: 'k2lab-run', 'data-run-id': ev.run_id },
-        promptBlock(ev.prompt),
+        promptBlock(ev),
         this.head(ev)
       );
       this.node.append(node);
@@ -532,7 +546,7 @@ export class TraceView {
     const node = h(
       'div',
       { class: 'k2lab-run k2lab-heavy', 'data-heavy-id': id },
-      promptBlock(ev.prompt),
+      promptBlock(ev),
       this.head(ev),
       summary,
       tiles,
