@@ -1,15 +1,17 @@
-"""Rebuilding conversations from recorded events: ``--resume`` and "Fork from here".
+"""Fork from any recorded tool call: the engine's operation every face calls (the notebook's
+"Fork from here" and ``%%k2 fork``, the panel's ``POST sessions/{id}/fork``).
 
-A fork re-runs a run from one of its tool calls, with the code the person chose, and lets the model
-continue as a new branch (a new run whose ``run.start`` names the parent run and the call). It is
-built from the record, without the model re-generating anything before the call:
+A fork re-runs a run from one of its tool calls, with the same or edited arguments, and lets the
+model continue as a new branch (a new run whose ``run.start`` names the parent run and the call).
+It is built from the record, without the model re-generating anything before the call
+(``plan_fork``):
 
-- the conversation is what the model had before the parent run, plus the parent run's prompt and
-  every step before the call's step with its recorded tool results;
-- the fork's first step is the recorded assistant message of the call's step (``ForkProvider``
-  replays it instead of asking the model), keeping the calls from the chosen one on;
-- the chosen call is decided up front (``ForkDecisions``): "edit" with the new code, or "approve"
-  when the code is unchanged; later calls of that step are decided as usual;
+- the conversation is the one the log implies (``k2lab.agent.history``: compaction, heavy runs,
+  earlier forks included) up to the parent run's step that proposed the call;
+- the fork's first step is the recorded assistant message of that step (``ForkProvider`` replays it
+  instead of asking the model), keeping the calls from the chosen one on;
+- the chosen call is decided up front (``ForkDecisions``): "edit" with the new arguments, or
+  "approve" when they are unchanged; later calls of that step are decided as usual;
 - the sandbox is NOT rewound: the call runs in the sandbox's current state (say so to users).
 """
 
@@ -17,11 +19,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from k2lab.agent.context import Conversation
 from k2lab.agent.decisions import Decision, DecisionSource
-from k2lab.agent.loop import STOPPED_BEFORE_RUN
+from k2lab.agent.history import Replay
 from k2lab.events import Event, StepEnd, ToolProposed
 from k2lab.providers.base import ChatProvider
 
@@ -38,61 +41,108 @@ class ContinueConversation(Conversation):
         super().add_user(text)
 
 
-def _replay_steps(conv: Conversation, events: list[dict[str, Any]], upto_step: int | None) -> None:
-    """Append a run's prompt, then its steps (< ``upto_step``) with their recorded results."""
-    results = {e["call_id"]: e["output"] for e in events if e.get("type") == "tool.result"}
-    for ev in events:
-        kind = ev.get("type")
-        if kind == "run.start" and not ev.get("forked_from_call"):
-            conv.add_user(ev["prompt"])
-        elif kind == "step.end":
-            if upto_step is not None and ev["step"] >= upto_step:
-                break
-            calls = ev.get("tool_calls") or []
-            conv.add_assistant(ev.get("content", ""), ev.get("reasoning", ""), calls)
-            for c in calls:
-                conv.add_tool_result(c["id"], results.get(c["id"], STOPPED_BEFORE_RUN))
+class ForkError(ValueError):
+    """A fork that cannot be made: ``status`` 404 (no such run or call), 409 (not forkable)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-def conversation_from_runs(
-    runs: list[list[dict[str, Any]]], system: str, *, cls: type[Conversation] = Conversation
-) -> Conversation:
-    """The conversation a series of recorded runs left behind (for ``%k2 --resume``).
+@dataclass
+class Fork:
+    """A planned branch: what it continues from and how its first step and call are decided."""
 
-    Forked runs start from their own replayed message; their prompt is not a user turn.
-    """
-    conv = cls(system)
-    for events in runs:
-        _replay_steps(conv, events, None)
-    return conv
+    parent_run_id: str
+    call_id: str
+    #: the chosen call's arguments (None: as recorded)
+    arguments: str | None
+    conversation: ContinueConversation
+    #: the recorded step the branch replays first (from the chosen call on)
+    first: StepEnd
+
+    @property
+    def prompt(self) -> str:
+        """The branch's ``run.start`` prompt (not a user turn: nobody spoke)."""
+        return f"[branch of run {self.parent_run_id} from call {self.call_id}]"
+
+    def under(self, system: Conversation) -> None:
+        """Put ``system``'s system message first (a plan made before the agent, and so its system
+        prompt, existed: the server's, from ``Conversation()``)."""
+        head = [m for m in system.messages[:1] if m.get("role") == "system"]
+        rest = [m for m in self.conversation.messages if m.get("role") != "system"]
+        conv = ContinueConversation.from_messages([*head, *rest])
+        assert isinstance(conv, ContinueConversation)
+        conv.skip_next_user = self.conversation.skip_next_user
+        self.conversation = conv
+
+    def provider(self, inner: ChatProvider) -> ForkProvider:
+        return ForkProvider(inner, self.first)
+
+    def decisions(self, inner: DecisionSource) -> ForkDecisions:
+        return ForkDecisions(inner, self.call_id, self.arguments)
 
 
-def fork_point(events: list[dict[str, Any]], call_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ``step.end`` holding ``call_id`` and the call's recorded proposal."""
+def _run_span(log: list[dict[str, Any]], run_id: str) -> tuple[int, int]:
+    """Where run ``run_id`` is in ``log``: from its ``run.start`` to the next run's."""
+    start = next(
+        (
+            i
+            for i, e in enumerate(log)
+            if e.get("type") == "run.start" and not e.get("lane") and e.get("run_id") == run_id
+        ),
+        None,
+    )
+    if start is None:  # a notebook's run alone, or a trace from before run ids: the whole list
+        if any(e.get("run_id") not in (None, "", run_id) for e in log if not e.get("lane")):
+            raise ForkError(404, f"no run {run_id!r} here")
+        return 0, len(log)
+    end = next(
+        (
+            i
+            for i in range(start + 1, len(log))
+            if log[i].get("type") == "run.start" and not log[i].get("lane")
+        ),
+        len(log),
+    )
+    return start, end
+
+
+def plan_fork(
+    before: Conversation,
+    log: list[dict[str, Any]],
+    run_id: str,
+    call_id: str,
+    arguments: str | None = None,
+) -> Fork:
+    """A branch of run ``run_id`` from its call ``call_id``. ``log`` holds that run's events and
+    the runs before it that ``before`` (the system prompt, or the conversation the run started
+    from) does not already hold. Raises ``ForkError`` for an unknown run or call."""
+    start, end = _run_span(log, run_id)
+    run = log[start:end]
     proposal = next(
-        (e for e in events if e.get("type") == "tool.proposed" and e["call_id"] == call_id), None
+        (e for e in run if e.get("type") == "tool.proposed" and e.get("call_id") == call_id), None
     )
     if proposal is None:
-        raise ValueError(f"no tool call {call_id!r} in this run")
+        raise ForkError(404, f"no tool call {call_id!r} in run {run_id}")
+    if proposal.get("lane"):
+        raise ForkError(409, "a heavy run's lane calls cannot be forked (fork a plain run's call)")
     step = next(
-        (e for e in events if e.get("type") == "step.end" and e["step"] == proposal["step"]), None
+        (e for e in run if e.get("type") == "step.end" and e.get("step") == proposal["step"]), None
     )
     if step is None:
-        raise ValueError(f"the step of call {call_id!r} was not recorded")
-    return step, proposal
-
-
-def fork_conversation(
-    before: list[dict[str, Any]], events: list[dict[str, Any]], call_id: str
-) -> tuple[ContinueConversation, StepEnd]:
-    """The conversation up to the fork point, and the step the fork replays first."""
-    step, _ = fork_point(events, call_id)
-    conv = ContinueConversation.from_messages(before)
+        raise ForkError(409, f"the step of call {call_id!r} was not recorded")
+    replay = Replay(ContinueConversation.from_messages(before.to_list()))
+    for ev in log[:end]:
+        if ev is step:
+            break
+        replay.feed(ev)
+    conv = replay.conversation
     assert isinstance(conv, ContinueConversation)
-    # a parent that was itself a fork has no prompt of its own: the replay starts at its steps
-    _replay_steps(conv, events, step["step"])
     calls = step.get("tool_calls") or []
-    idx = next(i for i, c in enumerate(calls) if c["id"] == call_id)
+    idx = next((i for i, c in enumerate(calls) if c.get("id") == call_id), None)
+    if idx is None:
+        raise ForkError(409, f"call {call_id!r} is not in its step's recorded message")
     first = StepEnd(
         step=1,
         content=step.get("content", ""),
@@ -102,7 +152,7 @@ def fork_conversation(
         finish_reason=step.get("finish_reason"),
     )
     conv.skip_next_user = True
-    return conv, first
+    return Fork(run_id, call_id, arguments, conv, first)
 
 
 class ForkProvider:

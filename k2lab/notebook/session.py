@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.error import UsageError
 from IPython.display import DisplayHandle, display
 
+from k2lab.agent.context import Conversation
 from k2lab.agent.decisions import (
     Decision,
     DecisionError,
@@ -52,7 +53,7 @@ from k2lab.agent.decisions import (
     PendingDecisions,
     decision_source,
 )
-from k2lab.agent.fork import ForkDecisions, ForkProvider, fork_conversation
+from k2lab.agent.fork import Fork, ForkError, plan_fork
 from k2lab.agent.loop import Agent
 from k2lab.config import K2Lab, Settings, resolve_settings
 from k2lab.driver import (
@@ -328,9 +329,12 @@ class RunRecord:
                 f"This cell already shows a branch: run `%%k2 fork {self.run_id} {call_id}` "
                 "in a new cell (the cell body is the code to run)."
             )
-        self.fork_slot_used = True
         args = arguments_for(card["name"], code) if code is not None else None
-        child = self.session.fork(self, call_id, args, slot=self.fork_slot)
+        try:
+            child = self.session.fork(self, call_id, args, slot=self.fork_slot)
+        except UsageError as e:
+            return f"Cannot fork: {e}"
+        self.fork_slot_used = True
         return f"Forked: branch {child.run_id} starts at call {call_id} (shown below)."
 
     def insert_cell(self, call_id: str) -> str:
@@ -538,18 +542,18 @@ class NotebookSession:
         self, parent: RunRecord, call_id: str, arguments: str | None, *, slot: Any = None
     ) -> RunRecord:
         """A branch of ``parent`` from ``call_id`` (stopping the parent first if it runs)."""
-        conv, first = fork_conversation(parent.conv_before, parent.events, call_id)
-        rec = RunRecord(
-            self, f"[branch of run {parent.run_id} from call {call_id}]", parent.settings
-        )
-        rec.decisions = ForkDecisions(decision_source(parent.settings.approve), call_id, arguments)
+        before = Conversation.from_messages(parent.conv_before)
+        try:
+            plan = plan_fork(before, parent.events, parent.run_id, call_id, arguments)
+        except ForkError as e:
+            raise UsageError(str(e)) from None
+        rec = RunRecord(self, plan.prompt, parent.settings)
+        rec.decisions = plan.decisions(decision_source(parent.settings.approve))
         rec.mcp = parent.mcp
         self.runs.append(rec)
         rec.show(slot=slot)
         parent.stop()
-        rec.task = self.schedule(
-            self._drive(rec, conversation=conv, first=first, parent=parent.run_id, at=call_id)
-        )
+        rec.task = self.schedule(self._drive(rec, fork=plan))
         return rec
 
     def schedule(self, coro: Any, *, before: Any = None) -> asyncio.Task[None]:
@@ -574,10 +578,8 @@ class NotebookSession:
         rec: RunRecord,
         *,
         in_kernel: bool = False,
-        conversation: Any = None,
-        first: Any = None,
         parent: str | None = None,
-        at: str | None = None,
+        fork: Fork | None = None,
     ) -> None:
         """The run through the driver (``k2lab.driver``): the session's model, sandbox and MCP
         servers are passed in and stay open for the next run; the events go to the record."""
@@ -597,7 +599,7 @@ class NotebookSession:
                 return await self.mcp_for(rec.mcp, s.tool_timeout)
 
             def built(agent: Agent) -> None:
-                if conversation is None and self.conversation is None:
+                if fork is None and self.conversation is None:
                     self.conversation = agent.conversation
                 rec.agent = agent
                 rec.conv_before = list(agent.conversation.messages)
@@ -608,7 +610,7 @@ class NotebookSession:
                 decisions=rec.decisions,
                 run_id=rec.run_id,
                 provider=provider,
-                wrap_provider=(lambda p: ForkProvider(p, first)) if first is not None else None,
+                wrap_provider=fork.provider if fork is not None else None,
                 sandbox_factory=sandbox,
                 mcp_tools=mcp if rec.mcp is not None and rec.mcp.servers else None,
                 verify_rounds=rec.verify_rounds,
@@ -616,13 +618,13 @@ class NotebookSession:
                 heavy_concurrency=rec.heavy_concurrency,
                 variables=rec.variables,
                 # a fork runs on its own copy of the history
-                conversation=conversation if conversation is not None else self.conversation,
-                parent_run_id=parent,
-                forked_from_call=at,
+                conversation=fork.conversation if fork is not None else self.conversation,
+                parent_run_id=fork.parent_run_id if fork is not None else parent,
+                forked_from_call=fork.call_id if fork is not None else None,
             )
             rec.driver = RunDriver(spec, [rec.sink], on_agent=built)
             await rec.driver.run()
-            if conversation is not None and rec.agent is not None:  # follow-ups continue the branch
+            if fork is not None and rec.agent is not None:  # follow-ups continue the branch
                 self.conversation = rec.agent.conversation
         except asyncio.CancelledError:
             if not rec.events:  # stopped while queued behind another run

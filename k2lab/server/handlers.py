@@ -24,6 +24,7 @@ from k2lab.agent.decisions import Decision
 from k2lab.server.payloads import (
     CreateSession,
     DecideCall,
+    ForkCall,
     PayloadError,
     ReplayCall,
     SendMessage,
@@ -205,6 +206,19 @@ class ReplayHandler(_Base):
         self.reply(result)
 
 
+class ForkHandler(_Base):
+    @web.authenticated
+    @authorized
+    async def post(self, sid: str) -> None:
+        s = await self.opened(sid)
+        req = self.body(ForkCall)
+        try:
+            run_id = await s.fork(req.run_id, req.call_id, req.arguments)
+        except SessionError as e:
+            raise web.HTTPError(e.status, str(e)) from None
+        self.reply({"run_id": run_id, "parent_run_id": req.run_id, "call_id": req.call_id}, 202)
+
+
 class ToolsHandler(_Base):
     @web.authenticated
     @authorized
@@ -320,6 +334,7 @@ def api_handlers() -> list[tuple[str, type[Any]]]:
         (f"{base}/sessions/{sid}/approve-all", ApproveAllHandler),
         (f"{base}/sessions/{sid}/stop", StopHandler),
         (f"{base}/sessions/{sid}/replay", ReplayHandler),
+        (f"{base}/sessions/{sid}/fork", ForkHandler),
         (f"{base}/sessions/{sid}/tools", ToolsHandler),
         (f"{base}/sessions/{sid}/events", EventsSocket),
     ]

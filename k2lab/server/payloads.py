@@ -184,6 +184,15 @@ class ReplayCall(_Strict):
     run_id: str | None = Field(None, min_length=1, max_length=200)
 
 
+class ForkCall(_Strict):
+    """A branch from a recorded call (``k2lab.agent.fork``)."""
+
+    run_id: str = Field(..., min_length=1, max_length=200)
+    call_id: str = Field(..., min_length=1, max_length=500)
+    #: the call's arguments to run instead (JSON text, as the model writes them); none: unchanged
+    arguments: str | None = Field(None, max_length=1_000_000)
+
+
 def parse(model: type[M], body: bytes) -> M:
     try:
         data = json.loads(body or b"{}", parse_constant=_no_constant)

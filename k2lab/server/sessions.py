@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from k2lab.agent.decisions import Decision, DecisionError
+from k2lab.agent.fork import Fork, ForkError, plan_fork
+from k2lab.agent.history import REPLAY_TYPES, continued, interrupted_run_end
 from k2lab.config import K2Lab, Settings, resolve_settings
 from k2lab.events import Error, Notice
 from k2lab.scrub import Scrubber
 from k2lab.server.engine import AgentFactory, BuiltAgent
-from k2lab.server.history import RESTORE_TYPES, interrupted_run_end, restore_conversation
 from k2lab.server.notebook_tools import NotebookBridge, notebook_tools
 from k2lab.server.payloads import RUN_OPTIONS
 from k2lab.server.policy import SessionDecisions
@@ -360,11 +361,11 @@ class Session:
             tools=tools,
         )
         events = await self.opened()
-        history = await asyncio.to_thread(events.select, RESTORE_TYPES)  # big ones from disk
+        history = await asyncio.to_thread(events.select, REPLAY_TYPES)  # big ones from disk
         built = await self.manager.factory(settings, self._decisions, tools)
         if mcp is not None:
             mcp.attach(built.agent)  # its secrets out of every event, its notices into the run
-        restore_conversation(built.agent.conversation, history)
+        built.agent.conversation = continued(built.agent.conversation, [history])
         self._built = built
         return built
 
@@ -377,7 +378,34 @@ class Session:
         self._task = asyncio.ensure_future(self._run(text, run_id, options))
         return run_id
 
-    async def _run(self, prompt: str, run_id: str, options: dict[str, Any] | None = None) -> None:
+    async def fork(self, run_id: str, call_id: str, arguments: str | None = None) -> str:
+        """Start a branch of run ``run_id`` from its call ``call_id`` (``k2lab.agent.fork``), with
+        the recorded or the given arguments, as the session's next run; follow-ups continue the
+        branch. The sandbox is not rewound. 404: no such run or call; 409: a run is going."""
+        if self.running:
+            raise SessionError(409, "a run is in progress in this session; stop it or wait")
+        from k2lab.agent.context import Conversation
+
+        history = await asyncio.to_thread(self.log.select, REPLAY_TYPES)
+        try:
+            plan = plan_fork(Conversation(), history, run_id, call_id, arguments)
+        except ForkError as e:
+            raise SessionError(e.status, str(e)) from None
+        if self.running:  # another request started a run while the log was read
+            raise SessionError(409, "a run is in progress in this session; stop it or wait")
+        new_id = uuid.uuid4().hex[:12]
+        self._stop_pending = False
+        self._task = asyncio.ensure_future(self._run(plan.prompt, new_id, fork=plan))
+        return new_id
+
+    async def _run(
+        self,
+        prompt: str,
+        run_id: str,
+        options: dict[str, Any] | None = None,
+        *,
+        fork: Fork | None = None,
+    ) -> None:
         """The session keeps its provider, sandbox, conversation, MCP servers and decisions;
         the run itself (scrubbing, verify rounds, heavy lanes, the closing ``run.end``) is
         ``k2lab.driver.RunDriver``'s, as in the CLI and the notebook."""
@@ -395,10 +423,17 @@ class Session:
         assert self._decisions is not None
         self._decisions.new_run(run_id)
         rounds, heavy, concurrency = self.run_options(options)
+        if fork is not None:  # a branch is one agent; it runs on its own copy of the history
+            fork.under(built.agent.conversation)
+            built.agent.conversation = fork.conversation  # follow-ups continue the branch
+            heavy = 0
         spec = RunSpec(
             self.settings(),
             prompt,
-            decisions=self._decisions,
+            decisions=fork.decisions(self._decisions) if fork is not None else self._decisions,
+            wrap_provider=fork.provider if fork is not None else None,
+            parent_run_id=fork.parent_run_id if fork is not None else None,
+            forked_from_call=fork.call_id if fork is not None else None,
             run_id=run_id,
             provider=built.provider,
             sandbox=built.sandbox,

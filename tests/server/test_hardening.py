@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from k2lab.agent.decisions import Decision
+from k2lab.agent.history import INTERRUPTED, RESTART_BEFORE_RUN
 from k2lab.events import RunEnd, RunStart, ToolDecision, ToolProposed, ToolResult
 from k2lab.server import store
-from k2lab.server.history import INTERRUPTED, RESTART_BEFORE_RUN
 from k2lab.server.policy import SessionDecisions
 from k2lab.server.sessions import SessionManager
 from k2lab.server.store import CACHE_MAX, EventLog, SessionHeader

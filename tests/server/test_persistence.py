@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from k2lab.server.history import INTERRUPTED
+from k2lab.agent.history import INTERRUPTED
 from k2lab.server.sessions import SessionManager
 from k2lab.server.store import SessionFileError, SessionHeader, read_session
 from tests.fixtures.fake_server import Call, Turn

@@ -235,41 +235,6 @@ async def test_a_heavy_follow_up_continues_from_the_aggregated_answer(api, fake_
         ]
 
 
-def test_a_saved_heavy_run_restores_as_one_turn():
-    from k2lab.agent.context import Conversation
-    from k2lab.server.history import restore_conversation
-
-    log = [
-        {"type": "run.start", "run_id": "h.1", "lane": "1", "prompt": "6*7?"},
-        {"type": "step.end", "lane": "1", "content": "42", "tool_calls": []},
-        {"type": "run.start", "run_id": "h.2", "lane": "2", "prompt": "6*7?"},
-        {"type": "run.end", "lane": "1", "answer": "42", "stop_reason": "completed"},
-        {"type": "run.end", "lane": "2", "answer": "42", "stop_reason": "completed"},
-        {"type": "run.start", "run_id": "h.aggregate", "lane": "aggregate", "prompt": "<task>"},
-        {
-            "type": "run.end",
-            "lane": "aggregate",
-            "answer": "Aggregated: 42.",
-            "stop_reason": "completed",
-        },
-        {"type": "run.start", "run_id": "g.1", "lane": "1", "prompt": "again?"},
-        {"type": "run.end", "lane": "1", "answer": "", "stop_reason": "error", "error": "down"},
-        {"type": "run.start", "run_id": "s", "prompt": "plain"},
-        {"type": "step.end", "content": "ok", "tool_calls": []},
-        {"type": "run.end", "answer": "ok", "stop_reason": "completed"},
-    ]
-    conv = Conversation("sys")
-    restore_conversation(conv, log)
-    assert [(m["role"], m["content"]) for m in conv.messages[1:]] == [
-        ("user", "6*7?"),
-        ("assistant", "Aggregated: 42."),
-        ("user", "again?"),
-        ("assistant", "[heavy mode gave no aggregated answer: no lane finished]"),
-        ("user", "plain"),
-        ("assistant", "ok"),
-    ]
-
-
 async def test_mcp_servers_are_listed_and_their_tools_called(api, fake_model):
     sid = await api.new_session(settings={"approve": "auto"})
     code, tools = await api.get("sessions", sid, "tools")
@@ -375,35 +340,6 @@ async def test_heavy_under_ask_gives_each_lane_its_own_cards(api, fake_model):
     decisions = {e["run_id"]: e["decision"] for e in evs if e["type"] == "tool.decision"}
     assert decisions == {f"{rid}.1": "approve", f"{rid}.2": "reject"}
     assert evs[-1]["answer"] == "aggregated"
-
-
-def test_a_verify_run_restores_with_its_check_and_correction_messages():
-    """After a restart the conversation is rebuilt from the log: the verify pass's check and its
-    ask to correct are user messages, as they were in the live run (not two answers in a row)."""
-    from k2lab.agent.context import Conversation
-    from k2lab.server.history import RESTORE_TYPES, restore_conversation
-
-    events = [
-        {"type": "run.start", "prompt": "6*7?"},
-        {"type": "step.end", "content": "41", "reasoning": "", "tool_calls": []},
-        {"type": "verify.start", "prompt": "Check your answer."},
-        {"type": "step.end", "content": "VERDICT: fault", "reasoning": "", "tool_calls": []},
-        {"type": "verify.end", "correction": "Correct it."},
-        {"type": "step.end", "content": "42", "reasoning": "", "tool_calls": []},
-        {"type": "run.end", "answer": "42"},
-    ]
-    assert all(e["type"] in RESTORE_TYPES for e in events)
-    conv = Conversation(system="sys")
-    restore_conversation(conv, events)
-    said = [(m["role"], m.get("content")) for m in conv.to_list()[1:]]
-    assert said == [
-        ("user", "6*7?"),
-        ("assistant", "41"),
-        ("user", "Check your answer."),
-        ("assistant", "VERDICT: fault"),
-        ("user", "Correct it."),
-        ("assistant", "42"),
-    ]
 
 
 async def test_stop_ends_every_heavy_lane(api, fake_model):

@@ -14,6 +14,7 @@ import { TraceView } from '../trace-renderer/traceView';
 import { IEventBase, IReplayResult, IServerInfo, ISessionMeta } from '../types';
 import { SessionConnection } from './connection';
 import { Composer } from './composer';
+import { ForkOffers } from './fork';
 import { PanelHeader } from './header';
 import { NotebookBridge } from './notebookTools';
 import { armRemoteContent, guardSanitizer } from '../safeContent';
@@ -38,6 +39,7 @@ export class K2Panel extends Widget {
   private empty: HTMLElement;
   private composer: Composer;
   private runOptions: RunOptions;
+  private forks: ForkOffers;
   private bridge: NotebookBridge;
   private info: IServerInfo | null = null;
   private sessions: ISessionMeta[] = [];
@@ -105,6 +107,17 @@ export class K2Panel extends Widget {
         }
       }
     });
+    // "Fork from here" on the python calls of ended runs: the branch is the session's next run
+    this.forks = new ForkOffers(
+      (callId, runId) => this.view.card(callId, runId),
+      async (runId, callId, args) => {
+        await postJSON(this.route('fork'), {
+          run_id: runId,
+          call_id: callId,
+          ...(args !== null ? { arguments: args } : {})
+        });
+      }
+    );
     this.empty = h('div', { class: 'k2lab-empty' });
     this.stream = h(
       'div',
@@ -206,6 +219,7 @@ export class K2Panel extends Widget {
     this.connection?.dispose();
     this.connection = null;
     this.view.clear();
+    this.forks.clear();
     this.followStream = true;
     this.sessionId = id;
     this.connectionText = '';
@@ -234,6 +248,7 @@ export class K2Panel extends Widget {
 
   private onEvent(ev: IEventBase): void {
     this.view.add(ev);
+    this.forks.onEvent(ev); // after the view: the card knows its decision and result
     if (ev.kind === 'storage') {
       // the server could not save events (a full disk): keep saying so until it can again
       if (ev.type === 'error') {
@@ -276,6 +291,7 @@ export class K2Panel extends Widget {
       connection: this.connectionText
     });
     this.composer.update(this.running, this.view.pendingCount());
+    this.forks.setRunning(this.running);
     if (!this.running) {
       this.composer.clearNotice('Stopping'); // the run ended, whatever order the answers came in
     }

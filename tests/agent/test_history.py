@@ -1,0 +1,220 @@
+"""The engine's one rebuild of a conversation from events (``k2lab.agent.history``) and the fork
+planned on it (``k2lab.agent.fork.plan_fork``), as every face uses them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from k2lab.agent.context import HIDDEN_OUTPUT, Conversation
+from k2lab.agent.fork import ForkError, plan_fork
+from k2lab.agent.history import (
+    INTERRUPTED,
+    REPLAY_TYPES,
+    RESTART_BEFORE_RUN,
+    conversation_from_events,
+    interrupted_run_end,
+)
+from k2lab.agent.loop import STOPPED_BEFORE_RUN, Budgets
+from tests.agent.helpers import make_agent, run_all
+from tests.fixtures.fake_server import Call, FakeModel, Turn
+
+
+def tool_turn(code: str, **kw: Any) -> Turn:
+    return Turn(reasoning="work", tool_calls=[Call("python", {"code": code})], **kw)
+
+
+def said(conv: Conversation) -> list[tuple[str, Any]]:
+    return [(m["role"], m.get("content")) for m in conv.to_list()[1:]]
+
+
+async def test_a_compacted_run_resumes_without_resending_hidden_outputs(
+    fake_model: FakeModel,
+) -> None:
+    """The run hid its tool outputs (compaction): the rebuilt conversation is the live one, the
+    hidden outputs hidden (the old ``--resume`` rebuild resent them)."""
+    fake_model.script(
+        [
+            tool_turn("one()", prompt_tokens=100),
+            tool_turn("two()", prompt_tokens=700),
+            Turn(content="done", prompt_tokens=100),
+        ]
+    )
+    agent, _ = make_agent(fake_model, budgets=Budgets(context_window=1000, compact_at=0.6))
+    events = [e.to_dict() for e in await run_all(agent, "go")]
+    assert any(e["type"] == "notice" and e["kind"] == "compaction" for e in events)
+    system = agent.conversation.messages[0]["content"]
+    conv = conversation_from_events([[e for e in events if e["type"] in REPLAY_TYPES]], system)
+    assert conv.to_list() == agent.conversation.to_list()
+    outputs = [m["content"] for m in conv.messages if m["role"] == "tool"]
+    assert outputs[0] == HIDDEN_OUTPUT and "ran: one()" not in str(conv.to_list())
+
+
+def test_calls_left_without_results_are_answered() -> None:
+    stopped = [
+        {"type": "run.start", "run_id": "a", "prompt": "go"},
+        {"type": "step.end", "step": 1, "content": "", "tool_calls": [_call("c1")]},
+        {"type": "run.end", "stop_reason": "stopped"},
+    ]
+    cut = [
+        {"type": "run.start", "run_id": "b", "prompt": "again"},
+        {"type": "tool.proposed", "step": 1, "call_id": "c2", "name": "python"},
+        {"type": "step.end", "step": 1, "content": "", "tool_calls": [_call("c2")]},
+    ]
+    conv = conversation_from_events([stopped, cut], "sys")
+    tools = [m["content"] for m in conv.messages if m["role"] == "tool"]
+    assert tools == [STOPPED_BEFORE_RUN, RESTART_BEFORE_RUN]
+    ended = interrupted_run_end(cut)
+    assert ended[-1]["error"] == INTERRUPTED and ended[0]["output"] == RESTART_BEFORE_RUN
+
+
+def test_a_saved_heavy_run_restores_as_one_turn() -> None:
+    log = [
+        {"type": "run.start", "run_id": "h.1", "lane": "1", "prompt": "6*7?"},
+        {"type": "step.end", "lane": "1", "content": "42", "tool_calls": []},
+        {"type": "run.start", "run_id": "h.2", "lane": "2", "prompt": "6*7?"},
+        {"type": "run.end", "lane": "1", "answer": "42", "stop_reason": "completed"},
+        {"type": "run.end", "lane": "2", "answer": "42", "stop_reason": "completed"},
+        {"type": "run.start", "run_id": "h.aggregate", "lane": "aggregate", "prompt": "<task>"},
+        {
+            "type": "run.end",
+            "lane": "aggregate",
+            "answer": "Aggregated: 42.",
+            "stop_reason": "completed",
+        },
+        {"type": "run.start", "run_id": "g.1", "lane": "1", "prompt": "again?"},
+        {"type": "run.end", "lane": "1", "answer": "", "stop_reason": "error", "error": "down"},
+        {"type": "run.start", "run_id": "s", "prompt": "plain"},
+        {"type": "step.end", "content": "ok", "tool_calls": []},
+        {"type": "run.end", "answer": "ok", "stop_reason": "completed"},
+    ]
+    assert said(conversation_from_events([log], "sys")) == [
+        ("user", "6*7?"),
+        ("assistant", "Aggregated: 42."),
+        ("user", "again?"),
+        ("assistant", "[heavy mode gave no aggregated answer: no lane finished]"),
+        ("user", "plain"),
+        ("assistant", "ok"),
+    ]
+
+
+def test_a_verify_run_restores_with_its_check_and_correction_messages() -> None:
+    """The verify pass's check and its ask to correct are user messages, as they were in the
+    live run (not two answers in a row)."""
+    events = [
+        {"type": "run.start", "prompt": "6*7?"},
+        {"type": "step.end", "content": "41", "reasoning": "", "tool_calls": []},
+        {"type": "verify.start", "prompt": "Check your answer."},
+        {"type": "step.end", "content": "VERDICT: fault", "reasoning": "", "tool_calls": []},
+        {"type": "verify.end", "correction": "Correct it."},
+        {"type": "step.end", "content": "42", "reasoning": "", "tool_calls": []},
+        {"type": "run.end", "answer": "42"},
+    ]
+    assert all(e["type"] in REPLAY_TYPES for e in events)
+    assert said(conversation_from_events([events], "sys")) == [
+        ("user", "6*7?"),
+        ("assistant", "41"),
+        ("user", "Check your answer."),
+        ("assistant", "VERDICT: fault"),
+        ("user", "Correct it."),
+        ("assistant", "42"),
+    ]
+
+
+# -- forks -------------------------------------------------------------------------------------
+def _call(cid: str, code: str = "x") -> dict[str, str]:
+    return {"id": cid, "name": "python", "arguments": f'{{"code": "{code}"}}'}
+
+
+def _two_step_run(run_id: str = "p") -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = [{"type": "run.start", "run_id": run_id, "prompt": "go"}]
+    for step, cid in ((1, "c1"), (2, "c2")):
+        events += [
+            {"type": "tool.proposed", "run_id": run_id, "step": step, "call_id": cid},
+            {
+                "type": "step.end",
+                "run_id": run_id,
+                "step": step,
+                "content": f"s{step}",
+                "tool_calls": [_call(cid, f"code{step}")],
+            },  # fmt: skip
+            {"type": "tool.result", "run_id": run_id, "call_id": cid, "output": f"out{step}"},
+        ]
+    events += [
+        {"type": "step.end", "run_id": run_id, "step": 3, "content": "answer", "tool_calls": []},
+        {"type": "run.end", "run_id": run_id, "answer": "answer"},
+    ]
+    return events
+
+
+def test_a_fork_starts_from_the_calls_step_with_the_recorded_message() -> None:
+    parent = _two_step_run()
+    plan = plan_fork(Conversation("sys"), parent, "p", "c2", '{"code": "edited"}')
+    assert said(plan.conversation) == [
+        ("user", "go"),
+        ("assistant", "s1"),
+        ("tool", "out1"),
+    ]
+    assert [c["id"] for c in plan.first.tool_calls] == ["c2"] and plan.first.content == "s2"
+    assert plan.prompt == "[branch of run p from call c2]"
+    plan.conversation.add_user(plan.prompt)  # the branch's run: nobody spoke
+    assert len(plan.conversation.messages) == 4
+
+
+def test_a_resumed_log_with_a_fork_continues_from_the_branch() -> None:
+    """A fork in the log rewinds to the parent before the call's step, as the live branch ran;
+    a follow-up after it continues the branch, not the parent's end."""
+    branch = [
+        {
+            "type": "run.start",
+            "run_id": "f",
+            "prompt": "[branch]",
+            "parent_run_id": "p",
+            "forked_from_call": "c2",
+        },  # fmt: skip
+        {
+            "type": "step.end",
+            "run_id": "f",
+            "step": 1,
+            "content": "s2",
+            "tool_calls": [_call("c2", "edited")],
+        },  # fmt: skip
+        {"type": "tool.proposed", "run_id": "f", "step": 1, "call_id": "c2"},
+        {"type": "tool.result", "run_id": "f", "call_id": "c2", "output": "edited out"},
+        {
+            "type": "step.end",
+            "run_id": "f",
+            "step": 2,
+            "content": "branch answer",
+            "tool_calls": [],
+        },
+        {"type": "run.end", "run_id": "f", "answer": "branch answer"},
+    ]
+    conv = conversation_from_events([_two_step_run(), branch], "sys")
+    assert said(conv) == [
+        ("user", "go"),
+        ("assistant", "s1"),
+        ("tool", "out1"),
+        ("assistant", "s2"),
+        ("tool", "edited out"),
+        ("assistant", "branch answer"),
+    ]
+    # a fork of that branch, planned from the whole log, keeps the parent's first step too
+    plan = plan_fork(Conversation("sys"), [*_two_step_run(), *branch], "f", "c2")
+    assert said(plan.conversation) == [("user", "go"), ("assistant", "s1"), ("tool", "out1")]
+
+
+def test_forking_an_unknown_run_or_call_says_which() -> None:
+    log = _two_step_run()
+    with pytest.raises(ForkError, match="no tool call 'zz'") as e:
+        plan_fork(Conversation("sys"), log, "p", "zz")
+    assert e.value.status == 404
+    with pytest.raises(ForkError, match="no run 'q'") as e:
+        plan_fork(Conversation("sys"), log, "q", "c1")
+    assert e.value.status == 404
+    lane = [{**ev, "lane": "1"} for ev in log]
+    lane[0]["run_id"] = "p"
+    with pytest.raises(ForkError) as e:
+        plan_fork(Conversation("sys"), [log[0], *lane[1:]], "p", "c1")
+    assert e.value.status == 409

@@ -1,0 +1,85 @@
+"""Fork from a recorded call through the API (``POST sessions/{id}/fork``): the branch is the
+session's next run, built by the engine's ``plan_fork``; a real jupyter_server, the fake model over
+HTTP, python in a real sandbox kernel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.fixtures.fake_server import Call, Turn
+
+PY = "python"
+
+
+def runs_ended(n: int) -> Any:
+    return lambda evs: sum(1 for e in evs if e["type"] == "run.end") >= n
+
+
+async def test_a_fork_with_edited_code_runs_as_the_next_run_and_follow_ups_continue_it(
+    api, fake_model
+):
+    fake_model.script(
+        [
+            Turn(reasoning="First a warm-up.", tool_calls=[Call(PY, {"code": "print(1 + 1)"})]),
+            Turn(reasoning="Now compute.", tool_calls=[Call(PY, {"code": "print(6 * 7)"})]),
+            Turn(content="It is 42."),
+            Turn(content="The branch got 56."),  # the branch's step after its replayed one
+            Turn(content="Still 56."),  # the follow-up
+        ]
+    )
+    sid = await api.new_session(settings={"approve": "auto"})
+    await api.post("sessions", sid, "messages", body={"text": "6*7?"})
+    evs = await api.wait_for(sid, runs_ended(1))
+    parent = evs[0]["run_id"]
+    calls = [e["call_id"] for e in evs if e["type"] == "tool.proposed"]
+    asked = len(fake_model.requests)
+    body = {"run_id": parent, "call_id": calls[1], "arguments": '{"code": "print(7 * 8)"}'}
+    code, data = await api.post("sessions", sid, "fork", body=body)
+    assert code == 202, data
+    assert data["parent_run_id"] == parent and data["call_id"] == calls[1]
+    evs = await api.wait_for(sid, runs_ended(2))
+    at = next(i for i, e in enumerate(evs) if e.get("run_id") == data["run_id"])
+    branch = evs[at:]
+    start = branch[0]
+    assert start["type"] == "run.start"
+    assert (start["parent_run_id"], start["forked_from_call"]) == (parent, calls[1])
+    decision = next(e for e in branch if e["type"] == "tool.decision")
+    assert decision["decision"] == "edit" and "7 * 8" in decision["arguments"]
+    result = next(e for e in branch if e["type"] == "tool.result")
+    assert result["ok"] and "56" in result["output"]
+    assert branch[-1]["answer"] == "The branch got 56."
+    # the recorded step was replayed, not asked again: one request for the branch
+    assert len(fake_model.requests) == asked + 1
+    sent = fake_model.requests[-1]["messages"]
+    tool_outputs = [m["content"] for m in sent if m["role"] == "tool"]
+    assert len(tool_outputs) == 2 and "2" in tool_outputs[0] and "56" in tool_outputs[1]
+    assert not any("42" in str(m.get("content")) for m in sent)  # the parent's later steps: gone
+    assert [m["content"] for m in sent if m["role"] == "user"] == ["6*7?"]
+    # a follow-up continues the branch
+    await api.post("sessions", sid, "messages", body={"text": "and now?"})
+    await api.wait_for(sid, runs_ended(3))
+    sent = fake_model.requests[-1]["messages"]
+    assert [m["content"] for m in sent if m["role"] == "user"] == ["6*7?", "and now?"]
+    assert not any(m.get("content") == "It is 42." for m in sent)
+    assert any(m.get("content") == "The branch got 56." for m in sent)
+
+
+async def test_fork_refuses_unknown_runs_and_calls_and_a_going_run(api, fake_model):
+    fake_model.script([Turn(tool_calls=[Call(PY, {"code": "print(6 * 7)"})]), Turn(content="42")])
+    sid = await api.new_session()  # approve: ask, so the run waits
+    sock = await api.socket(sid)
+    await api.post("sessions", sid, "messages", body={"text": "6*7?"})
+    proposed = (await sock.until_event("tool.proposed"))["event"]
+    run, cid = proposed["run_id"], proposed["call_id"]
+    code, data = await api.post("sessions", sid, "fork", body={"run_id": run, "call_id": cid})
+    assert code == 409 and "in progress" in data["message"]
+    await api.post("sessions", sid, "decisions", body={"call_id": cid, "decision": "approve"})
+    await sock.until_event("run.end")
+    code, data = await api.post("sessions", sid, "fork", body={"run_id": "nope", "call_id": cid})
+    assert code == 404 and "no run 'nope'" in data["message"]
+    code, data = await api.post("sessions", sid, "fork", body={"run_id": run, "call_id": "zz"})
+    assert code == 404 and "no tool call 'zz'" in data["message"]
+    code, data = await api.post("sessions", sid, "fork", body={"call_id": cid})
+    assert code == 400 and "run_id" in data["message"]
+    code, data = await api.post("sessions", "nosuch", "fork", body={"run_id": run, "call_id": cid})
+    assert code == 404
