@@ -139,6 +139,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print events as JSON lines on stdout")
     run.add_argument("--trace", metavar="FILE", help="write the run's events to FILE (JSONL)")
     run.add_argument(
+        "--resume",
+        metavar="TRACE",
+        help="continue the conversation a trace recorded (as the model had it: hidden outputs "
+        "stay hidden); --trace on the same file appends the new run",
+    )
+    run.add_argument(
         "-v", "--verbose", action="store_true", help="show progress on stderr even if not a TTY"
     )
 
@@ -329,6 +335,7 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
             verify_rounds=(args.verify_rounds or 1) if args.verify else 0,
             heavy=args.heavy or 0,
             heavy_concurrency=args.heavy_concurrency,
+            resume=args.resume,
         )
         code, answer = asyncio.run(execute_run(settings, prompt, opts))
         return report(code, answer, opts)

@@ -6,6 +6,9 @@ every event to the trace and the progress view, and turns the run's end into an 
 answer; 130 stopped with Ctrl-C. Failures are one line on stderr. With ``--verify`` the check's
 outcome is one ``k2lab: verified|corrected|could not verify (...)`` line on stderr, and a run
 whose model answered exits 0 whatever the check found, even if a budget or an error cut the check.
+With ``--resume TRACE`` the run continues the conversation a trace recorded
+(``k2lab.agent.history``, as the notebook's ``%k2 --resume`` and the server's sessions do: hidden
+outputs stay hidden); a ``--trace`` naming the same file appends the new run to it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from k2lab.agent.context import Conversation
 from k2lab.agent.decisions import DecisionSource, decision_source
 from k2lab.agent.heavy import AGGREGATE
 from k2lab.agent.verify import outcome_text
@@ -72,6 +76,8 @@ class RunOptions:
     #: heavy mode (``--heavy N [--heavy-concurrency C]``): N lanes and an aggregation; 0: off
     heavy: int = 0
     heavy_concurrency: int | None = None
+    #: ``--resume TRACE``: continue the conversation of this trace file
+    resume: str | None = None
 
 
 async def execute_run(settings: Settings, prompt: str, opts: RunOptions) -> tuple[int, str]:
@@ -85,21 +91,45 @@ async def execute_run(settings: Settings, prompt: str, opts: RunOptions) -> tupl
     tty = sys.stderr.isatty()
     color = tty and not os.environ.get("NO_COLOR")
     progress = Progress(sys.stderr, enabled=opts.verbose or tty, color=color)
-    writer = _open_trace(opts.trace)
+    resumed = _resumed(opts.resume) if opts.resume else None
+    writer = _open_trace(opts.trace, append=_same_file(opts.trace, opts.resume))
     if settings.uses_demo_model and opts.announce_demo:
         err(DEMO_NOTE)
     try:
-        return await _drive(settings, prompt, opts, progress, writer)
+        return await _drive(settings, prompt, opts, progress, writer, resumed)
     finally:
         if writer is not None:
             writer.close()
 
 
-def _open_trace(path: str | None) -> TraceWriter | None:
+def _resumed(path: str) -> tuple[Conversation, str | None]:
+    """The conversation a trace recorded, and its last run (the new run's parent)."""
+    from k2lab.agent.history import conversation_from_events
+    from k2lab.agent.loop import default_system_prompt
+    from k2lab.trace.jsonl import TraceError, load_trace
+
+    try:
+        trace = load_trace(path)
+    except TraceError as e:
+        raise CliFailure(f"--resume: {e}", EXIT_USAGE) from e
+    events = [e.to_dict() for e in trace.events]
+    starts = [e for e in events if e.get("type") == "run.start" and not e.get("lane")]
+    lanes = [e for e in events if e.get("type") == "run.start" and e.get("lane")]
+    if not starts and not lanes:
+        raise CliFailure(f"--resume: {path} has no run to continue", EXIT_USAGE)
+    parent = starts[-1].get("run_id") if starts else lanes[-1].get("run_id", "").rpartition(".")[0]
+    return conversation_from_events([events], default_system_prompt()), parent or None
+
+
+def _same_file(a: str | None, b: str | None) -> bool:
+    return bool(a and b) and Path(a or "").resolve() == Path(b or "").resolve()
+
+
+def _open_trace(path: str | None, *, append: bool = False) -> TraceWriter | None:
     if not path:
         return None
     try:
-        return TraceWriter(path, mode="w")
+        return TraceWriter(path, mode="a" if append else "w")
     except OSError as e:
         raise CliFailure(f"cannot write the trace {path}: {e.strerror or e}", EXIT_USAGE) from e
 
@@ -110,6 +140,7 @@ async def _drive(
     opts: RunOptions,
     progress: Progress,
     writer: TraceWriter | None,
+    resumed: tuple[Conversation, str | None] | None = None,
 ) -> tuple[int, str]:
     """One run through the driver (``k2lab.driver``): the trace, the JSON lines, the progress
     view and the approver are its sinks; the run's end becomes the exit code."""
@@ -137,6 +168,8 @@ async def _drive(
         verify_rounds=opts.verify_rounds,
         heavy=opts.heavy,
         heavy_concurrency=opts.heavy_concurrency,
+        conversation=resumed[0] if resumed else None,
+        parent_run_id=resumed[1] if resumed else None,
     )
     sinks: list[Sink] = []
     if writer is not None:
