@@ -170,7 +170,7 @@ def lanes_continue(
 def heavy_turn(conversation: Conversation, prompt: str, answer: str, why: str) -> None:
     """A heavy run as one turn of the face's conversation (what a follow-up sees): the prompt,
     then the aggregated answer, or why there is none. The server's history restore writes the
-    same turn from a saved log (``k2lab.server.history``)."""
+    same turn from a saved log (``k2lab.agent.history``)."""
     conversation.add_user(prompt)
     text = answer or f"[heavy mode gave no aggregated answer: {why}]"
     conversation.add_assistant(text, "", [])
