@@ -4,8 +4,9 @@
 One replay of the event log, with the rules the live run followed, so a rebuilt conversation is the
 one the model had:
 
-- a run's prompt is a user turn, each ``step.end`` an assistant message, each ``tool.result`` the
-  answer to its call; a call with no result (stopped, or the log ends mid-run) is answered, so the
+- a run's prompt (with its attached ``context``, ``events.user_message``) is a user turn, each
+  ``step.end`` an assistant message, each ``tool.result`` the answer to its call (after the edit
+  note when a person edited it, ``events.tool_message``); a call with no result (stopped, or the log ends mid-run) is answered, so the
   history stays valid for the next request;
 - a ``notice`` of kind ``compaction`` hides the tool outputs so far again, as the loop did: a
   resumed run does not resend outputs the original run had hidden;
@@ -31,7 +32,7 @@ from typing import Any
 
 from k2lab.agent.context import Conversation
 from k2lab.agent.loop import STOPPED_BEFORE_RUN
-from k2lab.events import RunEnd, ToolResult
+from k2lab.events import RunEnd, ToolResult, tool_message, user_message
 
 #: the event types a conversation is rebuilt from (the server reads only these from disk)
 REPLAY_TYPES = frozenset(
@@ -39,6 +40,7 @@ REPLAY_TYPES = frozenset(
         "run.start",
         "step.end",
         "tool.proposed",
+        "tool.decision",
         "tool.result",
         "notice",
         "run.end",
@@ -76,6 +78,8 @@ class Replay:
         #: (run, call) -> the step that proposed it; (run, step) -> messages before that step
         self.call_step: dict[tuple[str, str], int] = {}
         self._before_step: dict[tuple[str, int], int] = {}
+        #: (run, call) -> the arguments a person edited it to
+        self._edits: dict[tuple[str, str], str] = {}
 
     # -- closing what a run left open --------------------------------------------------------------
     def _close_heavy(self) -> None:  # every lane failed (or the log ends): no aggregation ran
@@ -111,7 +115,7 @@ class Replay:
             if ev.get("forked_from_call"):
                 self._rewind(str(ev.get("parent_run_id") or ""), str(ev["forked_from_call"]))
             else:
-                conv.add_user(str(ev.get("prompt", "")))
+                conv.add_user(user_message(str(ev.get("prompt", "")), ev.get("context")))
         elif kind == "step.end":
             self._before_step[(self._run, _int(ev.get("step"), 0))] = len(conv.messages)
             calls = list(ev.get("tool_calls") or [])
@@ -120,11 +124,18 @@ class Replay:
         elif kind == "tool.proposed":
             run = str(ev.get("run_id") or self._run)
             self.call_step[(run, str(ev.get("call_id")))] = _int(ev.get("step"), 0)
+        elif kind == "tool.decision" and ev.get("decision") == "edit":
+            run = str(ev.get("run_id") or self._run)
+            self._edits[(run, str(ev.get("call_id")))] = str(ev.get("arguments") or "")
         elif kind == "tool.result":
             cid = ev.get("call_id")
             if cid in self._open:
                 self._open.remove(cid)
-                conv.add_tool_result(str(cid), str(ev.get("output", "")))
+                # ``edited``: the output is the tool's own, the model read the edit note first
+                # (older traces hold the note in the output itself)
+                run = str(ev.get("run_id") or self._run)
+                edit = self._edits.get((run, str(cid))) if ev.get("edited") else None
+                conv.add_tool_result(str(cid), tool_message(str(ev.get("output", "")), edit))
         elif kind == "verify.start":  # the verify pass's check is a user message of the run
             self._close_open()
             conv.add_user(str(ev.get("prompt", "")))

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from k2lab.agent.context import HIDDEN_OUTPUT, Conversation
+from k2lab.agent.decisions import Decision
 from k2lab.agent.fork import ForkError, plan_fork
 from k2lab.agent.history import (
     INTERRUPTED,
@@ -17,6 +18,7 @@ from k2lab.agent.history import (
     interrupted_run_end,
 )
 from k2lab.agent.loop import STOPPED_BEFORE_RUN, Budgets
+from k2lab.events import ToolProposed
 from tests.agent.helpers import make_agent, run_all
 from tests.fixtures.fake_server import Call, FakeModel, Turn
 
@@ -49,6 +51,31 @@ async def test_a_compacted_run_resumes_without_resending_hidden_outputs(
     assert conv.to_list() == agent.conversation.to_list()
     outputs = [m["content"] for m in conv.messages if m["role"] == "tool"]
     assert outputs[0] == HIDDEN_OUTPUT and "ran: one()" not in str(conv.to_list())
+
+
+class EditFirst:
+    """Edits every call to print 56 (as a person's Edit & run would)."""
+
+    policy = "ask"
+
+    async def decide(self, proposal: ToolProposed) -> Decision:
+        return Decision("edit", arguments='{"code": "print(56)"}', by="user")
+
+
+async def test_an_edited_call_and_attached_context_rebuild_as_the_model_read_them(
+    fake_model: FakeModel,
+) -> None:
+    """Facts in fields (``tool.result.edited``, ``run.start.context``): the rebuilt messages are
+    the ones the model read (the edit note, the context), not the bare fields."""
+    fake_model.script([tool_turn("print(42)"), Turn(content="56 it is.")])
+    agent, _ = make_agent(fake_model, EditFirst())
+    context = {"label": "the current cell of a.ipynb", "text": "x = 1"}
+    events = [e.to_dict() async for e in agent.run("go", context=context)]
+    assert any(e["type"] == "tool.result" and e.get("edited") for e in events)
+    system = agent.conversation.messages[0]["content"]
+    conv = conversation_from_events([events], system)
+    assert conv.to_list() == agent.conversation.to_list()
+    assert "x = 1" in conv.messages[1]["content"]
 
 
 def test_calls_left_without_results_are_answered() -> None:

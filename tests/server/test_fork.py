@@ -83,3 +83,41 @@ async def test_fork_refuses_unknown_runs_and_calls_and_a_going_run(api, fake_mod
     assert code == 400 and "run_id" in data["message"]
     code, data = await api.post("sessions", "nosuch", "fork", body={"run_id": run, "call_id": cid})
     assert code == 404
+
+
+async def test_after_a_restart_a_follow_up_continues_the_branch_not_the_parent(
+    api, fake_model, jp_serverapp, sessions_dir
+):
+    """The conversation rebuilt from the log after a restart is the branch's (the engine's
+    replay rewinds to the parent before the forked call's step), as the live session had it."""
+    from k2lab.server.sessions import SessionManager
+
+    fake_model.script(
+        [
+            Turn(tool_calls=[Call(PY, {"code": "print(6 * 7)"})]),
+            Turn(content="It is 42."),
+            Turn(content="The branch got 56."),
+            Turn(content="Still 56."),
+        ]
+    )
+    sid = await api.new_session(settings={"approve": "auto"})
+    await api.post("sessions", sid, "messages", body={"text": "6*7?"})
+    evs = await api.wait_for(sid, runs_ended(1))
+    call = next(e for e in evs if e["type"] == "tool.proposed")
+    body = {"run_id": evs[0]["run_id"], "call_id": call["call_id"],
+            "arguments": '{"code": "print(7 * 8)"}'}  # fmt: skip
+    assert (await api.post("sessions", sid, "fork", body=body))[0] == 202
+    await api.wait_for(sid, runs_ended(2))
+    live = fake_model.requests[-1]["messages"]
+
+    (ext,) = jp_serverapp.extension_manager.extension_apps["k2lab"]
+    await ext.sessions.close()
+    ext.sessions = SessionManager(sessions_dir, ext.factory, ext.k2config)
+    assert ext.sessions.load() == 1
+    await api.post("sessions", sid, "messages", body={"text": "and now?"})
+    await api.wait_for(sid, runs_ended(3))
+    sent = fake_model.requests[-1]["messages"]
+    # what the branch's model had, then its answer and the new message: nothing of the parent's end
+    assert sent[: len(live)] == live
+    assert [m.get("content") for m in sent[len(live) :]] == ["The branch got 56.", "and now?"]
+    assert not any(m.get("content") == "It is 42." for m in sent)
