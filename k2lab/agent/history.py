@@ -6,8 +6,8 @@ one the model had:
 
 - a run's prompt (with its attached ``context``, ``events.user_message``) is a user turn, each
   ``step.end`` an assistant message, each ``tool.result`` the answer to its call (after the edit
-  note when a person edited it, ``events.tool_message``); a call with no result (stopped, or the log ends mid-run) is answered, so the
-  history stays valid for the next request;
+  note when a person edited it, ``events.tool_message``); a call with no result (stopped, or the
+  log ends mid-run) is answered, so the history stays valid for the next request;
 - a ``notice`` of kind ``compaction`` hides the tool outputs so far again, as the loop did: a
   resumed run does not resend outputs the original run had hidden;
 - a heavy run is one turn: its prompt, then the aggregated answer (``k2lab.driver.heavy_turn``);
