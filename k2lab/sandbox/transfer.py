@@ -15,6 +15,7 @@ import json
 import pickle
 import queue
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from k2lab.sandbox.base import Limits
@@ -70,21 +71,39 @@ def _check_name(name: str) -> None:
         raise TransferError(f"{name!r} is not a valid variable name")
 
 
+def unpicklable(name: str, kind: str, why: object) -> str:
+    """Why ``name`` cannot be copied: pickle refused it (the same words in every face)."""
+    return f"cannot copy {name!r} ({kind}): it cannot be pickled ({why})"
+
+
+def too_large(name: str, size: int, limit: int) -> str:
+    """Why ``name`` cannot be copied: its pickle is over the transfer limit."""
+    return f"{name!r} is {size:,} bytes pickled; the limit is {limit:,} (Limits.transfer_bytes)"
+
+
 def pickled(name: str, value: Any, limit: int) -> bytes:
     """``value`` pickled for ``put``, or a ``TransferError`` that says why it cannot go."""
     _check_name(name)
-    try:
-        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as e:
-        raise TransferError(
-            f"cannot copy {name!r} ({type(value).__name__}): it cannot be pickled ({e})"
-        ) from e
+    if isinstance(value, Pickled):
+        data = value.data
+    else:
+        try:
+            data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as e:
+            raise TransferError(unpicklable(name, type(value).__name__, e)) from e
     if len(data) > limit:
-        raise TransferError(
-            f"{name!r} is {len(data):,} bytes pickled; the limit is {limit:,} "
-            "(Limits.transfer_bytes)"
-        )
+        raise TransferError(too_large(name, len(data), limit))
     return data
+
+
+@dataclass(frozen=True)
+class Pickled:
+    """A value pickled somewhere else (the notebook kernel behind the side panel), with its
+    ``describe_value`` text from there: ``put`` sends the bytes as they are, so they are only
+    ever unpickled inside the sandbox, never in this process."""
+
+    data: bytes
+    described: str
 
 
 #: columns of a DataFrame named in the model's note (the rest are counted)
@@ -93,6 +112,14 @@ NOTE_COLUMNS = 30
 
 def describe_value(value: Any) -> str:
     """A short description of a value for the model and the view: type, shape, columns."""
+    if isinstance(value, Pickled):
+        return value.described
+    return described(value)
+
+
+def described(value: Any) -> str:
+    """``describe_value`` of a live value. Self-contained (only ``NOTE_COLUMNS``): its source is
+    also run inside a notebook kernel (``k2lab.server.variables``)."""
     kind = type(value).__name__
     shape = getattr(value, "shape", None)
     parts = [kind]

@@ -141,11 +141,31 @@ class MessagesHandler(_Base):
         s = await self.opened(sid)
         req = self.body(SendMessage)
         try:
-            options = req.options.model_dump(exclude_none=True) if req.options else None
-            run_id = s.send(req.prompt(), options=options)
+            opts = req.options
+            options = opts.model_dump(exclude_none=True, exclude={"with_"}) if opts else None
+            copy = opts.with_ if opts else None
+            variables = await self.copied(s, copy.kernel_id, copy.names) if copy else None
+            run_id = s.send(req.prompt(), options=options, variables=variables)
         except SessionError as e:
             raise web.HTTPError(e.status, str(e)) from None
         self.reply({"run_id": run_id}, 202)
+
+    async def copied(self, s: Session, kernel_id: str, names: list[str]) -> dict[str, Any]:
+        """``options.with``: the variables read from the notebook's kernel, pickled there; a
+        refusal is a 400 that names each variable and why, and no run starts."""
+        from k2lab.sandbox.transfer import TransferError
+        from k2lab.server.variables import read_variables
+
+        if s.running:  # the 409 of send, before the notebook's kernel is asked anything
+            raise SessionError(409, "a run is in progress in this session; stop it or wait")
+        # reading a kernel's variables runs code in it: the same right as running a cell
+        allowed = self.authorizer.is_authorized(self, self.current_user, "execute", "kernels")
+        if not await ensure_async(allowed):
+            raise web.HTTPError(403, "copying variables needs the right to execute in kernels")
+        try:
+            return await read_variables(self.kernel_manager, kernel_id, names)
+        except TransferError as e:
+            raise web.HTTPError(400, f"Copy into the sandbox: {e}") from None
 
 
 class DecisionsHandler(_Base):

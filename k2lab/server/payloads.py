@@ -109,6 +109,22 @@ class MessageContext(_Strict):
     text: str = Field(..., max_length=500_000)
 
 
+class CopyVariables(_Strict):
+    """``with``: variables of a notebook's kernel to copy into the sandbox (``%k2 --with``)."""
+
+    #: the notebook's kernel (its id on this server, as the panel knows it)
+    kernel_id: str = Field(..., min_length=1, max_length=200)
+    names: list[str] = Field(..., min_length=1, max_length=20)
+
+    @field_validator("names")
+    @classmethod
+    def _identifiers(cls, v: list[str]) -> list[str]:
+        for n in v:
+            if not n.isidentifier() or n.startswith("__"):
+                raise ValueError(f"{n[:100]!r} is not a variable name")
+        return v
+
+
 class RunOptionsBody(_Strict):
     """A message's own run options: for this run only (the session's settings stay)."""
 
@@ -116,6 +132,8 @@ class RunOptionsBody(_Strict):
     verify_rounds: int | None = Field(None, ge=1, le=MAX_VERIFY_ROUNDS)
     heavy: int | None = Field(None, ge=0, le=MAX_HEAVY)
     heavy_concurrency: int | None = Field(None, ge=1, le=MAX_HEAVY)
+    #: copy these variables of the notebook's kernel into the sandbox before the run
+    with_: CopyVariables | None = Field(None, alias="with")
 
 
 class SendMessage(_Strict):

@@ -369,13 +369,24 @@ class Session:
         self._built = built
         return built
 
-    def send(self, text: str, *, options: dict[str, Any] | None = None) -> str:
-        """Start a run of ``text``; ``options`` (verify / heavy) for this run only."""
+    def send(
+        self,
+        text: str,
+        *,
+        options: dict[str, Any] | None = None,
+        variables: dict[str, Any] | None = None,
+    ) -> str:
+        """Start a run of ``text``; ``options`` (verify / heavy) for this run only;
+        ``variables`` copied into the session's sandbox first (``options.with``)."""
         if self.running:
             raise SessionError(409, "a run is in progress in this session; stop it or wait")
+        if variables and self.run_options(options)[1]:
+            from k2lab.driver import HEAVY_NO_WITH
+
+            raise SessionError(400, f"Copy into the sandbox: {HEAVY_NO_WITH}")
         run_id = uuid.uuid4().hex[:12]
         self._stop_pending = False
-        self._task = asyncio.ensure_future(self._run(text, run_id, options))
+        self._task = asyncio.ensure_future(self._run(text, run_id, options, variables=variables))
         return run_id
 
     async def fork(self, run_id: str, call_id: str, arguments: str | None = None) -> str:
@@ -405,6 +416,7 @@ class Session:
         options: dict[str, Any] | None = None,
         *,
         fork: Fork | None = None,
+        variables: dict[str, Any] | None = None,
     ) -> None:
         """The session keeps its provider, sandbox, conversation, MCP servers and decisions;
         the run itself (scrubbing, verify rounds, heavy lanes, the closing ``run.end``) is
@@ -443,6 +455,7 @@ class Session:
             heavy=heavy,
             heavy_concurrency=concurrency,
             conversation=built.agent.conversation,
+            variables=variables or {},
         )
         driver = RunDriver(spec, [lambda ev: self.append(ev.to_dict())])
         self._driver = driver

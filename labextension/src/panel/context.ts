@@ -1,12 +1,18 @@
 /**
  * "Use the current notebook": the context a message carries, chosen explicitly (nothing, the
  * active cell, the editor selection, the whole notebook, the kernel's variables), shown as a chip
- * with its size, and cut to a bound (with a visible notice) before it is sent.
+ * with its size, and cut to a bound (with a visible notice) before it is sent. With *Variables*,
+ * "Copy into the sandbox" names variables the server copies from the kernel into the sandbox.
  */
 import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
 
 import { append, button, compact, h } from '../dom';
-import { IVariables, readVariables } from './variables';
+import {
+  copyRequest,
+  ICopyRequest,
+  IVariables,
+  readVariables
+} from './variables';
 
 export type ContextKind =
   'none' | 'cell' | 'selection' | 'notebook' | 'variables';
@@ -43,6 +49,9 @@ export class ContextPicker {
   readonly node: HTMLElement;
   private select: HTMLSelectElement;
   private chip: HTMLElement;
+  /** "Copy into the sandbox: df, model" (shown with *Variables*; for the next message only) */
+  private copyRow: HTMLElement;
+  private copyNames: HTMLInputElement;
   private watched: Cell | null = null;
   private refreshQueued = false;
   private vars: IVariablesRead | null = null;
@@ -68,7 +77,28 @@ export class ContextPicker {
       this.refresh();
     });
     this.chip = h('div', { class: 'k2lab-context-chip' });
-    this.node = h('div', { class: 'k2lab-context' }, this.select, this.chip);
+    this.copyNames = h('input', {
+      class: 'k2lab-copy-names',
+      type: 'text',
+      placeholder: 'df, model',
+      'aria-label': 'variables to copy into the sandbox',
+      title:
+        'Names of the kernel\u2019s variables to copy (pickled) into the sandbox for the next ' +
+        'message, as %k2 --with does; the model is told their types, shapes and columns'
+    });
+    this.copyRow = h(
+      'label',
+      { class: 'k2lab-copy-row' },
+      'Copy into the sandbox: ',
+      this.copyNames
+    );
+    this.node = h(
+      'div',
+      { class: 'k2lab-context' },
+      this.select,
+      this.chip,
+      this.copyRow
+    );
     const refresh = () => {
       this.watch();
       this.refresh();
@@ -125,6 +155,19 @@ export class ContextPicker {
     }
     this.refresh();
     return this.current();
+  }
+
+  /** The variables to copy with the next message (`options.with`), or null; throws why not. */
+  copyRequest(): ICopyRequest | null {
+    if (this.kind !== 'variables') {
+      return null;
+    }
+    return copyRequest(this.tracker.currentWidget, this.copyNames.value);
+  }
+
+  /** The copy went with a message: the next message copies only what is named again. */
+  copySent(): void {
+    this.copyNames.value = '';
   }
 
   /**
@@ -247,6 +290,7 @@ export class ContextPicker {
     const kind = this.kind;
     this.chip.replaceChildren();
     this.chip.dataset.kind = kind;
+    this.copyRow.hidden = kind !== 'variables';
     if (kind === 'none') {
       this.chip.hidden = true;
       return;

@@ -335,6 +335,7 @@ export class K2Panel extends Widget {
     try {
       // read fresh (the variables from the kernel now): the chip shows exactly what is sent
       const ctx = await this.composer.context.fresh();
+      const copy = this.composer.context.copyRequest(); // before a session is made for it
       if (!this.sessionId) {
         const created = await postJSON<ISessionMeta>('sessions', {
           title: text.length > 60 ? text.slice(0, 57) + '…' : text,
@@ -356,8 +357,12 @@ export class K2Panel extends Widget {
           );
         }
       }
+      if (copy) {
+        body.options = { with: copy };
+      }
       await postJSON(this.route('messages'), body);
       this.composer.prompt.value = '';
+      this.composer.context.copySent();
     } catch (e) {
       const busy = e instanceof APIError && e.status === 409;
       this.say(

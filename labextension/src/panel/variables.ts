@@ -123,3 +123,33 @@ export async function readVariables(panel: NotebookPanel): Promise<IVariables> {
   const more = /^\.\.\. and (\d+) more variables$/m.exec(text);
   return { text, count: listed.length + (more ? Number(more[1]) : 0) };
 }
+
+/** `options.with` of a message: copy these variables of the notebook's kernel into the sandbox. */
+export interface ICopyRequest {
+  kernel_id: string;
+  names: string[];
+}
+
+/**
+ * What "Copy into the sandbox: df, model" asks for: the names (split on commas and spaces, each
+ * once) and the id of `panel`'s kernel, which the server reads them from; null when no name is
+ * given. Throws with a sentence a user can act on (no kernel, a word that is not a name).
+ */
+export function copyRequest(
+  panel: NotebookPanel | null,
+  text: string
+): ICopyRequest | null {
+  const names = [...new Set(text.split(/[\s,]+/).filter(n => n))];
+  if (names.length === 0) {
+    return null;
+  }
+  const bad = names.find(n => !/^[A-Za-z_]\w*$/.test(n));
+  if (bad !== undefined) {
+    throw new Error(`"${bad}" is not a variable name`);
+  }
+  const kernel = panel?.sessionContext.session?.kernel;
+  if (!kernel) {
+    throw new Error('the notebook has no kernel to copy the variables from');
+  }
+  return { kernel_id: kernel.id, names };
+}
