@@ -196,6 +196,14 @@ def conversation_from_events(
     return continued(cls(system), runs)
 
 
+def conversation_before(runs: list[list[dict[str, Any]]], system: str) -> Conversation:
+    """The conversation the last of ``runs`` started from (what a fork of it continues): the
+    earlier runs, and for a run that was itself a fork, its parent's rewound to the call."""
+    *earlier, last = runs
+    head = last[:1] if last and last[0].get("forked_from_call") else []
+    return conversation_from_events([*earlier, head], system)
+
+
 def continued(conversation: Conversation, runs: Iterable[Iterable[dict[str, Any]]]) -> Conversation:
     """``conversation`` (a system prompt, or more) followed by what ``runs`` recorded; may be a
     new object (a fork in the log rewinds), so use the returned one."""

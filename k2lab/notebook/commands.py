@@ -446,11 +446,11 @@ def fork(session: Any, opts: Any, arg: str, cell: str | None) -> None:
     parent = next((r for r in session.runs if r.run_id == run_id), None)
     if parent is None or opts.file:
         from k2lab.agent.context import Conversation
-        from k2lab.agent.history import conversation_from_events
+        from k2lab.agent.history import conversation_before
         from k2lab.agent.loop import default_system_prompt
 
         runs = _upto(saved_runs(opts), run_id)
-        before = conversation_from_events([r.events for r in runs[:-1]], default_system_prompt())
+        before = conversation_before([r.events for r in runs], default_system_prompt())
         parent = RunRecord(session, runs[-1].events[0].get("prompt", ""), _settings(session, opts))
         parent.run_id, parent.events = run_id, runs[-1].events
         for ev in parent.events:

@@ -14,6 +14,7 @@ from k2lab.agent.history import (
     INTERRUPTED,
     REPLAY_TYPES,
     RESTART_BEFORE_RUN,
+    conversation_before,
     conversation_from_events,
     interrupted_run_end,
 )
@@ -230,6 +231,12 @@ def test_a_resumed_log_with_a_fork_continues_from_the_branch() -> None:
     # a fork of that branch, planned from the whole log, keeps the parent's first step too
     plan = plan_fork(Conversation("sys"), [*_two_step_run(), *branch], "f", "c2")
     assert said(plan.conversation) == [("user", "go"), ("assistant", "s1"), ("tool", "out1")]
+    # and so does one planned from the branch alone, on what it started from (%%k2 fork --file)
+    before = conversation_before([_two_step_run(), branch], "sys")
+    assert said(before) == [("user", "go"), ("assistant", "s1"), ("tool", "out1")]
+    plan = plan_fork(before, branch, "f", "c2")
+    assert said(plan.conversation) == [("user", "go"), ("assistant", "s1"), ("tool", "out1")]
+    assert said(conversation_before([_two_step_run()], "sys")) == []
 
 
 def test_forking_an_unknown_run_or_call_says_which() -> None:
