@@ -96,6 +96,13 @@ class K2Magics(Magics):
         "columns. Copies: the notebook's own variables do not change.",
     )
     @argument(
+        "--notebook-tools",
+        action="store_true",
+        help="Also offer the model this notebook's tools (read cells; insert, replace and run a "
+        "cell): JupyterLab with the k2lab extension carries them out. Edits and runs always wait "
+        "for your approval, even under --approve auto.",
+    )
+    @argument(
         "--verify",
         action="store_true",
         help="After the answer, ask the model to check it with tools (re-compute, edge cases, "
@@ -147,6 +154,7 @@ class K2Magics(Magics):
           %k2 --resume PROMPT          # continue the conversation saved in this notebook
           %k2 --mcp-config F PROMPT    # also offer the tools of the MCP servers in file F
           %k2 --with df,model PROMPT   # copies of these variables in the sandbox
+          %k2 --notebook-tools PROMPT  # the model may read, edit and run this notebook's cells
           %k2 --verify PROMPT          # the model checks its answer with tools (--verify-rounds R)
           %k2 --heavy N PROMPT         # N lanes in parallel, then one aggregated answer
                                        # (--heavy-concurrency C)

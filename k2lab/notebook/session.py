@@ -63,6 +63,7 @@ from k2lab.driver import (
     heavy_problem,
 )
 from k2lab.events import Event, Notice, ToolProposed
+from k2lab.notebook.notebook_tools import decisions_for, kernel_tools
 from k2lab.notebook.widget import TraceWidget
 from k2lab.providers.base import ChatProvider
 from k2lab.sandbox.base import Sandbox
@@ -70,6 +71,7 @@ from k2lab.trace.notebook import scrub_event, trace_bundle
 from k2lab.trace.state import arguments_for
 
 if TYPE_CHECKING:
+    from k2lab.tools.base import Tool
     from k2lab.tools.mcp import MCPToolSet
     from k2lab.tools.mcp_config import MCPConfig
 
@@ -97,7 +99,8 @@ def empty_slot(text: str = "") -> DisplayHandle:
 
 def run_flags(opts: Any) -> dict[str, Any]:
     """``%k2``'s run options (``--verify [--verify-rounds R]``, ``--heavy N
-    [--heavy-concurrency C]``, the CLI's words) as ``NotebookSession.start_run`` arguments."""
+    [--heavy-concurrency C]``, ``--notebook-tools``, the CLI's words) as
+    ``NotebookSession.start_run`` arguments."""
     verify = bool(getattr(opts, "verify", False))
     rounds = getattr(opts, "verify_rounds", None)
     heavy = getattr(opts, "heavy", None)
@@ -114,6 +117,7 @@ def run_flags(opts: Any) -> dict[str, Any]:
         "verify_rounds": (rounds or 1) if verify else 0,
         "heavy": heavy or 0,
         "heavy_concurrency": concurrency,
+        "notebook_tools": bool(getattr(opts, "notebook_tools", False)),
     }
 
 
@@ -162,6 +166,8 @@ class RunRecord:
         self.heavy_concurrency: int | None = None
         #: ``--with``: the notebook's variables copied into the sandbox before the run
         self.variables: dict[str, Any] = {}
+        #: ``--notebook-tools``: the notebook tools this run offers (a fork inherits them)
+        self.notebook_tools: list[Tool] = []
         #: the run's driver (``k2lab.driver``), once the run left the queue
         self.driver: RunDriver | None = None
 
@@ -357,6 +363,8 @@ class NotebookSession:
         self.view_timeout = VIEW_TIMEOUT
         #: other displays to re-publish in ``wait()`` (replay tables)
         self.outputs: list[tuple[DisplayHandle, dict[str, Any]]] = []
+        #: cells now awaiting ``wait()``: they hold the kernel's main shell (``notebook_busy``)
+        self.waiting_cells = 0
         self._mcp: MCPToolSet | None = None
         self._mcp_key: tuple[MCPConfig, float] | None = None
 
@@ -444,6 +452,7 @@ class NotebookSession:
         heavy: int = 0,
         heavy_concurrency: int | None = None,
         with_vars: tuple[str, ...] = (),
+        notebook_tools: bool = False,
     ) -> RunRecord:
         try:
             self._loop = asyncio.get_running_loop()
@@ -452,6 +461,8 @@ class NotebookSession:
                 "%k2 runs on a Jupyter kernel's event loop; in a terminal use `k2lab run PROMPT`"
             ) from None
         variables = self.variables_for(with_vars, in_kernel=in_kernel)
+        if notebook_tools and heavy:  # lanes in parallel would edit one notebook at once
+            raise UsageError("%k2 --notebook-tools: not with --heavy (one agent edits a notebook)")
         if heavy:
             spec = RunSpec(settings, prompt, heavy=heavy, mcp=mcp, variables=variables)
             # under ask, each lane's calls wait for their own buttons (``LaneDecisions``)
@@ -474,6 +485,9 @@ class NotebookSession:
             heavy_concurrency,
         )
         rec.variables = variables
+        if notebook_tools:  # edits and runs ask a person even under auto (``decisions_for``)
+            rec.notebook_tools = self.notebook_tools_for(settings)
+            rec.decisions = decisions_for(settings.approve, rec.notebook_tools)
         # earlier runs waiting for a person: if their views are gone, this run must not wait
         # behind them for ever; their traces then go in this cell (shown before this run's view)
         waiting = [(r, empty_slot()) for r in self.runs if r.waits_for_person()] if show else []
@@ -485,6 +499,19 @@ class NotebookSession:
             before=self._reap(rec, waiting) if waiting else None,
         )
         return rec
+
+    def notebook_tools_for(self, s: Settings) -> list[Tool]:
+        """``--notebook-tools``: the panel's notebook tools, over a comm to this kernel's page."""
+        return kernel_tools(self.notebook_busy, run_timeout=max(s.tool_timeout, 30.0))
+
+    def notebook_busy(self) -> str | None:
+        """Why the page cannot answer a notebook tool now (``k2lab.notebook.notebook_tools``)."""
+        if not self.waiting_cells:
+            return None
+        return (
+            "a cell of this notebook is running `await k2lab.wait()`, which waits for this run "
+            "and holds the kernel until it ends (run the cells after the run instead)"
+        )
 
     def variables_for(self, names: tuple[str, ...], *, in_kernel: bool) -> dict[str, Any]:
         """``--with NAMES``: the values of the notebook's variables, each checked here (exists,
@@ -548,7 +575,8 @@ class NotebookSession:
         except ForkError as e:
             raise UsageError(str(e)) from None
         rec = RunRecord(self, plan.prompt, parent.settings)
-        rec.decisions = plan.decisions(decision_source(parent.settings.approve))
+        rec.notebook_tools = parent.notebook_tools
+        rec.decisions = plan.decisions(decisions_for(parent.settings.approve, rec.notebook_tools))
         rec.mcp = parent.mcp
         self.runs.append(rec)
         rec.show(slot=slot)
@@ -617,6 +645,7 @@ class NotebookSession:
                 heavy=rec.heavy,
                 heavy_concurrency=rec.heavy_concurrency,
                 variables=rec.variables,
+                extra_tools=rec.notebook_tools,
                 # a fork runs on its own copy of the history
                 conversation=fork.conversation if fork is not None else self.conversation,
                 parent_run_id=fork.parent_run_id if fork is not None else parent,
@@ -685,9 +714,13 @@ class NotebookSession:
 
     async def wait(self) -> None:
         """Wait for every run of the session; then re-publish their saved traces from here."""
-        while self._last_task is not None and not self._last_task.done():
-            with contextlib.suppress(BaseException):
-                await self._last_task
+        self.waiting_cells += 1
+        try:
+            while self._last_task is not None and not self._last_task.done():
+                with contextlib.suppress(BaseException):
+                    await self._last_task
+        finally:
+            self.waiting_cells -= 1
         for rec in self.runs:
             rec.publish_final()
         for handle, bundle in self.outputs:
