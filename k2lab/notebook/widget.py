@@ -148,7 +148,7 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
         """Add the HTML pieces Python renders once (highlighted code, results, Markdown)."""
         head = msg.get("head")
         if head is not None:
-            head["status_text"] = status_line(head, len(self.state.steps))
+            head["status_text"] = status_line(head, self.state.n_steps)
             head["answer_html"] = markdown_html(head["answer"]) if head.get("answer") else ""
             # a head patch leaves an unchanged prompt out (the view keeps its own): keep it out
             head["can_stop_lane"] = callable(getattr(self.controls, "stop_lane", None))
@@ -166,8 +166,9 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
                     for r in verify["rounds"]
                 ]
         for st in msg["steps"]:
-            full = self.state.steps[st["step"]]
-            st["content_html"] = markdown_html(str(full["content"])) if full["done"] else ""
+            full = self.state.step(st["step"])
+            done = full is not None and full.done
+            st["content_html"] = markdown_html(str(full.content)) if full and done else ""
         for card in msg["cards"]:
             card["code_html"] = highlight_python(card["code"])
             if card.get("edited_code") is not None:

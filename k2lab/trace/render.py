@@ -46,17 +46,6 @@ def _image_rule(self: Any, tokens: Any, idx: int, options: Any, env: Any) -> str
 
 _md.add_render_rule("image", _image_rule)
 
-STATUS_TEXT = {
-    "pending": "waiting for approval",
-    "approved": "approved",
-    "edited": "edited, then run",
-    "rejected": "rejected",
-    "problem": "not run (invalid call)",
-    "done": "ran",
-    "error": "ran with an error",
-    "not_run": "not run (stopped)",
-}
-
 
 def esc(text: Any) -> str:
     return html.escape(str(text), quote=True)
@@ -251,7 +240,7 @@ def _lanes_html(lanes: list[dict[str, Any]]) -> str:
                     f"</summary><pre>{esc(st['reasoning'])}</pre></details>"
                 )
             for c in st["calls"]:
-                label = esc(STATUS_TEXT.get(c["status"], c["status"]))
+                label = esc(c["label"])
                 out.append(
                     f'<div class="k2lab-call k2lab-status-{esc(c["status"])}">'
                     f'<div class="k2lab-call-head">Tool call <code>{esc(c["name"])}</code> · '
@@ -298,10 +287,8 @@ def _verify_html(v: dict[str, Any]) -> str:
 def _call_html(card: dict[str, Any]) -> str:
     st = card["status"]
     by = f" by {card['by']}" if card.get("by") else ""
-    label = STATUS_TEXT.get(st, st)
-    if card.get("decision") == "edit" and st in ("done", "error"):
-        label += " (edited)"
-    meta = [f"<code>{esc(card['name'])}</code>", f"{esc(label)}{esc(by)}"]
+    # the fold's words (``view.call_label``): the live view and the saved card say the same
+    meta = [f"<code>{esc(card['name'])}</code>", f"{esc(card['label'])}{esc(by)}"]
     if card.get("duration") is not None:
         meta.append(esc(fmt_seconds(card["duration"])))
     out = [
@@ -321,7 +308,7 @@ def _call_html(card: dict[str, Any]) -> str:
         out.append(f'<div class="k2lab-problem">{esc(card["problem"])}</div>')
     if st == "rejected" and card.get("feedback"):
         out.append(f'<div class="k2lab-feedback">Feedback: {esc(card["feedback"])}</div>')
-    if card.get("output") is not None and st not in ("rejected", "problem"):
+    if card.get("output") is not None and st != "rejected" and not card.get("problem"):
         cls = "k2lab-result k2lab-ok" if card.get("ok") else "k2lab-result k2lab-failed"
         out.append(f'<div class="{cls}">')
         if card["output"].strip():
@@ -377,7 +364,7 @@ def render_html(snap: dict[str, Any]) -> str:
             tokens = (
                 ""
                 if st["tokens"] is None  # a step replayed from the record counted nothing
-                else f" · {'' if st['tokens_exact'] else '~'}{st['tokens']} tokens"
+                else f" · {st['tokens']} tokens"
             )
             summary = f"Step {st['step']} · reasoning{tokens} · {fmt_seconds(st['duration'])}"
             out.append(
@@ -452,8 +439,7 @@ def render_markdown(snap: dict[str, Any]) -> str:
             c = cards.get(cid)
             if c is None:
                 continue
-            label = STATUS_TEXT.get(c["status"], c["status"])
-            out.append(f"**Tool call** `{c['name']}` ({label})")
+            out.append(f"**Tool call** `{c['name']}` ({c['label']})")
             if c.get("edited_code") is not None:
                 out.append("Proposed:\n\n" + _fence(c["code"], "python"))
                 out.append("Ran (edited by the user):\n\n" + _fence(c["edited_code"], "python"))

@@ -18,7 +18,19 @@ import json
 import time
 from typing import Any
 
-from k2lab.trace.view import Call, RunState, RunView, budgets_of, retry_text
+from k2lab.trace.view import (
+    Call,
+    RunState,
+    RunView,
+    Step,
+    Text,
+    budgets_of,
+    call_label,
+    retry_text,
+    step_tokens,
+)
+
+__all__ = ["TraceState", "Text", "arguments_for", "code_of", "state_from_events"]
 
 #: The heavy-mode lane of the aggregation step (its events go to the main steps and answer).
 AGGREGATE = "aggregate"
@@ -28,43 +40,6 @@ LANE_STEPS = 20
 LANE_TEXT = 4000
 #: How the verify pass's outcome reads (as ``k2lab run`` says it).
 VERIFY_WORDS = {"verified": "verified", "corrected": "corrected", "unverified": "could not verify"}
-#: Statuses a card goes through, in order (``problem`` and ``rejected`` end early).
-CARD_STATUSES = ("pending", "approved", "edited", "rejected", "problem", "done", "error", "not_run")
-
-
-class Text:
-    """Streamed text: appends are O(1) (a list of parts), joined only when read."""
-
-    __slots__ = ("_parts", "length")
-
-    def __init__(self, value: str = "") -> None:
-        self._parts = [value] if value else []
-        self.length = len(value)
-
-    def append(self, piece: str) -> None:
-        self._parts.append(piece)
-        self.length += len(piece)
-
-    def __str__(self) -> str:
-        if len(self._parts) > 1:
-            self._parts = ["".join(self._parts)]
-        return self._parts[0] if self._parts else ""
-
-    def since(self, offset: int) -> str:
-        """The text after ``offset``: walks back over the new parts only, so a patch costs what
-        was added since the last one, not the whole text so far."""
-        if offset >= self.length:
-            return ""
-        tail: list[str] = []
-        pos = self.length
-        for part in reversed(self._parts):
-            if pos <= offset:
-                break
-            pos -= len(part)
-            tail.append(part)
-        tail.reverse()
-        tail[0] = tail[0][offset - pos :]
-        return "".join(tail)
 
 
 def code_of(name: str, arguments: str) -> str:
@@ -89,24 +64,38 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def people_output(c: Call) -> str | None:
+    """The result text people read: the tool's own output, without the notes for the model."""
+    r = c.result
+    if r is None:
+        return None
+    return r["people_output"] if r["people_output"] is not None else str(r["shown_output"])
+
+
 def _lane_call(c: Call) -> dict[str, Any]:
-    out = c.result["shown_output"] if c.result else None
+    out = people_output(c)
     return {
         "call_id": c.call_id,
         "name": c.name,
         "code": code_of(c.name, c.ran_arguments),
         "status": c.status,
         "decision": c.decision,
+        "label": call_label(c),
         "output": out[-LANE_TEXT:] if out is not None else None,
         "ok": c.result["ok"] if c.result else None,
     }
 
 
 class TraceState:
+    """The widget's shape of ``RunView``'s state: every fact (steps, texts, calls, decisions,
+    results, answer, totals, restarts, retries) is the fold's; this class picks the run the view
+    shows, shapes it as the widget's JSON and remembers what changed since the last patch."""
+
     def __init__(self) -> None:
         self.head: dict[str, Any] = {
             "run_id": "",
             "prompt": "",
+            "context": None,  # run.start's attached context ({label, text}), or None
             "model": "",
             "model_label": "",
             "demo": False,  # run.start's flag: the offline demo model answered
@@ -138,20 +127,22 @@ class TraceState:
             "last_prompt_tokens": 0,  # the latest request's prompt (the context gauge)
             "cached_tokens": 0,  # of prompt_tokens, for the cost at the preset's prices
         }
-        #: the one fold of events (k2lab.trace.view): lanes and the verify pass are read from it
+        #: the one fold of events (k2lab.trace.view): everything shown is read from it
         self.view = RunView()
+        #: the run the head, steps and cards show: the latest plain run, or heavy mode's
+        #: aggregation (its lanes are ``lanes``)
+        self._main: RunState | None = None
         self.lane_order: list[str] = []
         self._dirty_lanes: set[str] = set()
         #: lane -> the steps of it that changed since the last patch (a patch sends only those)
         self._dirty_lane_steps: dict[str, set[int]] = {}
-        self.steps: dict[int, dict[str, Any]] = {}
-        self.cards: dict[str, dict[str, Any]] = {}
-        self.card_order: list[str] = []
+        self._replays: dict[str, dict[str, Any]] = {}
         self._dirty_head = True
         self._dirty_steps: set[int] = set()
-        self._dirty_cards: set[str] = set()
-        #: step -> (reasoning length, content length) the last patch ended at
-        self._sent: dict[int, tuple[int, int]] = {}
+        #: call ids whose card changed, in the order they changed (proposal order for new ones)
+        self._dirty_cards: dict[str, None] = {}
+        #: step -> (reasoning length, content length, restarts) the last patch ended at
+        self._sent: dict[int, tuple[int, int, int]] = {}
         #: the prompt the view has: a head patch leaves it out until it changes (a 21,000-character
         #: prompt went with every tick and every streamed piece)
         self._sent_prompt: str | None = None
@@ -164,13 +155,18 @@ class TraceState:
         if isinstance(lane, str) and lane and lane != AGGREGATE:
             self._on_lane(lane, ev)
             return
+        if kind == "run.start" or self._main is None:
+            self._main = self._latest_main()
         if lane == AGGREGATE and kind == "run.start":
             # the aggregation's prompt is k2lab's, not the person's: the head keeps the task
             self._set(aggregating=True, lanes_note=self._lanes_note())
             return
+        run = self._main
+        if run is None:
+            return
         handler = getattr(self, "_on_" + kind.replace(".", "_"), None)
         if handler is not None:
-            handler(ev)
+            handler(run, ev)
         if kind in ("verify.start", "verify.end"):
             self._set(verify=self._verify_view())
 
@@ -189,17 +185,13 @@ class TraceState:
         if isinstance(step, int):
             self._dirty_lane_steps.setdefault(lane, set()).add(step)
         if kind == "run.start" and not self.head["run_id"]:
-            self._on_run_start(ev)
+            run = self._lane_run(lane)
+            if run is not None:
+                self._on_run_start(run, ev)
             rid = str(ev.get("run_id") or "")
             self._set(run_id=rid.removesuffix("." + lane))  # the heavy run's own id
-        elif kind == "usage":
-            self._set(
-                prompt_tokens=self.head["prompt_tokens"] + int(ev.get("prompt_tokens") or 0),
-                completion_tokens=self.head["completion_tokens"]
-                + int(ev.get("completion_tokens") or 0),
-            )
-        elif kind == "tool.proposed":
-            self._set(tool_calls=self.head["tool_calls"] + 1)
+        elif kind in ("usage", "tool.proposed"):
+            self._set_totals()
         if kind in ("run.start", "run.end", "error"):
             self._set(lanes_note=self._lanes_note())
 
@@ -306,224 +298,122 @@ class TraceState:
             "rounds": rounds,
         }
 
-    def _main_run(self) -> RunState | None:
+    def _latest_main(self) -> RunState | None:
         """The run the head shows: the aggregation in heavy mode, else the latest run."""
         for run in reversed(self.view.runs):
             if run.lane in ("", AGGREGATE):
                 return run
         return None
 
+    _main_run = _latest_main
+
     def _set(self, **kw: Any) -> None:
         self.head.update(kw)
         self._dirty_head = True
+
+    def _set_totals(self) -> None:
+        """The head's counts: the fold's totals of every run shown here (heavy mode: every lane
+        and the aggregation; a plain run: its own)."""
+        runs = self.view.runs
+        main = self._main
+        self._set(
+            prompt_tokens=sum(r.totals["prompt_tokens"] for r in runs),
+            completion_tokens=sum(r.totals["completion_tokens"] for r in runs),
+            cached_tokens=sum(r.totals["cached_tokens"] for r in runs),
+            tool_calls=sum(r.totals["calls"] for r in runs),
+            last_prompt_tokens=main.last_prompt_tokens if main is not None else 0,
+        )
 
     def _message(self, level: str, kind: str, text: str) -> None:
         self.head["messages"].append({"level": level, "kind": kind, "text": text})
         self._dirty_head = True
 
-    def _on_run_start(self, ev: dict[str, Any]) -> None:
-        keys = ("run_id", "prompt", "model", "model_label", "base_url", "policy", "isolation")
+    def _on_run_start(self, run: RunState, ev: dict[str, Any]) -> None:
         self._set(
-            **{k: ev.get(k, "") for k in keys},
-            max_steps=ev.get("max_steps", 0),
-            parent_run_id=ev.get("parent_run_id"),
-            forked_from_call=ev.get("forked_from_call"),
-            demo=ev.get("demo") is True,
+            run_id=run.run_id,
+            prompt=run.prompt,
+            context=run.context,
+            model=run.model,
+            model_label=run.model_label,
+            base_url=run.base_url,
+            policy=run.policy,
+            isolation=run.isolation,
+            max_steps=run.max_steps,
+            parent_run_id=run.parent_run_id,
+            forked_from_call=run.forked_from_call,
+            demo=run.demo,
             status="running",
-            started=ev.get("ts", time.time()),
-            budgets=budgets_of(ev),
+            started=run.started if run.started is not None else time.time(),
+            budgets=dict(run.budgets),
         )
 
-    def _step(self, n: int) -> dict[str, Any]:
-        st = self.steps.get(n)
-        if st is None:
-            st = self.steps[n] = {
-                "step": n,
-                "reasoning": Text(),
-                "content": Text(),
-                "tokens": 0,  # exact once the usage arrives, else counted deltas (~1 token each)
-                "tokens_exact": False,
-                "started": None,
-                "duration": None,
-                "done": False,
-                "calls": [],
-            }
+    def _on_step_start(self, run: RunState, ev: dict[str, Any]) -> None:
+        n = int(ev.get("step") or 0)
         self._dirty_steps.add(n)
-        return st
+        self._set(step=n)
 
-    def _on_step_start(self, ev: dict[str, Any]) -> None:
-        self._step(ev["step"])["started"] = ev.get("ts")
-        self._set(step=ev["step"])
+    def _on_reasoning_delta(self, run: RunState, ev: dict[str, Any]) -> None:
+        self._dirty_steps.add(int(ev.get("step") or 0))
 
-    def _on_reasoning_delta(self, ev: dict[str, Any]) -> None:
-        st = self._step(ev["step"])
-        st["reasoning"].append(ev["text"])
-        if not st["tokens_exact"]:
-            st["tokens"] += 1
+    _on_content_delta = _on_reasoning_delta
 
-    def _on_content_delta(self, ev: dict[str, Any]) -> None:
-        st = self._step(ev["step"])
-        st["content"].append(ev["text"])
-        if not st["tokens_exact"]:
-            st["tokens"] += 1
+    def _on_usage(self, run: RunState, ev: dict[str, Any]) -> None:
+        self._dirty_steps.add(int(ev.get("step") or 0))
+        self._set_totals()
 
-    def _on_usage(self, ev: dict[str, Any]) -> None:
-        st = self._step(ev["step"])
-        st["tokens"] = ev.get("reasoning_tokens") or ev.get("completion_tokens", 0)
-        st["tokens_exact"] = True
-        self._set(
-            prompt_tokens=self.head["prompt_tokens"] + ev.get("prompt_tokens", 0),
-            completion_tokens=self.head["completion_tokens"] + ev.get("completion_tokens", 0),
-            last_prompt_tokens=int(ev.get("prompt_tokens") or 0) or self.head["last_prompt_tokens"],
-            cached_tokens=self.head["cached_tokens"] + int(ev.get("cached_tokens") or 0),
-        )
+    def _on_step_end(self, run: RunState, ev: dict[str, Any]) -> None:
+        n = int(ev.get("step") or 0)
+        self._dirty_steps.add(n)
+        self._sent.pop(n, None)  # the text may have been replaced: resend it whole
 
-    def _on_step_end(self, ev: dict[str, Any]) -> None:
-        st = self._step(ev["step"])
-        # the assembled message is the truth (a retried stream may have re-sent deltas)
-        st["reasoning"] = Text(ev.get("reasoning", str(st["reasoning"])))
-        st["content"] = Text(ev.get("content", str(st["content"])))
-        # 0.0 is a duration (a fork's first step is replayed from the record, not asked for):
-        # only a missing one is taken from the clock, and never below zero
-        duration = ev.get("duration")
-        if duration is None and st["started"]:
-            duration = max(0.0, ev.get("ts", 0) - st["started"])
-        st["duration"] = duration
-        if not st["tokens_exact"] and not st["tokens"]:
-            st["tokens"] = None  # no usage and no streamed text: nothing to count
-        st["done"] = True
-        self._sent.pop(ev["step"], None)  # the text may have been replaced: resend it whole
+    def _on_tool_proposed(self, run: RunState, ev: dict[str, Any]) -> None:
+        self._dirty_cards[str(ev.get("call_id"))] = None
+        self._dirty_steps.add(int(ev.get("step") or 0))
+        self._set_totals()
 
-    def _on_tool_proposed(self, ev: dict[str, Any]) -> None:
-        cid, name = ev["call_id"], ev["name"]
-        problem = ev.get("problem")
-        self.cards[cid] = {
-            "call_id": cid,
-            "step": ev["step"],
-            "name": name,
-            "arguments": ev["arguments"],
-            "code": code_of(name, ev["arguments"]),
-            "problem": problem,
-            "status": "problem" if problem else "pending",
-            "decision": None,
-            "by": None,
-            "edited_arguments": None,
-            "edited_code": None,
-            "feedback": None,
-            "ok": None,
-            "output": None,
-            "display": [],
-            "sent_to_model": [],
-            "duration": None,
-            "truncated": False,
-            "replay": None,
-        }
-        self.card_order.append(cid)
-        self._step(ev["step"])["calls"].append(cid)
-        self._dirty_cards.add(cid)
-        self._set(tool_calls=len(self.card_order))
+    def _on_tool_decision(self, run: RunState, ev: dict[str, Any]) -> None:
+        self._dirty_cards[str(ev.get("call_id"))] = None
 
-    def _on_tool_decision(self, ev: dict[str, Any]) -> None:
-        card = self.cards.get(ev["call_id"])
-        if card is None:
-            return
-        kind = ev["decision"]
-        card.update(decision=kind, by=ev.get("by"), feedback=ev.get("feedback"))
-        card["status"] = {"approve": "approved", "edit": "edited", "reject": "rejected"}[kind]
-        if kind == "edit" and ev.get("arguments") is not None:
-            card["edited_arguments"] = ev["arguments"]
-            card["edited_code"] = code_of(card["name"], ev["arguments"])
-        self._dirty_cards.add(card["call_id"])
+    _on_tool_result = _on_tool_decision
 
-    def _on_tool_result(self, ev: dict[str, Any]) -> None:
-        card = self.cards.get(ev["call_id"])
-        if card is None:
-            return
-        card.update(
-            ok=ev["ok"],
-            # people see the tool's own output (the view's shown_output: the edit is a field)
-            output=ev["people_output"]
-            if isinstance(ev.get("people_output"), str)
-            else self._shown_output(ev),
-            display=ev.get("display") or [],
-            sent_to_model=ev.get("sent_to_model") or [],
-            duration=ev.get("duration"),
-            truncated=ev.get("truncated", False),
-        )
-        if card["status"] == "pending":  # answered without a decision: a stop closed it
-            card["status"] = "not_run"
-        elif card["status"] not in ("rejected", "problem"):
-            card["status"] = "done" if ev["ok"] else "error"
-        self._dirty_cards.add(card["call_id"])
+    def _on_retry(self, run: RunState, ev: dict[str, Any]) -> None:
+        if run.retries:  # the fold's entry: the attempt it starts, of max_attempts
+            self._message("warning", "retry", "Retrying: " + retry_text(run.retries[-1]))
 
-    def _shown_output(self, ev: dict[str, Any]) -> str:
-        call = self.view.find_call(str(ev.get("call_id")))
-        return (
-            str(ev.get("output", ""))
-            if call is None or call.result is None
-            else call.result["shown_output"]
-        )
+    def _on_error(self, run: RunState, ev: dict[str, Any]) -> None:
+        if run.errors:
+            e = run.errors[-1]
+            self._message("error", e["kind"], e["message"])
 
-    def _on_retry(self, ev: dict[str, Any]) -> None:
-        # RunView's numbering: the attempt a retry starts (retry.attempt + 1) of max_attempts
-        r = {
-            "attempt": int(ev.get("attempt", 0)) + 1,
-            "max_attempts": ev.get("max_attempts", 0),
-            "delay": float(ev.get("delay", 0.0)),
-            "reason": ev.get("reason", ""),
-        }
-        self._message("warning", "retry", "Retrying: " + retry_text(r))
+    def _on_notice(self, run: RunState, ev: dict[str, Any]) -> None:
+        if run.notices:
+            n = run.notices[-1]
+            self._message("info", n["kind"], n["message"])
+            if n["kind"] == "step_restart" and n["step"] is not None:
+                self._dirty_steps.add(n["step"])  # the fold dropped the cut stream
 
-    def _on_error(self, ev: dict[str, Any]) -> None:
-        self._message("error", ev.get("kind", "error"), ev["message"])
-
-    def _on_notice(self, ev: dict[str, Any]) -> None:
-        kind = ev.get("kind", "info")
-        self._message("info", kind, ev["message"])
-        n = self.head.get("step")
-        st = self.steps.get(n) if isinstance(n, int) else None
-        if kind == "step_restart" and isinstance(n, int) and st is not None and not st["done"]:
-            # RunView's rule: the cut stream is dropped, the provider streams the step again
-            st["reasoning"], st["content"] = Text(), Text()
-            if not st["tokens_exact"]:
-                st["tokens"] = 0
-            self._sent.pop(n, None)  # the next patch starts the texts again (from 0)
-            self._dirty_steps.add(n)
-
-    def _on_run_end(self, ev: dict[str, Any]) -> None:
-        for cid in self.card_order:  # calls a stop left undecided or unrun
-            card = self.cards[cid]
-            if card["status"] in ("pending", "approved", "edited"):
-                card["status"] = "not_run"
-                self._dirty_cards.add(cid)
-        if self.head["heavy"]:  # the aggregation's counts are its own: the head sums every lane
+    def _on_run_end(self, run: RunState, ev: dict[str, Any]) -> None:
+        self._dirty_cards.update(dict.fromkeys(run.calls))  # the fold closed what a stop left
+        self._set_totals()
+        elapsed = run.totals["duration"]
+        if self.head["heavy"]:  # the head's clock is the whole heavy run's
             started, ts = self.head["started"], ev.get("ts")
-            whole = ts - started if isinstance(ts, int | float) and started else None
-            self._set(
-                status="ended",
-                stop_reason=ev["stop_reason"],
-                error=ev.get("error"),
-                answer=ev.get("answer", ""),
-                elapsed=whole if whole is not None else ev.get("elapsed", 0.0),
-                lanes_note=self._lanes_note(),
-            )
-            return
+            if isinstance(ts, int | float) and started:
+                elapsed = ts - started
         self._set(
             status="ended",
-            stop_reason=ev["stop_reason"],
-            error=ev.get("error"),
-            answer=ev.get("answer", ""),
-            elapsed=ev.get("elapsed", 0.0),
-            prompt_tokens=ev.get("prompt_tokens") or self.head["prompt_tokens"],
-            completion_tokens=ev.get("completion_tokens") or self.head["completion_tokens"],
+            stop_reason=run.stop_reason,
+            error=run.error,
+            answer=run.answer,
+            elapsed=elapsed if elapsed is not None else 0.0,
+            lanes_note=self._lanes_note() if self.head["heavy"] else self.head["lanes_note"],
         )
 
     # -- things the face adds (not events) -----------------------------------------------------
     def set_replay(self, call_id: str, replay: dict[str, Any]) -> None:
-        card = self.cards.get(call_id)
-        if card is not None:
-            card["replay"] = replay
-            self._dirty_cards.add(call_id)
+        if self._main is not None and call_id in self._main.calls:
+            self._replays[call_id] = replay
+            self._dirty_cards[call_id] = None
 
     def set_approve_all(self) -> None:
         self._set(approve_all=True)
@@ -533,33 +423,107 @@ class TraceState:
         if self.head["status"] == "running" and self.head["started"]:
             self._set(elapsed=(now or time.time()) - self.head["started"])
 
-    # -- reading -------------------------------------------------------------------------------
+    # -- reading: the fold's state in the widget's shape -----------------------------------------
     @property
     def ended(self) -> bool:
         return bool(self.head["status"] == "ended")
 
+    def _steps_of(self) -> dict[int, Step]:
+        return self._main.steps if self._main is not None else {}
+
+    @property
+    def n_steps(self) -> int:
+        return len(self._steps_of())
+
+    def step(self, n: int) -> Step | None:
+        """The fold's step ``n`` of the run shown (texts are ``Text``: read with ``str``)."""
+        return self._steps_of().get(n)
+
+    def _step_item(self, st: Step) -> dict[str, Any]:
+        return {
+            "step": st.index,
+            "tokens": step_tokens(st),  # from the usage; None before it (never counted pieces)
+            "started": st.started,
+            "duration": st.duration,
+            "done": st.done,
+            "restarts": st.restarts,
+            "calls": list(st.calls),
+        }
+
     def step_view(self, n: int) -> dict[str, Any]:
         """One step with its texts as strings."""
-        st = dict(self.steps[n])
-        st["reasoning"], st["content"] = str(st["reasoning"]), str(st["content"])
-        return st
+        st = self._steps_of()[n]
+        return {**self._step_item(st), "reasoning": str(st.reasoning), "content": str(st.content)}
+
+    @property
+    def steps(self) -> dict[int, dict[str, Any]]:
+        """Every step of the run shown, as ``step_view`` (built on each read: for tests and
+        one-off readers; patches read only the steps that changed)."""
+        return {n: self.step_view(n) for n in sorted(self._steps_of())}
+
+    def card(self, call_id: str) -> dict[str, Any] | None:
+        c = self._main.calls.get(call_id) if self._main is not None else None
+        return None if c is None else self._card(c)
+
+    @property
+    def cards(self) -> dict[str, dict[str, Any]]:
+        """Every card of the run shown, by call id, in proposal order (built on each read)."""
+        calls = self._main.calls.values() if self._main is not None else []
+        return {c.call_id: self._card(c) for c in calls}
+
+    @property
+    def card_order(self) -> list[str]:
+        return list(self._main.calls) if self._main is not None else []
+
+    def _card(self, c: Call) -> dict[str, Any]:
+        """One call as the widget shows it: the fold's state and words (``call_label``)."""
+        r = c.result
+        edited = c.edited_arguments if c.decision == "edit" else None
+        return {
+            "call_id": c.call_id,
+            "run_id": c.run_id,
+            "step": c.step,
+            "name": c.name,
+            "arguments": c.arguments,
+            "code": code_of(c.name, c.arguments),
+            "problem": c.problem,
+            "status": c.status,  # RunView's: pending running done error rejected not_run
+            "decision": c.decision,
+            "reason": c.reason,
+            "label": call_label(c),
+            "executed": c.executed,
+            "by": c.by,
+            "edited_arguments": edited,
+            "edited_code": code_of(c.name, edited) if edited is not None else None,
+            "feedback": c.feedback,
+            "ok": r["ok"] if r is not None else None,
+            "output": people_output(c),
+            "display": list(r["display"]) if r is not None else [],
+            "sent_to_model": list(r["sent_to_model"]) if r is not None else [],
+            "duration": r["duration"] if r is not None else None,
+            "truncated": r["truncated"] if r is not None else False,
+            "replay": self._replays.get(c.call_id),
+        }
 
     def pending_calls(self) -> list[str]:
-        return [c for c in self.card_order if self.cards[c]["status"] == "pending"]
+        if self._main is None:
+            return []
+        return [cid for cid, c in self._main.calls.items() if c.status == "pending"]
 
     def snapshot(self) -> dict[str, Any]:
         """The whole view (for a view that just opened, and for the saved renderings)."""
+        steps = self._steps_of()
         self._sent = {
-            n: (s["reasoning"].length, s["content"].length) for n, s in self.steps.items()
+            n: (s.reasoning.length, s.content.length, s.restarts) for n, s in steps.items()
         }
-        self._dirty_head, self._dirty_steps, self._dirty_cards = False, set(), set()
+        self._dirty_head, self._dirty_steps, self._dirty_cards = False, set(), {}
         self._dirty_lanes, self._dirty_lane_steps = set(), {}
         self._sent_prompt = self.head.get("prompt")
         return {
             "kind": "snapshot",
             "head": dict(self.head),
-            "steps": [self.step_view(n) for n in sorted(self.steps)],
-            "cards": [dict(self.cards[c]) for c in self.card_order],
+            "steps": [self.step_view(n) for n in sorted(steps)],
+            "cards": list(self.cards.values()),
             "lanes": self.lanes(),
         }
 
@@ -573,33 +537,40 @@ class TraceState:
         )
 
     def take_patch(self) -> dict[str, Any] | None:
-        """What changed since the last patch or snapshot; None when nothing did."""
+        """What changed since the last patch or snapshot; None when nothing did. Streamed text
+        travels as appends (``*_from`` is the length it starts at): O(what was added)."""
         if not self.dirty:
             return None
         steps = []
+        all_steps = self._steps_of()
         for n in sorted(self._dirty_steps):
-            st = self.steps[n]
-            r0, c0 = self._sent.get(n, (0, 0))
-            item = {k: v for k, v in st.items() if k not in ("reasoning", "content")}
+            st = all_steps.get(n)
+            if st is None:
+                continue
+            r0, c0, restarts = self._sent.get(n, (0, 0, st.restarts))
+            if restarts != st.restarts:  # the fold dropped a cut stream: start again from 0
+                r0 = c0 = 0
+            item = self._step_item(st)
             item.update(
                 reasoning_from=r0,
-                reasoning_add=st["reasoning"].since(r0),
+                reasoning_add=st.reasoning.since(r0),
                 content_from=c0,
-                content_add=st["content"].since(c0),
+                content_add=st.content.since(c0),
             )
             steps.append(item)
-            self._sent[n] = (st["reasoning"].length, st["content"].length)
+            self._sent[n] = (st.reasoning.length, st.content.length, st.restarts)
         head = dict(self.head) if self._dirty_head else None
         if head is not None:
             if head.get("prompt") == self._sent_prompt:
                 del head["prompt"]  # the view keeps the one it has
             else:
                 self._sent_prompt = head.get("prompt")
+        calls = self._main.calls if self._main is not None else {}
         patch = {
             "kind": "patch",
             "head": head,
             "steps": steps,
-            "cards": [dict(self.cards[c]) for c in self.card_order if c in self._dirty_cards],
+            "cards": [self._card(calls[cid]) for cid in self._dirty_cards if cid in calls],
             "lanes": [
                 self.lane_view(n, self._dirty_lane_steps.get(n, set()))
                 for n in self.lane_order
@@ -607,7 +578,7 @@ class TraceState:
             ],
         }
         self._dirty_lane_steps = {}
-        self._dirty_head, self._dirty_steps, self._dirty_cards = False, set(), set()
+        self._dirty_head, self._dirty_steps, self._dirty_cards = False, set(), {}
         self._dirty_lanes = set()
         return patch
 

@@ -111,6 +111,22 @@ class Text:
             self._parts = ["".join(self._parts)]
         return self._parts[0] if self._parts else ""
 
+    def since(self, offset: int) -> str:
+        """The text after ``offset``: walks back over the new parts only, so a live patch costs
+        what was added since the last one, not the whole text so far."""
+        if offset >= self.length:
+            return ""
+        tail: list[str] = []
+        pos = self.length
+        for part in reversed(self._parts):
+            if pos <= offset:
+                break
+            pos -= len(part)
+            tail.append(part)
+        tail.reverse()
+        tail[0] = tail[0][offset - pos :]
+        return "".join(tail)
+
 
 def retry_text(retry: dict[str, Any]) -> str:
     """The one wording of a retry: "attempt 2 of 4 in 1.0 s: <reason>"."""
@@ -229,6 +245,44 @@ class Call:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
+
+
+_NOT_RUN_WHY = {
+    "invalid": "invalid call",
+    "invalid_edit": "invalid edit",
+    "no_result": "no result",
+    "stopped": "stopped",
+    "wall_time": "wall time",
+    "tokens": "token budget",
+    "max_steps": "step budget",
+    "error": "run failed",
+}
+
+
+def call_label(c: Call) -> str:
+    """A call's state in words, the one wording of every face (widget, fallbacks, CLI, the
+    saved-trace and panel cards: ``fold.ts`` ``callLabel`` says the same)."""
+    edited = " (edited)" if c.decision == "edit" else ""
+    if c.status == "pending":
+        return "waiting for approval"
+    if c.status == "running":
+        return ("edited" if edited else "approved") + ", running"
+    if c.status == "done":
+        return "ran" + edited
+    if c.status == "error":
+        return "ran with an error" + edited
+    if c.status == "rejected":
+        return "rejected"
+    why = _NOT_RUN_WHY.get(c.reason or "", c.reason or "")
+    return f"not run ({why})" if why else "not run"
+
+
+def step_tokens(st: Step) -> int | None:
+    """The tokens a step's reasoning row shows: its reasoning tokens, else its completion tokens,
+    from the usage; None until a usage arrives (counting streamed pieces is not a token count)."""
+    if st.usage is None:
+        return None
+    return st.usage.get("reasoning_tokens") or st.usage.get("completion_tokens") or 0
 
 
 _NO_BUDGETS: dict[str, Any] = {
@@ -559,10 +613,13 @@ class RunView:
         st = run.step(_int(d.get("step")))
         st.reasoning = Text(_str(d.get("reasoning"), str(st.reasoning)))
         st.content = Text(_str(d.get("content"), str(st.content)))
+        # 0.0 is a duration (a fork's first step is replayed from the record, not asked for):
+        # only a missing one is taken from the clock, and never below zero
         dur = d.get("duration")
-        st.duration = float(dur) if isinstance(dur, int | float) and dur else None
+        ok_dur = isinstance(dur, int | float) and not isinstance(dur, bool)
+        st.duration = float(dur) if ok_dur else None
         if st.duration is None and st.started is not None and isinstance(d.get("ts"), int | float):
-            st.duration = float(d.get("ts")) - st.started
+            st.duration = max(0.0, float(d.get("ts")) - st.started)
         st.done = True
         fr = d.get("finish_reason")
         st.finish_reason = fr if isinstance(fr, str) else None
@@ -648,6 +705,8 @@ class RunView:
                     shown = output[len(note) :]
         display = d.get("display")
         ok = d.get("ok") is True
+        people = d.get("people_output")
+        sent = d.get("sent_to_model")
         call.result = {
             "ok": ok,
             "output": output,
@@ -655,6 +714,11 @@ class RunView:
             "display": list(display) if isinstance(display, list) else [],
             "duration": _num(d.get("duration")),
             "truncated": d.get("truncated") is True,
+            # what people read: without the notes for the model about the display bundles
+            "people_output": people if isinstance(people, str) else None,
+            "sent_to_model": [i for i in sent if isinstance(i, int)]
+            if isinstance(sent, list)
+            else [],
         }
         if call.status == "pending":  # answered without a decision: the run stopped
             call.decision, call.status = "stop", "not_run"

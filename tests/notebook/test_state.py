@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from k2lab.events import (
     ContentDelta,
     ReasoningDelta,
@@ -18,6 +20,7 @@ from k2lab.events import (
     Usage,
 )
 from k2lab.trace.state import TraceState, arguments_for, code_of, state_from_events
+from tests.trace.test_runview import GOLDEN
 
 
 def run_events(*, decision: str = "approve", stop: bool = False) -> list[dict[str, Any]]:
@@ -73,9 +76,10 @@ def test_folds_a_run() -> None:
     assert head["status"] == "ended" and head["stop_reason"] == "completed"
     assert head["answer"] == "Done" and head["tool_calls"] == 1
     assert st.step_view(1)["reasoning"] == "Let me think."
-    assert st.steps[1]["tokens"] == 5 and st.steps[1]["tokens_exact"]
+    assert st.steps[1]["tokens"] == 5  # the usage's reasoning tokens
     card = st.cards["c1"]
     assert card["status"] == "done" and card["code"] == "print(1)" and card["output"] == "2\n"
+    assert (card["decision"], card["label"]) == ("approve", "ran")
     assert st.steps[1]["calls"] == ["c1"]
 
 
@@ -83,13 +87,16 @@ def test_edit_and_reject_are_recorded_as_such() -> None:
     edited = state_from_events(run_events(decision="edit")).cards["c1"]
     assert edited["decision"] == "edit" and edited["edited_code"] == "print(2)"
     assert edited["code"] == "print(1)"  # what the model proposed stays visible
+    assert edited["label"] == "ran (edited)"
     rejected = state_from_events(run_events(decision="reject")).cards["c1"]
     assert rejected["status"] == "rejected" and rejected["feedback"] == "not that"
+    assert rejected["label"] == "rejected"
 
 
 def test_stop_marks_undecided_calls_not_run() -> None:
     st = state_from_events(run_events(stop=True))
     assert st.cards["c1"]["status"] == "not_run" and st.head["stop_reason"] == "stopped"
+    assert (st.cards["c1"]["decision"], st.cards["c1"]["label"]) == ("stop", "not run (stopped)")
 
 
 def test_a_stop_that_answers_the_open_call_marks_it_not_run() -> None:
@@ -155,11 +162,15 @@ def test_code_and_arguments_round_trip() -> None:
 
 
 def test_edit_note_is_hidden_from_people() -> None:
+    """Today's traces: the edit is ``tool.result.edited`` and the output the tool's own; older
+    traces hold the note inside the output (RunView's one legacy read cuts it)."""
     evs = run_events(decision="edit")
     res = next(e for e in evs if e["type"] == "tool.result")
+    res["edited"] = True
+    assert state_from_events(evs).cards["c1"]["output"] == "2\n"
+    del res["edited"]
     res["output"] = '[The user edited the arguments before running: {"code": "print(2)"}]\n2\n'
-    st = state_from_events(evs)
-    assert st.cards["c1"]["output"] == "2\n"
+    assert state_from_events(evs).cards["c1"]["output"] == "2\n"
 
 
 def test_text_since_returns_exactly_what_was_added() -> None:
@@ -487,3 +498,84 @@ def test_head_patches_leave_out_an_unchanged_prompt() -> None:
     after_snapshot = st.take_patch()
     assert after_snapshot is not None
     assert after_snapshot["head"] is None or "prompt" not in after_snapshot["head"]
+
+
+# -- a thin layer over RunView: the same facts, the same words (issue 9) ------------------------
+
+
+@pytest.mark.parametrize("name", GOLDEN)
+def test_the_widget_shows_runviews_facts_for_every_golden_trace(name: str) -> None:
+    """Each card and step of the widget's state is the fold's: status, decision, reason, the
+    one label (``call_label``), what ran, the output people read; steps' texts, tokens (the
+    usage's, never counted pieces), restarts; the head's answer and totals."""
+    from k2lab.trace.view import call_label, step_tokens, view_of
+    from tests.trace.test_runview import events_of
+
+    events = events_of(name)
+    st = state_from_events(events)
+    view = view_of(events)
+    main = [r for r in view.runs if r.lane in ("", "aggregate")]
+    if not main:
+        return
+    run = main[-1]
+    cards = st.cards
+    assert list(cards) == list(run.calls)
+    for cid, c in run.calls.items():
+        card = cards[cid]
+        assert (card["status"], card["decision"], card["reason"]) == (
+            c.status,
+            c.decision,
+            c.reason,
+        )
+        assert card["label"] == call_label(c) and card["executed"] == c.executed
+        if c.result is not None:
+            want = c.result["people_output"] or c.result["shown_output"]
+            assert card["output"] == want
+    for n, step in run.steps.items():
+        mine = st.step_view(n)
+        assert (mine["reasoning"], mine["content"]) == (str(step.reasoning), str(step.content))
+        assert mine["tokens"] == step_tokens(step) and mine["restarts"] == step.restarts
+    assert st.head["answer"] == run.answer
+    assert st.head["prompt_tokens"] == sum(r.totals["prompt_tokens"] for r in view.runs)
+
+
+def test_call_labels_are_one_vocabulary() -> None:
+    """What the old faces disagreed on ("approve"/"approved", "not_run"/"expired",
+    "edited, then run"/"edited & run"): one wording from the fold's state."""
+    from k2lab.trace.view import call_label, view_of
+    from tests.trace.test_runview import events_of
+
+    labels = {
+        (name, c.call_id): call_label(c)
+        for name in GOLDEN
+        for c in view_of(events_of(name)).all_calls()
+    }
+    assert labels[("approved", "functions.python:0")] == "ran"
+    assert labels[("edited", "functions.python:0")] == "ran (edited)"
+    assert labels[("rejected", "functions.python:0")] == "rejected"
+    assert labels[("stopped_waiting", "functions.python:1")] == "not run (stopped)"
+    assert set(labels.values()) <= {
+        "waiting for approval",
+        "approved, running",
+        "edited, running",
+        "ran",
+        "ran (edited)",
+        "ran with an error",
+        "ran with an error (edited)",
+        "rejected",
+        "not run (invalid call)",
+        "not run (invalid edit)",
+        "not run (no result)",
+        "not run (stopped)",
+        "not run (wall time)",
+    }
+
+
+def test_the_fallbacks_say_the_cards_label() -> None:
+    from k2lab.trace.render import render_html, render_markdown
+
+    snap = state_from_events(run_events(decision="edit")).snapshot()
+    assert "ran (edited) by user" in render_html(snap)
+    assert "**Tool call** `python` (ran (edited))" in render_markdown(snap)
+    snap = state_from_events(run_events(stop=True)).snapshot()
+    assert "not run (stopped)" in render_html(snap)

@@ -7,16 +7,6 @@
 // Python, already escaped/sanitised (highlighted code, Markdown without raw HTML, sandboxed
 // iframes); everything else goes in as text. DOM structure and classes: static/README.md.
 
-const STATUS_TEXT = {
-  pending: "waiting for approval",
-  approved: "approved, running",
-  edited: "edited, running",
-  rejected: "rejected",
-  problem: "not run (invalid call)",
-  done: "ran",
-  error: "ran with an error",
-  not_run: "not run (stopped)",
-};
 const COLLAPSE_LINES = 25;
 const VERIFY_CLASS = { verified: "k2lab-verified", corrected: "k2lab-corrected", unverified: "k2lab-unverified" };
 
@@ -298,7 +288,7 @@ function render({ model, el }) {
         } else stepBox.appendChild(h("div", "k2lab-step-head", `Step ${s.step}`));
         for (const c of s.calls) {
           const card = h("div", `k2lab-call k2lab-status-${c.status}`);
-          card.appendChild(h("div", "k2lab-call-head", `Tool call ${c.name} · ${STATUS_TEXT[c.status] || c.status}`));
+          card.appendChild(h("div", "k2lab-call-head", `Tool call ${c.name} · ${c.label}`));
           const pre = h("pre", "k2lab-code k2lab-hl");
           pre.innerHTML = c.code_html; // pygments output, escaped by Python
           card.appendChild(pre);
@@ -366,7 +356,7 @@ function render({ model, el }) {
     const e = stepEl(s.step);
     if (e.pre.textContent.length !== s.reasoning.length) e.pre.textContent = s.reasoning;
     e.det.hidden = !s.reasoning;
-    const tokens = s.tokens == null ? "" : ` · ${s.tokens_exact ? "" : "~"}${s.tokens} tokens`;
+    const tokens = s.tokens == null ? "" : ` · ${s.tokens} tokens`; // the usage's, once it came
     const secs = s.duration != null ? s.duration : st.head && st.head.started && s.started ? Date.now() / 1000 - s.started : null;
     e.sum.textContent = `Step ${s.step} · reasoning${tokens}${secs != null ? " · " + fmtSeconds(secs) : ""}${s.done ? "" : " · streaming…"}`;
     foldReasoning(s.step);
@@ -389,9 +379,8 @@ function render({ model, el }) {
     const head = h("div", "k2lab-call-head");
     head.appendChild(h("span", null, "Tool call "));
     head.appendChild(h("code", null, c.name));
-    const label = STATUS_TEXT[c.status] || c.status;
-    const edited = c.decision === "edit" && (c.status === "done" || c.status === "error");
-    head.appendChild(h("span", "k2lab-badge", edited ? label + " (edited)" : label));
+    // the fold's words (Python's view.call_label): the fallbacks and the saved card say the same
+    head.appendChild(h("span", "k2lab-badge", c.label));
     if (c.by) head.appendChild(h("span", "k2lab-by", `by ${c.by}`));
     if (c.duration != null) head.appendChild(h("span", "k2lab-by", fmtSeconds(c.duration)));
     fresh.appendChild(head);
@@ -456,7 +445,7 @@ function render({ model, el }) {
         bar.appendChild(btn("Edit & run", "k2lab-edit", () => { u.mode = "edit"; u.text = c.code; u.focus = ".k2lab-editor"; renderCard(c); }));
         bar.appendChild(btn("Reject", "k2lab-reject", () => { u.mode = "reject"; u.focus = ".k2lab-feedback-input"; renderCard(c); }));
       }
-    } else if (["done", "error", "rejected", "problem", "not_run"].includes(c.status)) {
+    } else if (["done", "error", "rejected", "not_run"].includes(c.status)) {
       if (u.mode === "fork") {
         bar.appendChild(btn("Fork with this code", "k2lab-fork-run", () => { send("fork", { call_id: c.call_id, code: codeNow() }); u.mode = null; u.text = null; }));
         bar.appendChild(btn("Cancel", "k2lab-cancel", () => { u.mode = null; u.text = null; renderCard(c); }));
@@ -470,7 +459,7 @@ function render({ model, el }) {
     }
     fresh.appendChild(bar);
 
-    if (c.output !== null && c.output !== undefined && c.status !== "rejected" && c.status !== "problem") {
+    if (c.output !== null && c.output !== undefined && c.status !== "rejected" && !c.problem) {
       const res = h("div", "k2lab-result " + (c.ok ? "k2lab-ok" : "k2lab-failed"));
       if (c.output.trim()) res.appendChild(outputBlock(c.output, "k2lab-stdout"));
       for (const piece of c.display_html || []) {
