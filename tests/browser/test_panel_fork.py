@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from k2lab.providers.demo.scripts import DEMO_PROMPTS
-from tests.browser.test_panel import open_lab, open_panel, widen_panel
+from tests.browser.test_panel import widen_panel
+from tests.browser.test_panel_ui import start_demo
 
 pytestmark = pytest.mark.browser
 
@@ -23,13 +23,8 @@ def test_fork_a_call_with_edited_code_from_the_panel(
     jupyterlab: Any, page: Any, screenshot: Any
 ) -> None:
     before = {s["id"] for s in jupyterlab.api("k2lab/api/sessions")["sessions"]}
-    open_lab(page, jupyterlab)
-    panel = open_panel(page)
+    panel = start_demo(page, jupyterlab)  # a fresh session running the pi demo
     widen_panel(page)
-    if before:  # the panel reopens the latest session; this test wants a fresh one
-        panel.locator("button.k2lab-new-session").click()
-    panel.locator(".k2lab-prompt-input").fill(DEMO_PROMPTS["estimate_pi"])
-    panel.locator("button.k2lab-send").click()
     first = panel.locator(".k2lab-call").nth(0)
     # a going run offers no fork (the branch would have to wait for it)
     approve_waiting(first)
