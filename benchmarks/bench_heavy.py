@@ -4,11 +4,15 @@ Setup: the fake OpenAI-compatible server (tests/fixtures/fake_server.py, in a th
 process) answers every request after ``--latency`` seconds (default 1 s); each lane makes two
 requests (a python call in its own real sandbox kernel, then the answer); the aggregation one.
 Lanes are built by ``k2lab.runtime.lane_factory`` (what ``k2lab run --heavy`` uses), so sandbox
-starts overlap the first model request. Prints:
+starts overlap the first model request (each launched just after its lane's first request
+went out). Prints:
 
 - lanes' wall time for N lanes vs one lane (target <= 1.3x) and vs N sequential one-lane runs;
 - peak RSS of the engine process plus every kernel (sampled every 50 ms);
-- sandbox start seconds per lane (median, max) while N start at once.
+- sandbox start seconds per lane (median, max) while N start at once;
+- when the N lanes' first requests had all reached the server.
+
+Each figure is the median (min-max) of ``--repeat`` runs; every sandbox starts cold (no spare).
 
     .venv/bin/python benchmarks/bench_heavy.py [--n 8] [--latency 1.0] [--isolation process]
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -94,38 +99,61 @@ async def heavy_once(fake: FakeModel, settings: Settings, n: int) -> tuple[float
     return heavy.lanes_ended - t0, total, heavy
 
 
+def spread(xs: list[float]) -> str:
+    """median (min-max)"""
+    return f"{statistics.median(xs):.2f} s ({min(xs):.2f}-{max(xs):.2f})"
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--latency", type=float, default=1.0)
     ap.add_argument("--isolation", default="process")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of one lane and of N lanes")
     a = ap.parse_args()
     fake = FakeModel()
     fake.respond_with(responder(a.latency))
     settings = Settings(isolation=a.isolation, approve="auto")
+    load = os.getloadavg()[0]
     await heavy_once(fake, settings, 1)  # warm imports
-    one_lanes, one_total, _ = await heavy_once(fake, settings, 1)
+    one = [(await heavy_once(fake, settings, 1))[:2] for _ in range(a.repeat)]
+    many: list[tuple[float, float]] = []
+    starts: list[float] = []
+    sent: list[float] = []  # when each lane's first request reached the server, after the start
     with RssSampler() as rss:
         base = rss.sample()
-        n_lanes, n_total, heavy = await heavy_once(fake, settings, a.n)
+        for _ in range(a.repeat):
+            first = len(fake.spans)
+            t0 = time.time()
+            lanes, total, heavy = await heavy_once(fake, settings, a.n)
+            many.append((lanes, total))
+            starts += [ln.sandbox_seconds for ln in heavy.lanes if ln.sandbox_seconds is not None]
+            sent.append(max(s for s, _ in fake.spans[first : first + a.n]) - t0)
     seq = 0.0
     for _ in range(a.n):
         lanes, _tot, _h = await heavy_once(fake, settings, 1)
         seq += lanes
-    starts = [ln.sandbox_seconds for ln in heavy.lanes if ln.sandbox_seconds is not None]
-    print(f"heavy N={a.n}, latency {a.latency:g} s/response, isolation {a.isolation}")
-    print(f"  one lane: lanes {one_lanes:.2f} s (with aggregation {one_total:.2f} s)")
-    print(f"  N lanes:  lanes {n_lanes:.2f} s (with aggregation {n_total:.2f} s)")
-    print(f"  ratio N lanes / one lane: {n_lanes / one_lanes:.2f}x (target <= 1.3x)")
+    one_lanes = statistics.median(x for x, _ in one)
+    n_lanes = statistics.median(x for x, _ in many)
+    print(
+        f"heavy N={a.n}, latency {a.latency:g} s/response, isolation {a.isolation}, "
+        f"{a.repeat} runs each, cold sandboxes (no spare), 1-min load {load:.1f} on "
+        f"{os.cpu_count()} cores"
+    )
+    for label, runs in (("one lane:", one), ("N lanes: ", many)):
+        lanes_s, totals = spread([x for x, _ in runs]), spread([y for _, y in runs])
+        print(f"  {label} lanes {lanes_s} (with aggregation {totals})")
+    print(f"  ratio N lanes / one lane (medians): {n_lanes / one_lanes:.2f}x (target <= 1.3x)")
     print(f"  {a.n} sequential one-lane runs: {seq:.2f} s ({seq / n_lanes:.1f}x the heavy lanes)")
     print(
         f"  peak RSS engine + kernels: {rss.peak / 2**20:.0f} MiB "
         f"(before: {base / 2**20:.0f} MiB; {(rss.peak - base) / 2**20 / a.n:.0f} MiB per lane)"
     )
     print(
-        f"  sandbox start, {len(starts)} lanes at once: median {statistics.median(starts):.2f} s, "
-        f"max {max(starts):.2f} s"
+        f"  sandbox start, {a.n} lanes at once ({len(starts)} starts): "
+        f"median {statistics.median(starts):.2f} s, max {max(starts):.2f} s"
     )
+    print(f"  the N lanes' first requests all at the server by: {spread(sent)} after the start")
     fake.close()
 
 

@@ -475,7 +475,8 @@ class SandboxKernel(KernelCalls, TransferMixin):
         self._closed = True
         await self._teardown()
         if self._own_workspace:
-            shutil.rmtree(self.workspace, ignore_errors=True)
+            # off the event loop: heavy mode's other lanes are still streaming on it
+            await asyncio.to_thread(shutil.rmtree, self.workspace, ignore_errors=True)
 
     async def __aenter__(self) -> SandboxKernel:
         await self.start()

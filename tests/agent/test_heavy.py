@@ -4,6 +4,7 @@ sandbox kernels, one per lane."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -167,6 +168,48 @@ async def test_lanes_run_concurrently_in_their_own_sandboxes(fake_model: FakeMod
     assert "Every lane finished." in aside.prompt
     # every sandbox was shut down
     assert all(not sk.started for sk in factory.kernels.values())
+
+
+async def test_a_lanes_sandbox_starts_once_its_first_request_is_out_and_boots_meanwhile(
+    fake_model: FakeModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kernel launches hold the event loop and take the CPU: started before the lanes' first
+    requests had left, they held them back (bench_heavy.py). Each lane's start now waits until
+    its request is out (a wide window here, so a loaded machine's server thread has parsed every
+    request by then), and still overlaps the model's answer."""
+    import k2lab.agent.heavy as heavy_mod
+
+    monkeypatch.setattr(heavy_mod, "SEND_WINDOW", 0.3)
+    latency = 1.5
+    scripts = [lane_script(k, f"print({k})", f"{k}", latency=latency) for k in (1, 2, 3)]
+    router = ConversationRouter(scripts, aside=Aside())
+    fake_model.respond_with(router)
+    launched: list[float] = []
+
+    class Recording(Factory):
+        async def __call__(self, name: str) -> LaneSetup:
+            setup = await super().__call__(name)
+            start = setup.start
+            assert start is not None
+
+            async def recorded() -> None:
+                launched.append(time.time())
+                await start()
+
+            setup.start = recorded
+            return setup
+
+    heavy = HeavyRun(3, Recording(provider(fake_model)), provider(fake_model))
+    await collect(heavy)
+
+    assert heavy.outcome is not None and heavy.outcome.stop_reason == "completed"
+    firsts = [fake_model.spans[i] for i, r in enumerate(router.routes) if r is not None][:3]
+    assert len(launched) == 3
+    # every lane's first request had reached the server before any kernel was launched ...
+    assert max(s for s, _ in firsts) < min(launched)
+    # ... and every kernel was launched well before the answers to those requests came
+    assert max(launched) < min(s for s, _ in firsts) + latency - 0.5
+    assert all(ln.sandbox_seconds is not None for ln in heavy.lanes)
 
 
 @pytest.mark.parametrize("fault", ["provider", "sandbox"])
