@@ -104,6 +104,16 @@ def _parser() -> argparse.ArgumentParser:
         "everything else) at its real path",
     )
     run.add_argument(
+        "--with",
+        dest="with_files",
+        action="append",
+        metavar="NAME=FILE",
+        help="load FILE into the sandbox as variable NAME (repeatable): a pickle (.pkl), .csv or "
+        ".parquet (a pandas DataFrame) or .json file; its bytes are copied in and read there (a "
+        "pickle is unpickled only in the sandbox), size-limited like %%k2 --with; the model is "
+        "told each name, type, shape and columns",
+    )
+    run.add_argument(
         "--mcp-config",
         metavar="FILE",
         help='MCP tool servers to offer the model: {"mcpServers": {NAME: {"command": ..., '
@@ -274,6 +284,49 @@ def _mcp_config(path: str | None) -> Any:
     return cfg
 
 
+def _with_files(specs: list[str], *, heavy: bool) -> dict[str, Any]:
+    """``--with NAME=FILE``: each file's bytes (read in the sandbox later), checked here: a
+    name, a readable file of a known kind, within ``Limits.transfer_bytes``."""
+    from k2lab.sandbox.base import Limits
+    from k2lab.sandbox.transfer import FileBytes, TransferError, file_reader
+
+    if specs and heavy:
+        from k2lab.driver import HEAVY_NO_WITH
+
+        raise CliFailure(f"--with: {HEAVY_NO_WITH}", EXIT_USAGE)
+    limit = Limits().transfer_bytes
+    out: dict[str, Any] = {}
+    for spec in specs:
+        name, eq, path = spec.partition("=")
+        name = name.strip()
+        if not eq or not path:
+            raise CliFailure(
+                f"--with {spec}: expected NAME=FILE (e.g. sales=sales.csv)", EXIT_USAGE
+            )
+        if not name.isidentifier() or name.startswith("__"):
+            raise CliFailure(f"--with {spec}: {name!r} is not a variable name", EXIT_USAGE)
+        if name in out:
+            raise CliFailure(f"--with: {name!r} is given twice", EXIT_USAGE)
+        file = Path(path).expanduser()
+        try:
+            file_reader(str(file))  # a kind it can read, before the bytes are read
+            size = file.stat().st_size
+            if not file.is_file():
+                raise CliFailure(f"--with {spec}: {path} is not a file", EXIT_USAGE)
+            if size > limit:
+                raise CliFailure(
+                    f"--with {spec}: {path} is {size:,} bytes; the limit is {limit:,} "
+                    "(Limits.transfer_bytes)",
+                    EXIT_USAGE,
+                )
+            out[name] = FileBytes(str(file), file.read_bytes())
+        except TransferError as e:
+            raise CliFailure(f"--with {spec}: {e}", EXIT_USAGE) from None
+        except OSError as e:
+            raise CliFailure(f"--with {spec}: {path}: {e.strerror or e}", EXIT_USAGE) from None
+    return out
+
+
 def _read_prompt(prompt: str) -> str:
     if prompt == "-":
         prompt = sys.stdin.read()
@@ -325,6 +378,7 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
             except ValueError as e:
                 raise CliFailure(str(e), EXIT_USAGE) from e
         mcp = _mcp_config(args.mcp_config)
+        variables = _with_files(args.with_files or [], heavy=bool(args.heavy))
         prompt = _read_prompt(args.prompt)
         opts = RunOptions(
             json=args.json,
@@ -336,6 +390,7 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
             heavy=args.heavy or 0,
             heavy_concurrency=args.heavy_concurrency,
             resume=args.resume,
+            variables=variables,
         )
         code, answer = asyncio.run(execute_run(settings, prompt, opts))
         return report(code, answer, opts)

@@ -20,8 +20,9 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from k2lab.agent.context import Conversation
 from k2lab.agent.decisions import DecisionSource, decision_source
@@ -78,6 +79,8 @@ class RunOptions:
     heavy_concurrency: int | None = None
     #: ``--resume TRACE``: continue the conversation of this trace file
     resume: str | None = None
+    #: ``--with NAME=FILE``: values loaded into the sandbox before the run (``FileBytes``)
+    variables: dict[str, Any] = field(default_factory=dict)
 
 
 async def execute_run(settings: Settings, prompt: str, opts: RunOptions) -> tuple[int, str]:
@@ -170,6 +173,7 @@ async def _drive(
         heavy_concurrency=opts.heavy_concurrency,
         conversation=resumed[0] if resumed else None,
         parent_run_id=resumed[1] if resumed else None,
+        variables=opts.variables,
     )
     sinks: list[Sink] = []
     if writer is not None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import io
 import json
 import pickle
 import queue
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from k2lab.sandbox.base import Limits
@@ -112,7 +114,7 @@ NOTE_COLUMNS = 30
 
 def describe_value(value: Any) -> str:
     """A short description of a value for the model and the view: type, shape, columns."""
-    if isinstance(value, Pickled):
+    if isinstance(value, (Pickled, FileBytes)):
         return value.described
     return described(value)
 
@@ -140,13 +142,60 @@ def described(value: Any) -> str:
 
 
 def variables_note(described: list[tuple[str, str]]) -> str:
-    """For the model: which notebook variables its python tool has (copies)."""
+    """For the model: which of the user's variables its python tool has (copies)."""
     lines = [
-        "The user copied these variables of their notebook into the python tool's namespace "
-        "(copies: changing them there does not change the notebook's):"
+        "The user copied these variables into the python tool's namespace "
+        "(copies: changing them there does not change the user's own):"
     ]
     lines += [f"- {name}: {what}" for name, what in described]
     return "\n".join(lines)
+
+
+#: ``k2lab run --with NAME=FILE``: how a file's bytes (``d``) become a value, in the sandbox
+FILE_READERS = {
+    ".pkl": "__import__('pickle').loads(d)",
+    ".pickle": "__import__('pickle').loads(d)",
+    ".csv": "__import__('pandas').read_csv(__import__('io').BytesIO(d))",
+    ".parquet": "__import__('pandas').read_parquet(__import__('io').BytesIO(d))",
+    ".json": "__import__('json').loads(d)",
+}
+
+
+@dataclass
+class FileBytes:
+    """A file's bytes, read into a value inside the sandbox (``k2lab run --with NAME=FILE``):
+    a pickle file is unpickled only there, and a CSV or Parquet file is parsed by the sandbox's
+    pandas. ``put`` fills ``described`` from there (``describe_value`` then reads it)."""
+
+    path: str
+    data: bytes
+    described: str = ""
+
+    @property
+    def reader(self) -> str:
+        return file_reader(self.path)
+
+
+def file_reader(path: str) -> str:
+    """The ``FILE_READERS`` expression for ``path``'s kind, or a ``TransferError`` naming them."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FILE_READERS:
+        raise TransferError(f"cannot read {path}: --with takes {', '.join(FILE_READERS)} files")
+    return FILE_READERS[suffix]
+
+
+_MARK = "\x00K2LAB"
+
+# Runs in the sandbox after a file's value is set: its ``described``, as one envelope line.
+_DESCRIBE = "print(MARK + __import__('json').dumps(described(value)))\n"
+
+
+def _envelope(out: str, what: str) -> Any:
+    """The JSON after the last marker of sandbox output (the sandbox's own prints come before)."""
+    start = out.rfind(_MARK)
+    if start < 0:
+        raise TransferError(f"no answer came back for {what}")
+    return json.loads(out[start + len(_MARK) :])
 
 
 class TransferMixin:
@@ -198,11 +247,33 @@ class TransferMixin:
 
     async def put(self, name: str, value: Any, *, timeout: float = 60.0) -> None:
         """Set variable ``name`` in the sandbox to a copy of ``value`` (pickled, size-checked)."""
+        if isinstance(value, FileBytes):
+            await self._put_file(name, value, timeout)
+            return
         data = pickled(name, value, self.limits.transfer_bytes)
         blob = base64.b64encode(data).decode()
         code = f"import pickle as _p, base64 as _b\n{name} = _p.loads(_b.b64decode('{blob}'))\n"
         code += "del _p, _b\n"
         await self._silent(code, timeout, cap=1 << 20)
+
+    async def _put_file(self, name: str, f: FileBytes, timeout: float) -> None:
+        """``name`` = the file's value, read in the sandbox; then its description from there."""
+        _check_name(name)
+        limit = self.limits.transfer_bytes
+        if len(f.data) > limit:
+            raise TransferError(
+                f"{f.path} is {len(f.data):,} bytes; the limit is {limit:,} (Limits.transfer_bytes)"
+            )
+        reader, blob = f.reader, base64.b64encode(f.data).decode()
+        code = f"{name} = (lambda d: {reader})(__import__('base64').b64decode('{blob}'))\n"
+        src = "from __future__ import annotations\n" + inspect.getsource(described) + _DESCRIBE
+        scope = f"{{'NOTE_COLUMNS': {NOTE_COLUMNS!r}, 'MARK': {_MARK!r}, 'value': {name}}}"
+        code += f"exec({src!r}, {scope})\n"  # in a dict of its own: no helper name is left
+        try:
+            out = await self._silent(code, timeout, cap=1 << 20)
+        except TransferError as e:
+            raise TransferError(f"the sandbox could not read {f.path}: {e}") from e
+        f.described = f"{_envelope(out, name)}, read from {Path(f.path).name}"
 
     async def get(self, name: str, *, timeout: float = 60.0) -> Any:
         """A copy of sandbox variable ``name`` (JSON-able, bytes, numpy or pandas; no pickle)."""
@@ -210,7 +281,4 @@ class TransferMixin:
         # the value travels base64-encoded (4/3 of its size) or as JSON text
         cap = self.limits.transfer_bytes * 4 // 3 + 4096
         out = await self._silent(_EXPORT.replace("{name}", name), timeout, cap=cap)
-        start = out.rfind("\x00K2LAB")
-        if start < 0:
-            raise TransferError(f"no value came back for {name!r}")
-        return _decode(json.loads(out[start + len("\x00K2LAB") :]))
+        return _decode(_envelope(out, repr(name)))

@@ -162,7 +162,7 @@ def _variable(t: Turn, variables: list[tuple[str, str]]) -> Reply:
     return t.answer(
         f"`{name}` has rows={v.get('rows', '?')} and columns={v.get('columns', '?')}; I read "
         "the statistics from the output.",
-        f"**`{name}`** (copied from your notebook; the copy changed nothing there):\n\n"
+        f"**`{name}`** (a copy in the sandbox; your original is unchanged):\n\n"
         f"- {v.get('rows', '?')} rows, {v.get('columns', '?')} columns; "
         f"{v.get('missing_values', '?')} missing values.\n"
         f"{varied}\n```\n{quote(table, 2500)}\n```",
