@@ -1,6 +1,7 @@
 /**
  * The k2lab JupyterLab extension: the side panel plugin (command `k2lab:open-panel`, right
- * sidebar, settings), and `insertCell.ts` (the notebook widget's "Insert as cell"). The trace
+ * sidebar, settings), `insertCell.ts` (the notebook widget's "Insert as cell"), `liveTrace.ts`
+ * and `kernelNotebookTools.ts` (`%k2 --notebook-tools`: the kernel's notebook tool requests). The trace
  * mimetype renderer is the separate mime extension in `mime.ts`.
  * Activation does not await the server, so JupyterLab starts as fast without it.
  */
@@ -16,6 +17,7 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
 import { k2Icon } from './icon';
 import { insertCellPlugin } from './insertCell';
+import { kernelNotebookToolsPlugin } from './kernelNotebookTools';
 import { liveTracePlugin } from './liveTrace';
 import { K2Panel } from './panel/panel';
 import { IPanelSettings, readSettings } from './panel/settings';
@@ -76,4 +78,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default [plugin, insertCellPlugin, liveTracePlugin];
+export default [
+  plugin,
+  insertCellPlugin,
+  liveTracePlugin,
+  kernelNotebookToolsPlugin
+];

@@ -12,7 +12,7 @@ import {
 
 import { INotebookRequest } from './connection';
 
-type Reply = { ok: boolean; result: unknown };
+export type Reply = { ok: boolean; result: unknown };
 
 /** Rich output data is replaced by a placeholder in `read` (the model gets text only). */
 const TEXT_MIMES = new Set(['text/plain', 'text/markdown', 'application/json']);
@@ -41,9 +41,13 @@ function textOnly(outputs: any[]): any[] {
 export class NotebookBridge {
   constructor(private tracker: INotebookTracker) {}
 
-  async handle(req: INotebookRequest): Promise<Reply> {
+  /**
+   * Carry out one request; `target` (a `%k2` run's own notebook, see `kernelNotebookTools.ts`)
+   * stands for the notebook in focus when the request names no path.
+   */
+  async handle(req: INotebookRequest, target?: NotebookPanel): Promise<Reply> {
     const args = req.args || {};
-    const panel = this.find(args.path);
+    const panel = args.path ? this.find(args.path) : (target ?? this.find());
     if (!panel) {
       return fail(
         args.path
