@@ -253,3 +253,30 @@ def test_ask_and_never_are_the_runs_own_policy(policy: str, kind: type) -> None:
 
 def test_auto_without_notebook_tools_stays_plain_auto() -> None:
     assert decisions_for("auto", []).__class__.__name__ == "AutoApprove"
+
+
+# -- the option --------------------------------------------------------------------------------
+def test_the_option_parses_documents_itself_and_reaches_start_run() -> None:
+    from k2lab.notebook.magics import K2Magics, help_text
+    from k2lab.notebook.session import run_flags
+
+    magics = K2Magics(None)
+    text = " ".join(help_text(magics.k2.__doc__ or "").split())
+    assert "%k2 --notebook-tools PROMPT" in text and "even under --approve auto" in text
+    opts, prompt = magics._parse("--notebook-tools --approve auto what's in cell 2?")
+    assert prompt == "what's in cell 2?"
+    assert run_flags(opts)["notebook_tools"] is True
+    opts, _ = magics._parse("no tools")
+    assert run_flags(opts)["notebook_tools"] is False
+
+
+async def test_not_with_heavy_said_before_anything_starts() -> None:
+    from IPython.core.error import UsageError
+
+    from k2lab.config import resolve_settings
+    from k2lab.notebook.session import NotebookSession
+
+    session = NotebookSession(None)
+    with pytest.raises(UsageError, match="--notebook-tools: not with --heavy"):
+        session.start_run("go", resolve_settings({}), heavy=2, notebook_tools=True)
+    assert session.runs == []
