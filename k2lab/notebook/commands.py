@@ -28,6 +28,7 @@ _OVERRIDES = {
     "model": "model",
     "base_url": "base_url",
     "preset": "preset",
+    "vision": "vision",
     "approve": "approve",
     "max_steps": "max_steps",
     "wall_time": "wall_time",

@@ -40,6 +40,12 @@ class K2Magics(Magics):
     @argument("--base-url", help="OpenAI-compatible base URL ($K2LAB_BASE_URL).")
     @argument("--preset", help="moonshot | moonshot-cn | openrouter | vllm | sglang.")
     @argument(
+        "--vision",
+        choices=("auto", "on", "off"),
+        help="Send plots and images of tool results to the model (auto: by model name; "
+        "Kimi K2.5 and vision models yes, kimi-k2-thinking and the demo model no).",
+    )
+    @argument(
         "--approve",
         choices=("ask", "auto", "never"),
         help="Approval policy for tool calls (default ask; $K2LAB_APPROVE).",

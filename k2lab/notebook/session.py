@@ -350,6 +350,18 @@ class RunRecord:
         )
 
 
+#: the model's note when a follow-up's sandbox lacks the copies an earlier run made
+STALE_COPIES = (
+    "Note from k2lab: the python tool now runs in a new sandbox; the variables the user copied "
+    "earlier ({names}) are not in it (the user can copy them again with --with)."
+)
+
+
+def sandbox_key(s: Settings) -> tuple[Any, ...]:
+    """What makes the session's sandboxes differ: a run with another key gets another one."""
+    return (s.isolation, s.network, s.data)
+
+
 class NotebookSession:
     def __init__(self, shell: Any) -> None:
         self.shell = shell
@@ -367,6 +379,8 @@ class NotebookSession:
         self.waiting_cells = 0
         self._mcp: MCPToolSet | None = None
         self._mcp_key: tuple[MCPConfig, float] | None = None
+        #: ``--with``: which sandbox (``sandbox_key``) holds the copies the conversation names
+        self._copies: tuple[tuple[Any, ...], tuple[str, ...]] | None = None
 
     # -- settings ---------------------------------------------------------------------------------
     def settings(self, overrides: dict[str, Any] | None = None) -> Settings:
@@ -388,6 +402,7 @@ class NotebookSession:
 
     def reset(self) -> None:
         self.conversation = None
+        self._copies = None
 
     # -- model and sandbox, reused across runs ----------------------------------------------------
     def provider_for(self, s: Settings) -> ChatProvider:
@@ -405,7 +420,7 @@ class NotebookSession:
             return InKernelSandbox(self.shell, secrets=self.secrets())
         from k2lab.runtime import open_sandbox
 
-        key = (s.isolation, s.network, s.data)
+        key = sandbox_key(s)
         if key not in self._sandboxes:
             self._sandboxes[key] = await open_sandbox(s)
         return self._sandboxes[key]
@@ -539,6 +554,22 @@ class NotebookSession:
             out[name] = ns[name]
         return out
 
+    def copies_gone(self, s: Settings, in_kernel: bool, variables: dict[str, Any]) -> str:
+        """A follow-up whose sandbox is not the one the earlier ``--with`` copies went to (other
+        isolation, network or data paths): the conversation still names those copies, so the
+        model is told, once, before the message, that they are not there. Then remembers where
+        this run's copies go."""
+        key = ("in-kernel",) if in_kernel else sandbox_key(s)
+        gone: list[str] = []
+        if self._copies is not None and self.conversation is not None:
+            where, names = self._copies
+            gone = [n for n in names if n not in variables] if where != key else []
+        if variables:
+            self._copies = (key, tuple(variables))
+        elif gone:
+            self._copies = None
+        return STALE_COPIES.format(names=", ".join(gone)) + "\n\n" if gone else ""
+
     async def _reap(self, new: RunRecord, waiting: list[tuple[RunRecord, DisplayHandle]]) -> None:
         """Stop the runs in ``waiting`` that no view answers for; show their traces in their
         slots (in the cell that started the run behind them)."""
@@ -632,9 +663,12 @@ class NotebookSession:
                 rec.agent = agent
                 rec.conv_before = list(agent.conversation.messages)
 
+            prompt = rec.prompt
+            if fork is None:  # a fork runs on the conversation of its parent's own sandbox
+                prompt = self.copies_gone(s, in_kernel, rec.variables) + prompt
             spec = RunSpec(
                 s,
-                rec.prompt,
+                prompt,
                 decisions=rec.decisions,
                 run_id=rec.run_id,
                 provider=provider,

@@ -25,7 +25,7 @@ _EXC = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit))\b:?\
 # the arguments are JSON on one line (newlines escaped), so the first "]\n" ends the marker
 _EDITED = re.compile(r"^\[The user edited the arguments before running: (.*?)\]\n", re.S)
 _FEEDBACK = "Feedback from the user: "
-_WITH_NOTE = "The user copied these variables"
+_ENGINE_NOTES = ("The user copied these variables", "Note from k2lab: ")
 
 
 @dataclass(slots=True)
@@ -111,8 +111,9 @@ class Turn:
         ]
         start = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
         self.prompt = _text(messages[start].get("content")) if start >= 0 else ""
-        # a follow-up's --with note comes before the message (k2lab.driver): not the user's words
-        if self.prompt.startswith(_WITH_NOTE) and "\n\n" in self.prompt:
+        # the engine's notes on --with copies come before a follow-up's message (k2lab.driver,
+        # the notebook session): not the user's words
+        while self.prompt.startswith(_ENGINE_NOTES) and "\n\n" in self.prompt:
             self.prompt = self.prompt.split("\n\n", 1)[1]
         #: what the engine told the model about this run (the system prompt's notes on the user's
         #: --with variables and --data files; on a follow-up they come with the user message)
