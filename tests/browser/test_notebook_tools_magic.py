@@ -51,6 +51,9 @@ def test_k2_notebook_tools_read_and_insert_a_cell_after_approval(
                 tool_calls=[Call("notebook_insert_cell", {"index": -1, "source": "print(6 * 7)"})],
             ),
             Turn(content="I added a cell that prints 6 * 7."),
+            # after a kernel restart, the same cell's run reads again
+            Turn(tool_calls=[Call("notebook_read", {"outputs": False})]),
+            Turn(content="Read again after the restart."),
         ]
     )
     try:
@@ -95,5 +98,20 @@ def test_k2_notebook_tools_read_and_insert_a_cell_after_approval(
         assert shot.exists()
         _tab(page, OTHER)
         assert _visible_cells(page).count() == 1  # the notebook in focus earlier is untouched
+
+        # a restarted kernel still reaches the page (the connection keeps its comm targets)
+        _tab(page, MAGIC)
+        page.locator(".lm-MenuBar-itemLabel", has_text="Kernel").click()
+        page.locator(".lm-Menu-itemLabel", has_text="Restart Kernel…").click()
+        page.locator(".jp-Dialog-button.jp-mod-accept").click()
+        page.wait_for_selector("text=| Idle", timeout=60_000)
+        _visible_cells(page).first.click()
+        page.keyboard.press("Shift+Enter")
+        page.keyboard.press("Control+Enter")
+        page.get_by_text("Read again after the restart.").wait_for(timeout=60_000)
+        last = model.requests[-1]["messages"]
+        assert sum(m["role"] == "user" for m in last) == 1  # a new kernel: a new conversation
+        again = [m for m in last if m["role"] == "tool"][-1]
+        assert f"Notebook {MAGIC} (3 cells" in again["content"], again["content"]
     finally:
         model.close()
