@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from k2lab.agent.context import Conversation
+from k2lab.agent.images import StepImages
 from k2lab.agent.loop import STOPPED_BEFORE_RUN
 from k2lab.events import RunEnd, ToolResult, tool_message, user_message
 
@@ -80,6 +81,8 @@ class Replay:
         self._before_step: dict[tuple[str, int], int] = {}
         #: (run, call) -> the arguments a person edited it to
         self._edits: dict[tuple[str, str], str] = {}
+        #: the images of this step's results the model saw (``tool.result.sent_to_model``)
+        self._images: StepImages | None = None
 
     # -- closing what a run left open --------------------------------------------------------------
     def _close_heavy(self) -> None:  # every lane failed (or the log ends): no aggregation ran
@@ -93,6 +96,7 @@ class Replay:
         for cid in self._open:  # as the loop does after a stop: the history stays valid
             self.conversation.add_tool_result(cid, text)
         self._open.clear()
+        self._images = None  # a step cut short never sent its images
 
     def close(self) -> Conversation:
         """End of the log: a run still open was cut off by a restart."""
@@ -136,6 +140,9 @@ class Replay:
                 run = str(ev.get("run_id") or self._run)
                 edit = self._edits.get((run, str(cid))) if ev.get("edited") else None
                 conv.add_tool_result(str(cid), tool_message(str(ev.get("output", "")), edit))
+                self._saw_images(str(cid), ev)
+                if not self._open:
+                    self._send_images()
         elif kind == "verify.start":  # the verify pass's check is a user message of the run
             self._close_open()
             conv.add_user(str(ev.get("prompt", "")))
@@ -162,6 +169,23 @@ class Replay:
         elif kind == "run.end" and lane == "aggregate" and root in self._heavy:
             why = str(ev.get("error") or ev.get("stop_reason") or "")
             heavy_turn(self.conversation, self._heavy.pop(root), str(ev.get("answer") or ""), why)
+
+    def _saw_images(self, call_id: str, ev: dict[str, Any]) -> None:
+        """A vision model's images of this result, again: the bundles it was sent, nothing more."""
+        sent, display = ev.get("sent_to_model"), ev.get("display")
+        if not sent or not isinstance(sent, list) or not isinstance(display, list):
+            return
+        if self._images is None:
+            self._images = StepImages()
+        self._images.offer(call_id, [b if i in sent else {} for i, b in enumerate(display)])
+
+    def _send_images(self) -> None:
+        """The step's images as the one user message after its tool messages, as the loop sent
+        them (the events are scrubbed already)."""
+        parts = self._images.message(str) if self._images is not None else None
+        self._images = None
+        if parts is not None:
+            self.conversation.add_tool_images(parts)
 
     def before_step(self, run_id: str, step: int) -> int | None:
         """How many messages the conversation had before ``run_id``'s step ``step`` (None: that
