@@ -205,3 +205,41 @@ def test_a_cell_awaiting_the_runs_does_not_deadlock_a_notebook_tool(
     out = results(kernel, i)["notebook_read"]
     assert "cannot answer now" in out and "await k2lab.wait()" in out, out
     assert page.ops == []
+
+
+def test_a_fork_keeps_the_notebook_tools_and_their_always_ask_rule(
+    kernel: Kernel, fake_model: FakeModel
+) -> None:
+    """``%%k2 fork`` of a ``--notebook-tools --approve auto`` run at its insert: the edited insert
+    runs (the person chose it), and the branch's next notebook edit/run waits for a click."""
+    fake_model.script(
+        [
+            Turn(tool_calls=[Call("notebook_insert_cell", {"index": -1, "source": "print(1)"})]),
+            Turn(content="inserted"),
+        ]
+    )
+    page = Page(kernel, ["x = 1"])
+    try:
+        i = start(kernel, fake_model, "--approve auto")
+        insert = pending(kernel, i, "notebook_insert_cell")
+        kernel.click(i, {"action": "approve", "call_id": insert})
+        kernel.wait_ended(i)
+        fake_model.script(
+            [
+                Turn(tool_calls=[Call("notebook_run_cell", {"index": 1})]),
+                Turn(content="ran it"),
+            ]
+        )
+        run_id = kernel.value(f"_k2s().runs[{i}].run_id")
+        body = '{"index": -1, "source": "print(6 * 7)"}'
+        res = kernel.run(f"%%k2 fork {run_id} {insert}\n{body}")
+        assert res["error"] is None, res["error"]
+        j = i + 1
+        run = pending(kernel, j, "notebook_run_cell")  # not approved by the auto policy
+        kernel.click(j, {"action": "approve", "call_id": run})
+        end = kernel.wait_ended(j)
+    finally:
+        page.close()
+    assert end["stop_reason"] == "completed"
+    assert [c["source"] for c in page.cells] == ["x = 1", "print(1)", "print(6 * 7)"]
+    assert results(kernel, j)["notebook_run_cell"] == "[cell 1 ran: ok]\n1"
