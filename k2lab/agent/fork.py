@@ -13,6 +13,11 @@ It is built from the record, without the model re-generating anything before the
 - the chosen call is decided up front (``ForkDecisions``): "edit" with the new arguments, or
   "approve" when they are unchanged; later calls of that step are decided as usual;
 - the sandbox is NOT rewound: the call runs in the sandbox's current state (say so to users).
+
+A heavy lane's call is forked by the lane's run id (``HEAVY.K``): the branch is a single run (not
+heavy) whose conversation is lane K's up to that call's step (the conversation the heavy run
+started from, then the lane's own events: ``k2lab.trace.lanes.lane_events``), in the face's
+sandbox: the lane's own sandbox closed with the lane.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from k2lab.agent.decisions import Decision, DecisionSource
 from k2lab.agent.history import Replay
 from k2lab.events import Event, StepEnd, ToolProposed
 from k2lab.providers.base import ChatProvider
+from k2lab.trace.lanes import lane_events, lanes_with_call
 
 
 class ContinueConversation(Conversation):
@@ -108,6 +114,32 @@ def _run_span(log: list[dict[str, Any]], run_id: str) -> tuple[int, int]:
     return start, end
 
 
+def _lane_run(log: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]] | None:
+    """Heavy lane ``run_id``'s (``HEAVY.K``) events, or None when it is no lane's run id: lane K's
+    events from its ``run.start`` to the next run's that is not of the same heavy run."""
+    root, _, lane = run_id.rpartition(".")
+    start = next(
+        (
+            i
+            for i, e in enumerate(log)
+            if e.get("type") == "run.start" and e.get("lane") == lane and e.get("run_id") == run_id
+        ),
+        None,
+    )
+    if not root or start is None:
+        return None
+    end = next(
+        (
+            i
+            for i in range(start + 1, len(log))
+            if log[i].get("type") == "run.start"
+            and str(log[i].get("run_id") or "").rpartition(".")[0] != root
+        ),
+        len(log),
+    )
+    return lane_events(log[start:end], lane)
+
+
 def plan_fork(
     before: Conversation,
     log: list[dict[str, Any]],
@@ -117,27 +149,32 @@ def plan_fork(
 ) -> Fork:
     """A branch of run ``run_id`` from its call ``call_id``. ``log`` holds that run's events and
     the runs before it that ``before`` (the system prompt, or the conversation the run started
-    from) does not already hold. Raises ``ForkError`` for an unknown run or call."""
-    start, end = _run_span(log, run_id)
-    run = log[start:end]
+    from) does not already hold. ``run_id`` may be a heavy lane's (``HEAVY.K``). Raises
+    ``ForkError`` for an unknown run or call, or a lane's call asked for by the heavy run's id."""
+    lane = _lane_run(log, run_id)
+    run = lane if lane is not None else log[slice(*_run_span(log, run_id))]
     proposal = next(
         (e for e in run if e.get("type") == "tool.proposed" and e.get("call_id") == call_id), None
     )
     if proposal is None:
         raise ForkError(404, f"no tool call {call_id!r} in run {run_id}")
-    if proposal.get("lane"):
-        raise ForkError(409, "a heavy run's lane calls cannot be forked (fork a plain run's call)")
+    if proposal.get("lane") and lane is None:
+        ids = ", ".join(f"{run_id}.{k}" for k in lanes_with_call(run, call_id))
+        raise ForkError(
+            409, f"{call_id!r} is a heavy lane's call: fork it by its lane's run id ({ids})"
+        )
     step = next(
         (e for e in run if e.get("type") == "step.end" and e.get("step") == proposal["step"]), None
     )
     if step is None:
         raise ForkError(409, f"the step of call {call_id!r} was not recorded")
     replay = Replay(ContinueConversation.from_messages(before.to_list()))
-    for ev in log[:end]:
+    for ev in log:
         if ev is step:
             break
         replay.feed(ev)
-    conv = replay.conversation
+    # a lane's call: that lane's conversation (the heavy run's start, then the lane's steps)
+    conv = replay.conversation if lane is None else replay.lane_before_step(run_id, step["step"])
     assert isinstance(conv, ContinueConversation)
     calls = step.get("tool_calls") or []
     idx = next((i for i, c in enumerate(calls) if c.get("id") == call_id), None)
@@ -194,6 +231,11 @@ class ForkDecisions:
         self.policy = inner.policy
         self.call_id = call_id
         self.arguments = arguments
+
+    def decided_up_front(self, call_id: str) -> bool:
+        """The forked call is decided here even where a tool's own config would not ask (an MCP
+        server with ``"approve": "auto"``): the person's edit must be what runs."""
+        return call_id == self.call_id
 
     async def decide(self, proposal: ToolProposed) -> Decision:
         if proposal.call_id == self.call_id:

@@ -11,11 +11,13 @@ one the model had:
 - a ``notice`` of kind ``compaction`` hides the tool outputs so far again, as the loop did: a
   resumed run does not resend outputs the original run had hidden;
 - a heavy run is one turn: its prompt, then the aggregated answer (``k2lab.driver.heavy_turn``);
-  its lanes' own steps stay theirs;
+  its lanes' own steps stay theirs (kept aside: a lane's conversation is the one the heavy run
+  started from, then the lane's events as a plain run's, ``Replay.lane_before_step``);
 - a verify round's check and its ask to correct are user turns of the run;
 - a fork (``run.start`` with ``parent_run_id`` and ``forked_from_call``) continues from its
   parent's conversation as it was before the forked call's step (the branch's own replayed step
-  follows), not from the end of the parent.
+  follows), not from the end of the parent; a fork of a heavy lane's call (parent ``HEAVY.K``)
+  continues from that lane's conversation before the call's step.
 
 A log cut mid-run (the server stopped) is closed with ``interrupted_run_end``'s events, which name
 the restart rather than a user's stop.
@@ -75,6 +77,12 @@ class Replay:
         #: heavy runs seen (root run id -> prompt) whose aggregation has not ended in the log
         self._heavy: dict[str, str] = {}
         self._lane_root: dict[str, str] = {}
+        #: lane -> the run id of its latest run.start; lane run id -> its events (a lane's
+        #: conversation is rebuilt from these only when a fork of one of its calls asks)
+        self._lane_run: dict[str, str] = {}
+        self._lane_events: dict[str, list[dict[str, Any]]] = {}
+        #: heavy root run id -> the messages the heavy run started from (each lane's start)
+        self._heavy_before: dict[str, list[dict[str, Any]]] = {}
         self._run = ""
         #: (run, call) -> the step that proposed it; (run, step) -> messages before that step
         self.call_step: dict[tuple[str, str], int] = {}
@@ -162,8 +170,18 @@ class Replay:
         from k2lab.driver import heavy_turn
 
         if kind == "run.start":  # an event without run_id belongs to its lane's latest run.start
-            self._lane_root[lane] = str(ev.get("run_id") or "").rpartition(".")[0]
+            run_id = str(ev.get("run_id") or "")
+            self._lane_root[lane] = run_id.rpartition(".")[0]
+            self._lane_run[lane] = run_id
+            if lane != "aggregate":
+                self._lane_events[run_id] = []
+                self._heavy_before.setdefault(
+                    self._lane_root[lane], list(self.conversation.messages)
+                )
         root = self._lane_root.get(lane, "")
+        own = self._lane_events.get(self._lane_run.get(lane, ""))
+        if own is not None:
+            own.append(ev)
         if kind == "run.start" and lane != "aggregate":
             self._heavy.setdefault(root, str(ev.get("prompt", "")))
         elif kind == "run.end" and lane == "aggregate" and root in self._heavy:
@@ -192,9 +210,38 @@ class Replay:
         step was not replayed here)."""
         return self._before_step.get((run_id, step))
 
+    def lane_before_step(self, run_id: str, step: int) -> Conversation | None:
+        """Heavy lane ``run_id``'s conversation before its step ``step``, as the lane had it: the
+        conversation the heavy run started from, then the lane's events as a plain run's (None:
+        no such lane in what was fed)."""
+        events = self._lane_events.get(run_id)
+        before = self._heavy_before.get(run_id.rpartition(".")[0])
+        if events is None or before is None:
+            return None
+        lane = Replay(rebuilt(self.conversation, before))
+        for ev in events:
+            if ev.get("type") == "step.end" and ev.get("step") == step:
+                break
+            lane.feed({k: v for k, v in ev.items() if k != "lane"})
+        return lane.conversation
+
     def _rewind(self, parent: str, call_id: str) -> None:
-        """A fork: back to the parent's conversation before the forked call's step. A parent not
-        in this log (a branch replayed alone) keeps the conversation as it is."""
+        """A fork: back to the parent's conversation before the forked call's step (a lane's
+        call: that lane's conversation). A parent not in this log (a branch replayed alone)
+        keeps the conversation as it is."""
+        if parent in self._lane_events:
+            step = next(
+                (
+                    _int(e.get("step"), 0)
+                    for e in self._lane_events[parent]
+                    if e.get("type") == "tool.proposed" and e.get("call_id") == call_id
+                ),
+                None,
+            )
+            lane = self.lane_before_step(parent, step) if step is not None else None
+            if lane is not None:
+                self.conversation = lane
+            return
         step = self.call_step.get((parent, call_id))
         n = self.before_step(parent, step) if step is not None else None
         if n is not None and n < len(self.conversation.messages):

@@ -510,7 +510,13 @@ class Agent:
             return
         assert not isinstance(checked, str)
         decision: Decision
-        if self.decisions.policy == "ask" and not requires_approval(checked[0]):
+        # a decision made up front (a fork's chosen call, ``k2lab.agent.fork``) wins over that
+        up_front = getattr(self.decisions, "decided_up_front", None)
+        if (
+            self.decisions.policy == "ask"
+            and not requires_approval(checked[0])
+            and not (callable(up_front) and up_front(cid))
+        ):
             # the tool's own configuration relaxes "ask" (an MCP server with approve=auto)
             decision = Decision("approve", by="policy")
         else:

@@ -252,3 +252,91 @@ def test_forking_an_unknown_run_or_call_says_which() -> None:
     with pytest.raises(ForkError) as e:
         plan_fork(Conversation("sys"), [log[0], *lane[1:]], "p", "c1")
     assert e.value.status == 409
+
+
+# -- forks of a heavy lane's call --------------------------------------------------------------
+def _heavy_run(root: str = "h") -> list[dict[str, Any]]:
+    """Two lanes of the two-step run (``root.1``, ``root.2``; the same call ids, each lane its own
+    outputs), interleaved as they stream, then the aggregation."""
+    lanes = []
+    for k in ("1", "2"):
+        run = _two_step_run(f"{root}.{k}")
+        for ev in run:
+            ev["lane"] = k
+            if ev["type"] == "step.end":
+                del ev["run_id"]  # as a lane writes it: it belongs to its lane's latest run.start
+            if ev["type"] == "tool.result":
+                ev["output"] = f"lane {k} {ev['output']}"
+        lanes.append(run)
+    mixed = [ev for pair in zip(*lanes, strict=True) for ev in pair]
+    agg = f"{root}.aggregate"
+    return [
+        *mixed,
+        {"type": "run.start", "run_id": agg, "lane": "aggregate", "prompt": "<lanes>"},
+        {"type": "run.end", "lane": "aggregate", "answer": "both: 42", "stop_reason": "completed"},
+    ]
+
+
+def test_a_lanes_call_forks_from_that_lanes_conversation_and_the_branch_replays() -> None:
+    """Lane 2's call c2: the branch starts from what the heavy run started from (an earlier run),
+    then lane 2's own task, step and output (not lane 1's, not the aggregated turn); replayed
+    later, a follow-up after the branch continues the branch."""
+    earlier = [
+        {"type": "run.start", "run_id": "e", "prompt": "hello"},
+        {"type": "step.end", "run_id": "e", "step": 1, "content": "hi", "tool_calls": []},
+        {"type": "run.end", "run_id": "e", "answer": "hi"},
+    ]
+    log = [*earlier, *_heavy_run()]
+    plan = plan_fork(Conversation("sys"), log, "h.2", "c2", '{"code": "edited"}')
+    lane_2 = [("user", "hello"), ("assistant", "hi"), ("user", "go")]
+    lane_2 += [("assistant", "s1"), ("tool", "lane 2 out1")]
+    assert said(plan.conversation) == lane_2
+    assert [c["id"] for c in plan.first.tool_calls] == ["c2"] and plan.first.content == "s2"
+    assert plan.parent_run_id == "h.2" and plan.prompt == "[branch of run h.2 from call c2]"
+    branch = [
+        {
+            "type": "run.start",
+            "run_id": "f",
+            "prompt": plan.prompt,
+            "parent_run_id": "h.2",
+            "forked_from_call": "c2",
+        },  # fmt: skip
+        {"type": "tool.proposed", "run_id": "f", "step": 1, "call_id": "c2"},
+        {"type": "step.end", "step": 1, "content": "s2", "tool_calls": [_call("c2", "edited")]},
+        {"type": "tool.result", "run_id": "f", "call_id": "c2", "output": "edited out"},
+        {"type": "step.end", "step": 2, "content": "branch answer", "tool_calls": []},
+        {"type": "run.end", "run_id": "f", "answer": "branch answer"},
+    ]
+    follow = [
+        {"type": "run.start", "run_id": "g", "prompt": "and then?"},
+        {"type": "step.end", "step": 1, "content": "then 43", "tool_calls": []},
+        {"type": "run.end", "run_id": "g", "answer": "then 43"},
+    ]
+    conv = conversation_from_events([log, branch, follow], "sys")
+    assert said(conv) == [
+        *lane_2,
+        ("assistant", "s2"),
+        ("tool", "edited out"),
+        ("assistant", "branch answer"),
+        ("user", "and then?"),
+        ("assistant", "then 43"),
+    ]
+    # without the branch the heavy run is one turn, as before
+    assert said(conversation_from_events([log], "sys"))[-2:] == [
+        ("user", "go"),
+        ("assistant", "both: 42"),
+    ]
+    # %%k2 fork --file on the branch: it starts from lane 2's conversation too
+    assert said(conversation_before([log, branch], "sys")) == lane_2
+
+
+def test_a_lanes_call_asked_for_by_the_heavy_runs_id_names_the_lanes() -> None:
+    with pytest.raises(ForkError, match=r"lane's run id \(h.1, h.2\)") as e:
+        plan_fork(Conversation("sys"), _heavy_run(), "h", "c1")
+    assert e.value.status == 409
+    with pytest.raises(ForkError, match="no tool call 'zz' in run h.1") as e:
+        plan_fork(Conversation("sys"), _heavy_run(), "h.1", "zz")
+    assert e.value.status == 404
+    # a second heavy run reuses the lane names and call ids: h.1 is still the first one's lane
+    plan = plan_fork(Conversation("sys"), [*_heavy_run(), *_heavy_run("k")], "h.1", "c2")
+    assert said(plan.conversation)[-1] == ("tool", "lane 1 out1")
