@@ -193,6 +193,7 @@ class Step:
             "usage": None if self.usage is None else dict(self.usage),
             "calls": list(self.calls),
             "restarts": self.restarts,
+            "tokens": step_tokens(self),
         }
 
 
@@ -244,7 +245,7 @@ class Call:
         return self.arguments
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}
+        return {**{k: getattr(self, k) for k in self.__slots__}, "label": call_label(self)}
 
 
 _NOT_RUN_WHY = {
@@ -260,17 +261,18 @@ _NOT_RUN_WHY = {
 
 
 def call_label(c: Call) -> str:
-    """A call's state in words, the one wording of every face (widget, fallbacks, CLI, the
-    saved-trace and panel cards: ``fold.ts`` ``callLabel`` says the same)."""
-    edited = " (edited)" if c.decision == "edit" else ""
+    """A call's state in words, the one wording of every face (widget, fallbacks, the saved-trace
+    and panel cards: ``fold.ts`` ``callLabel`` says the same, checked on the golden traces). The
+    decision stays in the words once the call ran ("approved, ran", "edited, ran")."""
+    did = "edited" if c.decision == "edit" else "approved"
     if c.status == "pending":
-        return "waiting for approval"
+        return "waiting for you"
     if c.status == "running":
-        return ("edited" if edited else "approved") + ", running"
+        return f"{did}, running"
     if c.status == "done":
-        return "ran" + edited
+        return f"{did}, ran"
     if c.status == "error":
-        return "ran with an error" + edited
+        return f"{did}, ran with an error"
     if c.status == "rejected":
         return "rejected"
     why = _NOT_RUN_WHY.get(c.reason or "", c.reason or "")

@@ -11,6 +11,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 const data = join(here, '..', '..', 'tests', 'trace', 'data');
 const {
   TraceFold,
+  callLabel,
+  stepTokens,
   retryText,
   budgetsOf,
   contextGauge,
@@ -51,7 +53,9 @@ function runOf(r) {
       done: s.done,
       restarts: s.restarts,
       usage: s.usage,
-      calls: s.calls
+      calls: s.calls,
+      // RunView's step_tokens (in the view.json) and the TS stepTokens: what "N tokens" says
+      tokens: s.tokens !== undefined ? s.tokens : stepTokens(s)
     })),
     calls: r.calls.map(c => ({
       run_id: c.run_id,
@@ -61,7 +65,9 @@ function runOf(r) {
       decision: c.decision,
       status: c.status,
       executed: c.executed,
-      reason: c.reason
+      reason: c.reason,
+      // RunView's call_label (in the view.json) and the TS callLabel: the same words
+      label: c.label ?? callLabel(c)
     })),
     retries: r.retries,
     errors: r.errors,

@@ -79,7 +79,7 @@ def test_folds_a_run() -> None:
     assert st.steps[1]["tokens"] == 5  # the usage's reasoning tokens
     card = st.cards["c1"]
     assert card["status"] == "done" and card["code"] == "print(1)" and card["output"] == "2\n"
-    assert (card["decision"], card["label"]) == ("approve", "ran")
+    assert (card["decision"], card["label"]) == ("approve", "approved, ran")
     assert st.steps[1]["calls"] == ["c1"]
 
 
@@ -87,7 +87,7 @@ def test_edit_and_reject_are_recorded_as_such() -> None:
     edited = state_from_events(run_events(decision="edit")).cards["c1"]
     assert edited["decision"] == "edit" and edited["edited_code"] == "print(2)"
     assert edited["code"] == "print(1)"  # what the model proposed stays visible
-    assert edited["label"] == "ran (edited)"
+    assert edited["label"] == "edited, ran"
     rejected = state_from_events(run_events(decision="reject")).cards["c1"]
     assert rejected["status"] == "rejected" and rejected["feedback"] == "not that"
     assert rejected["label"] == "rejected"
@@ -540,8 +540,9 @@ def test_the_widget_shows_runviews_facts_for_every_golden_trace(name: str) -> No
 
 
 def test_call_labels_are_one_vocabulary() -> None:
-    """What the old faces disagreed on ("approve"/"approved", "not_run"/"expired",
-    "edited, then run"/"edited & run"): one wording from the fold's state."""
+    """What the old faces disagreed on ("approved"/"approved, running", "not run (stopped)"/
+    "not run (run ended)", "edited, then run"/"edited & run"/"edited, running"): one wording
+    from the fold's state (the TS ``callLabel`` is checked against the same golden labels)."""
     from k2lab.trace.view import call_label, view_of
     from tests.trace.test_runview import events_of
 
@@ -550,18 +551,18 @@ def test_call_labels_are_one_vocabulary() -> None:
         for name in GOLDEN
         for c in view_of(events_of(name)).all_calls()
     }
-    assert labels[("approved", "functions.python:0")] == "ran"
-    assert labels[("edited", "functions.python:0")] == "ran (edited)"
+    assert labels[("approved", "functions.python:0")] == "approved, ran"
+    assert labels[("edited", "functions.python:0")] == "edited, ran"
     assert labels[("rejected", "functions.python:0")] == "rejected"
     assert labels[("stopped_waiting", "functions.python:1")] == "not run (stopped)"
     assert set(labels.values()) <= {
-        "waiting for approval",
+        "waiting for you",
         "approved, running",
         "edited, running",
-        "ran",
-        "ran (edited)",
-        "ran with an error",
-        "ran with an error (edited)",
+        "approved, ran",
+        "edited, ran",
+        "approved, ran with an error",
+        "edited, ran with an error",
         "rejected",
         "not run (invalid call)",
         "not run (invalid edit)",
@@ -575,7 +576,7 @@ def test_the_fallbacks_say_the_cards_label() -> None:
     from k2lab.trace.render import render_html, render_markdown
 
     snap = state_from_events(run_events(decision="edit")).snapshot()
-    assert "ran (edited) by user" in render_html(snap)
-    assert "**Tool call** `python` (ran (edited))" in render_markdown(snap)
+    assert "edited, ran by user" in render_html(snap)
+    assert "**Tool call** `python` (edited, ran)" in render_markdown(snap)
     snap = state_from_events(run_events(stop=True)).snapshot()
     assert "not run (stopped)" in render_html(snap)

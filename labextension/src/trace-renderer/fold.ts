@@ -150,6 +150,11 @@ export class TraceFold {
   private editedArgs = new Map<IFoldCall, string | null>();
   private answered = new Set<IFoldCall>();
 
+  /** A run's call by id (the latest with that id in the run). */
+  call(run: IFoldRun, callId: string): IFoldCall | undefined {
+    return this.callsOf.get(run)?.get(callId);
+  }
+
   /** The latest run of each lane, in order of first appearance ("" for a single run). */
   lanes(): IFoldRun[] {
     return [...this.byLane.values()];
@@ -620,6 +625,51 @@ export function budgetStopText(
     return maxSteps ? `budget: ${maxSteps} steps` : 'budget: steps';
   }
   return reason ?? '';
+}
+
+const NOT_RUN_WHY: { [reason: string]: string } = {
+  invalid: 'invalid call',
+  invalid_edit: 'invalid edit',
+  no_result: 'no result',
+  stopped: 'stopped',
+  wall_time: 'wall time',
+  tokens: 'token budget',
+  max_steps: 'step budget',
+  error: 'run failed'
+};
+
+/**
+ * RunView's `call_label`: a call's state in words, the one wording of every face (the golden
+ * traces' `label` pins both).
+ */
+export function callLabel(c: IFoldCall): string {
+  const did = c.decision === 'edit' ? 'edited' : 'approved';
+  switch (c.status) {
+    case 'pending':
+      return 'waiting for you';
+    case 'running':
+      return `${did}, running`;
+    case 'done':
+      return `${did}, ran`;
+    case 'error':
+      return `${did}, ran with an error`;
+    case 'rejected':
+      return 'rejected';
+  }
+  const reason = c.reason ?? '';
+  const why = NOT_RUN_WHY[reason] ?? reason;
+  return why ? `not run (${why})` : 'not run';
+}
+
+/**
+ * RunView's `step_tokens`: a step's reasoning tokens, else its completion tokens, from the usage;
+ * null before a usage came (a count of streamed pieces or characters is not a token count).
+ */
+export function stepTokens(st: IFoldStep): number | null {
+  if (!st.usage) {
+    return null;
+  }
+  return st.usage.reasoning_tokens || st.usage.completion_tokens || 0;
 }
 
 /** RunView's `retry_text`. */

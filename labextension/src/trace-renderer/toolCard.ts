@@ -54,6 +54,8 @@ export class ToolCard {
   private message: HTMLElement;
   private decided = false;
   private editedArgs: string | null = null;
+  /** " (policy)" when the policy, not a person, decided */
+  private byPolicy = '';
   /** A python call that ran: replay makes sense for it. */
   private replayable = false;
   private replayRow: HTMLElement | null = null;
@@ -130,8 +132,8 @@ export class ToolCard {
     this.decided = true;
     this.removeActions();
     this.body.replaceChildren();
-    const who = ev.by === 'policy' ? ' (policy)' : '';
-    this.setState(ev.decision, DECISION_LABEL[ev.decision] + who);
+    this.byPolicy = ev.by === 'policy' ? ' (policy)' : '';
+    this.setState(ev.decision, DECISION_LABEL[ev.decision] + this.byPolicy);
     if (ev.decision === 'edit' && ev.arguments) {
       this.editedArgs = ev.arguments;
       this.body.append(
@@ -219,6 +221,14 @@ export class ToolCard {
       ? `[The user edited the arguments before running: ${this.editedArgs}]\n`
       : '';
     return note && output.startsWith(note) ? output.slice(note.length) : output;
+  }
+
+  /**
+   * The fold's words for the call's state (RunView's `call_label`: the live widget and the
+   * HTML/Markdown fallbacks say the same); a policy's decision says so.
+   */
+  setLabel(label: string): void {
+    this.state.textContent = label + this.byPolicy;
   }
 
   /** The run ended while this call waited: it can no longer be decided. */

@@ -27,12 +27,15 @@ import {
 import { Sanitize } from './display';
 import {
   budgetStopText,
+  callLabel,
   contextGauge,
   contextOf,
   costText,
   IFoldBudgets,
   IFoldRun,
   OUTCOME_WORDS,
+  retryText,
+  stepTokens,
   TraceFold
 } from './fold';
 import { ICardActions, ReplayFn, ToolCard } from './toolCard';
@@ -122,12 +125,6 @@ interface ILane {
   answer: HTMLElement;
   body: HTMLElement;
   stop: HTMLButtonElement | null;
-}
-
-/** RunView's `retry_text`: the attempt a retry starts (retry.attempt + 1) of max_attempts. */
-export function retryText(ev: IEventBase): string {
-  const attempt = Number(ev.attempt) + 1;
-  return `attempt ${attempt} of ${ev.max_attempts} in ${Number(ev.delay).toFixed(1)} s: ${ev.reason}`;
 }
 
 /** Prompts longer than this fold to a few lines with a "show all" toggle. */
@@ -294,8 +291,7 @@ export class TraceView {
       case 'reasoning.delta': {
         const s = this.step(block, ev.step);
         s.reasoningText.appendData(ev.text);
-        s.reasoningSize.textContent = `${compact(s.reasoningText.length)} chars`;
-        return; // nothing else changes: no tile or status update per fragment
+        return; // nothing else changes: no size, tile or status update per fragment
       }
       case 'content.delta': {
         const s = this.step(block, ev.step);
@@ -313,6 +309,7 @@ export class TraceView {
         const card = this.cards.get(`${run.run_id}\n${ev.call_id}`);
         const hadFocus = !!card?.holdsFocus();
         card?.setDecision(ev as IToolDecision);
+        this.label(run, ev.call_id);
         if (hadFocus) {
           this.moveFocus(card);
         }
@@ -322,11 +319,18 @@ export class TraceView {
         this.cards
           .get(`${run.run_id}\n${ev.call_id}`)
           ?.setResult(ev as IToolResult);
+        this.label(run, ev.call_id);
         break;
       case 'usage':
+        this.stepSize(run, this.step(block, ev.step), ev.step);
         break;
       case 'retry':
-        this.line(block, 'k2lab-warning', `Retrying: ${retryText(ev)}`);
+        // the fold's entry (the attempt it starts, of max_attempts), in RunView's words
+        this.line(
+          block,
+          'k2lab-warning',
+          `Retrying: ${retryText(run.retries[run.retries.length - 1])}`
+        );
         break;
       case 'error':
         this.line(
@@ -718,9 +722,22 @@ export class TraceView {
       return;
     }
     s.reasoningText.data = '';
-    s.reasoningSize.textContent = '0 chars';
+    s.reasoningSize.textContent = '';
     s.contentText = '';
     s.content.textContent = '';
+  }
+
+  /** A step's size in tokens, from its usage (RunView's `step_tokens`), as the live widget says. */
+  private stepSize(run: IFoldRun, s: IStepBlock, n: number): void {
+    let tokens: number | null = null;
+    for (let i = run.steps.length - 1; i >= 0; i--) {
+      if (run.steps[i].index === n) {
+        tokens = stepTokens(run.steps[i]); // the latest steps are the ones that change
+        break;
+      }
+    }
+    s.reasoningSize.textContent =
+      tokens === null ? '' : `${compact(tokens)} tokens`;
   }
 
   private stepEnd(block: IRunBlock, ev: IEventBase): void {
@@ -732,8 +749,8 @@ export class TraceView {
       ev.reasoning !== s.reasoningText.data
     ) {
       s.reasoningText.data = ev.reasoning;
-      s.reasoningSize.textContent = `${compact(ev.reasoning.length)} chars`;
     }
+    this.stepSize(block.run, s, ev.step);
     if (!s.reasoningText.length) {
       s.reasoning.hidden = true;
     }
@@ -752,6 +769,14 @@ export class TraceView {
     });
   }
 
+  /** A card's words from the fold's state of its call (RunView's `call_label`). */
+  private label(run: IFoldRun, callId: string): void {
+    const call = this.fold.call(run, callId);
+    if (call) {
+      this.cards.get(`${run.run_id}\n${callId}`)?.setLabel(callLabel(call));
+    }
+  }
+
   private toolProposed(block: IRunBlock, ev: IToolProposed): void {
     const runId = block.run.run_id;
     const actions = this.options.actions;
@@ -764,6 +789,7 @@ export class TraceView {
     const card = new ToolCard(ev, this.options.sanitize, cardActions);
     card.node.dataset.runId = runId;
     this.cards.set(`${runId}\n${ev.call_id}`, card);
+    this.label(block.run, ev.call_id);
     const s = block.steps.get(ev.step);
     (s ? s.node : block.node).append(card.node);
     // focus parked after the last decision (and not moved since) goes on to this call
@@ -884,6 +910,7 @@ export class TraceView {
     for (const card of this.cards.values()) {
       if (card.node.dataset.runId === runId) {
         card.setInactive();
+        this.label(block.run, card.callId);
       }
     }
     this.foldReasoning(block);
