@@ -151,19 +151,58 @@ class GatewaySandbox(KernelCalls):
         return msg
 
     async def _wait_ready(self, deadline: float) -> None:
-        """kernel_info until it answers (the kernel's channels are up)."""
+        """``kernel_info`` until the kernel has answered on shell AND iopub has delivered the
+        status of one of those requests.
+
+        A reply alone is not enough: the gateway subscribes to the kernel's iopub for each new
+        WebSocket, and ZMQ drops what the kernel publishes before that subscription is live, so
+        the first call after a (re)start could lose its output and read as an empty success
+        (``test_restart_after_crash`` flaked that way). A request is sent again every half
+        second until both came: the kernel may still be booting, or the gateway restarting it
+        (its own auto-restart), whose ``restarting`` status is ignored here.
+        """
+        pending: set[str] = set()
+        replied = published = False
         while time.monotonic() < deadline:
-            mid = self._send("kernel_info_request", {})
-            step = min(time.monotonic() + 2.0, deadline)
+            pending.add(self._send("kernel_info_request", {}))
+            step = min(time.monotonic() + 0.5, deadline)
             while time.monotonic() < step:
                 msg = await self._recv(step - time.monotonic())
-                if (
-                    msg
-                    and msg.get("parent_header", {}).get("msg_id") == mid
-                    and msg.get("msg_type") == "kernel_info_reply"
+                if not msg:
+                    continue
+                if msg.get("msg_type") == "status" and msg["content"].get("execution_state") == (
+                    "dead"
                 ):
+                    raise RuntimeError("the gateway reports the kernel dead (its restart failed)")
+                if msg.get("parent_header", {}).get("msg_id") not in pending:
+                    continue
+                if msg.get("msg_type") == "kernel_info_reply":
+                    replied = True
+                elif msg.get("msg_type") == "status" and msg.get("channel") == "iopub":
+                    published = True
+                if replied and published:
                     return
         raise TimeoutError("the remote kernel did not answer kernel_info")
+
+    async def _reconnect(self) -> None:
+        """A fresh WebSocket (and session) to the same kernel, once it answers: after the
+        gateway restarted the kernel itself. Our own restart if it does not come back."""
+        await self._close_ws()
+        self._abandoned = None
+        self._session = uuid.uuid4().hex
+        try:
+            await self._open_ws()
+            await self._wait_ready(time.monotonic() + self.start_timeout)
+        except Exception:
+            await self.restart()
+
+    async def _fresh_kernel(self, status: str) -> None:
+        """After a fault: join the gateway's own restart (a second one, ours, would race it and
+        could be undone by it), else restart the kernel ourselves."""
+        if status == "restarted":
+            await self._reconnect()
+        else:
+            await self.restart()
 
     # -- Sandbox --------------------------------------------------------------------------------
 
@@ -245,7 +284,8 @@ class GatewaySandbox(KernelCalls):
                 "starting",
                 "restarting",
             ):
-                return "died"  # the gateway restarted the kernel (an auto-restart after a crash)
+                # the gateway restarted the kernel itself (its auto-restart after a crash)
+                return "restarted"
             if msg.get("channel") != "iopub":
                 continue
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
@@ -317,11 +357,11 @@ class GatewaySandbox(KernelCalls):
             )
             what = f"Timed out after {timeout:g} s"
             if status != "idle":
-                await self.restart()
+                await self._fresh_kernel(status)
                 restarted = True
             note = interrupt_note(what, stopped=status == "idle")
-        elif status == "died":
-            await self.restart()
+        elif status in ("died", "restarted"):
+            await self._fresh_kernel(status)
             restarted = True
             note = f"[The remote kernel died; it was restarted and {LOST}.]"
         return call_result(out, note, settled, timed_out=timed_out, restarted=restarted)
