@@ -145,7 +145,9 @@ class MessagesHandler(_Base):
             options = opts.model_dump(exclude_none=True, exclude={"with_"}) if opts else None
             copy = opts.with_ if opts else None
             variables = await self.copied(s, copy.kernel_id, copy.names) if copy else None
-            run_id = s.send(req.prompt(), options=options, variables=variables)
+            run_id = s.send(
+                req.text, context=req.run_context(), options=options, variables=variables
+            )
         except SessionError as e:
             raise web.HTTPError(e.status, str(e)) from None
         self.reply({"run_id": run_id}, 202)

@@ -149,10 +149,11 @@ class SendMessage(_Strict):
             raise ValueError("the message is empty")
         return v
 
-    def prompt(self) -> str:
-        """The text the model reads: the message, then the notebook context it refers to."""
+    def run_context(self) -> dict[str, str] | None:
+        """The attached notebook context as ``run.start.context`` ({label, text}); the model
+        reads the message and it joined by ``k2lab.events.user_message``. None: nothing."""
         if self.context is None or not self.context.text.strip():
-            return self.text
+            return None
         c = self.context
         what = {
             "cell": "the current cell",
@@ -160,7 +161,7 @@ class SendMessage(_Strict):
             "variables": "the live variables in the kernel",
         }.get(c.kind, "")
         what = what or "the notebook"
-        return f"{self.text}\n\nContext ({what} of {c.path}):\n```\n{c.text}\n```"
+        return {"label": f"{what} of {c.path}", "text": c.text}
 
 
 class DecideCall(_Strict):

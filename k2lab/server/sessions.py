@@ -375,9 +375,11 @@ class Session:
         *,
         options: dict[str, Any] | None = None,
         variables: dict[str, Any] | None = None,
+        context: dict[str, str] | None = None,
     ) -> str:
         """Start a run of ``text``; ``options`` (verify / heavy) for this run only;
-        ``variables`` copied into the session's sandbox first (``options.with``)."""
+        ``variables`` copied into the session's sandbox first (``options.with``); ``context``
+        what the user attached (``run.start.context``)."""
         if self.running:
             raise SessionError(409, "a run is in progress in this session; stop it or wait")
         if variables and self.run_options(options)[1]:
@@ -386,7 +388,9 @@ class Session:
             raise SessionError(400, f"Copy into the sandbox: {HEAVY_NO_WITH}")
         run_id = uuid.uuid4().hex[:12]
         self._stop_pending = False
-        self._task = asyncio.ensure_future(self._run(text, run_id, options, variables=variables))
+        self._task = asyncio.ensure_future(
+            self._run(text, run_id, options, variables=variables, context=context)
+        )
         return run_id
 
     async def fork(self, run_id: str, call_id: str, arguments: str | None = None) -> str:
@@ -417,6 +421,7 @@ class Session:
         *,
         fork: Fork | None = None,
         variables: dict[str, Any] | None = None,
+        context: dict[str, str] | None = None,
     ) -> None:
         """The session keeps its provider, sandbox, conversation, MCP servers and decisions;
         the run itself (scrubbing, verify rounds, heavy lanes, the closing ``run.end``) is
@@ -442,6 +447,7 @@ class Session:
         spec = RunSpec(
             self.settings(),
             prompt,
+            context=context,
             decisions=fork.decisions(self._decisions) if fork is not None else self._decisions,
             wrap_provider=fork.provider if fork is not None else None,
             parent_run_id=fork.parent_run_id if fork is not None else None,

@@ -48,11 +48,21 @@ async def test_context_from_the_notebook_reaches_the_model(api, fake_model):
     ctx = {"kind": "cell", "path": "work/a.ipynb", "text": "import pandas as pd"}
     body = {"text": "What does this do?", "context": ctx}
     assert (await api.post("sessions", sid, "messages", body=body))[0] == 202
-    await api.wait_for(sid, ended)
+    evs = await api.wait_for(sid, ended)
     user = fake_model.requests[0]["messages"][-1]
     assert user["role"] == "user"
-    assert "What does this do?" in user["content"] and "import pandas as pd" in user["content"]
-    assert "work/a.ipynb" in user["content"]
+    # the model reads the message and the context joined, as before ...
+    assert user["content"] == (
+        "What does this do?\n\nContext (the current cell of work/a.ipynb):\n"
+        "```\nimport pandas as pd\n```"
+    )
+    # ... and the trace keeps them apart: the prompt is what the user typed, the context a field
+    start = next(e for e in evs if e["type"] == "run.start")
+    assert start["prompt"] == "What does this do?"
+    assert start["context"] == {
+        "label": "the current cell of work/a.ipynb",
+        "text": "import pandas as pd",
+    }
 
 
 async def test_a_tool_call_waits_for_approval_then_runs_in_the_sandbox(
@@ -113,7 +123,7 @@ async def test_edit_and_reject_with_feedback(api, fake_model):
     edit = {"call_id": first, "decision": "edit", "arguments": '{"code": "print(7 * 7)"}'}
     assert (await api.post("sessions", sid, "decisions", body=edit))[0] == 200
     r1 = (await sock.until_event("tool.result"))["event"]
-    assert "49" in r1["output"] and "edited" in r1["output"]
+    assert (r1["output"], r1["edited"]) == ("49\n", True)  # the edit is a field of the result
     second = (await sock.until_event("tool.proposed"))["event"]["call_id"]
     rej = {"call_id": second, "decision": "reject", "feedback": "No imports, please."}
     assert (await api.post("sessions", sid, "decisions", body=rej))[0] == 200
@@ -124,6 +134,9 @@ async def test_edit_and_reject_with_feedback(api, fake_model):
     assert decisions[0]["arguments"] == '{"code": "print(7 * 7)"}'
     tool_msgs = [m for m in fake_model.requests[1]["messages"] if m["role"] == "tool"]
     assert "No imports, please." in tool_msgs[1]["content"]
+    # the model reads the note as before (events.tool_message)
+    note = '[The user edited the arguments before running: {"code": "print(7 * 7)"}]\n'
+    assert tool_msgs[0]["content"] == note + "49\n"
 
 
 async def test_approve_all_approves_pending_and_later_calls_of_the_run(api, fake_model):
