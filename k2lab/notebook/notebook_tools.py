@@ -15,12 +15,12 @@ JupyterLab without the extension closes the comm at once: both become an error r
 the tools need JupyterLab with the k2lab extension, and the run goes on.
 
 Why a run never deadlocks on its own kernel: the run is a task on the kernel's loop and ``%k2``'s
-cell has returned, so the page's answers (comm messages, which ipykernel 7 routes to the main
-shell because the comm was opened from it) and a cell the tool runs (an ``execute_request``) are
-handled while the run waits. Both queue behind a cell the main shell is executing, and while that
-cell is ``await k2lab.wait()`` it waits for this very run: every tool then fails at once
-(``busy``) instead of waiting out its timeout, and ``run_cell`` refuses a cell that itself waits
-for the runs (``k2lab.wait(``), which could never finish.
+cell has returned, so the page's answers (comm messages) and a cell the tool runs (an
+``execute_request``) are handled while the run waits. ipykernel 7 dispatches comm messages even
+while an async cell runs, but an ``execute_request`` queues behind the cell the main shell is
+executing; when that cell is ``await k2lab.wait()``, it waits for this very run, so ``run_cell``
+then refuses at once (``busy``) instead of waiting out its timeout, and it refuses a cell that
+itself waits for the runs (``k2lab.wait(``), which could never finish.
 """
 
 from __future__ import annotations
@@ -79,9 +79,6 @@ class CommBridge:
         self._ids = itertools.count(1)
 
     async def request(self, op: str, args: dict[str, Any], *, timeout: float) -> tuple[bool, Any]:
-        why = self.busy()
-        if why is not None:
-            return False, f"The notebook cannot answer now: {why}"
         if op == "run_cell":
             refused = await self._refuse_run(args, timeout)
             if refused is not None:
@@ -89,7 +86,10 @@ class CommBridge:
         return await self._ask(op, args, timeout)
 
     async def _refuse_run(self, args: dict[str, Any], timeout: float) -> str | None:
-        """Read the cell first: one that waits for the runs is refused (see the docstring)."""
+        """Why the cell must not run now (see the docstring), or None. Reads the cell first."""
+        why = self.busy()
+        if why is not None:
+            return f"The cell was not run: {why}"
         index = int(args.get("index", 0))
         where = {k: v for k, v in args.items() if k == "path"}
         ask = {**where, "start": index, "end": index + 1, "outputs": False}

@@ -172,20 +172,27 @@ def test_with_no_page_the_tool_says_it_needs_jupyterlab_and_the_run_goes_on(
 def test_a_cell_awaiting_the_runs_does_not_deadlock_a_notebook_tool(
     kernel: Kernel, fake_model: FakeModel
 ) -> None:
-    """``await k2lab.wait()`` holds the main shell while the run calls a notebook tool (the page's
-    answers and a cell to run would queue behind it): the tool fails at once with the reason, the
-    run ends, and the waiting cell finishes."""
+    """``await k2lab.wait()`` holds the main shell while the run uses the notebook tools: the page's
+    answers still arrive (ipykernel dispatches comm messages beside a running async cell), so a
+    read works; a cell to run would queue behind the waiting cell, so run_cell refuses at once;
+    the run ends and the waiting cell finishes."""
     waiting = threading.Event()
-    turns = [Turn(tool_calls=[Call("notebook_read", {})]), Turn(content="ok")]
+    turns = [
+        Turn(tool_calls=[Call("notebook_read", {})]),
+        Turn(tool_calls=[Call("notebook_run_cell", {"index": 0})]),
+        Turn(content="ok"),
+    ]
 
     def answer(_body: dict[str, Any], index: int) -> Turn:
-        waiting.wait(30)  # the model calls the tool once the cell below awaits the run
-        return turns[min(index, 1)]
+        waiting.wait(30)  # the model calls the tools once the cell below awaits the run
+        return turns[min(index, 2)]
 
     fake_model.respond_with(answer)
     page = Page(kernel, ["x = 1"])
     try:
         i = start(kernel, fake_model, "--approve auto")
+        # asking the kernel anything below would queue behind the waiter: approve ahead
+        kernel.click(i, {"action": "approve_all"})
         waiter = kernel.kc.execute("import k2lab\nawait k2lab.wait()")
         while True:  # the waiter's cell has started
             msg = kernel.kc.get_iopub_msg(timeout=30)
@@ -202,9 +209,11 @@ def test_a_cell_awaiting_the_runs_does_not_deadlock_a_notebook_tool(
         page.close()
     end = kernel.wait_ended(i)
     assert end["stop_reason"] == "completed"
-    out = results(kernel, i)["notebook_read"]
-    assert "cannot answer now" in out and "await k2lab.wait()" in out, out
-    assert page.ops == []
+    out = results(kernel, i)
+    assert "--- cell 0 (code)\nx = 1" in out["notebook_read"]
+    assert "The cell was not run" in out["notebook_run_cell"]
+    assert "await k2lab.wait()" in out["notebook_run_cell"]
+    assert page.ops == ["read"]
 
 
 def test_a_fork_keeps_the_notebook_tools_and_their_always_ask_rule(
