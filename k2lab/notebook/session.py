@@ -375,7 +375,7 @@ class NotebookSession:
         self.view_timeout = VIEW_TIMEOUT
         #: other displays to re-publish in ``wait()`` (replay tables)
         self.outputs: list[tuple[DisplayHandle, dict[str, Any]]] = []
-        #: cells now awaiting ``wait()``: they hold the kernel's main shell (``notebook_busy``)
+        #: cells awaiting ``wait()``: a cell a run runs queues behind them (``notebook_busy``)
         self.waiting_cells = 0
         self._mcp: MCPToolSet | None = None
         self._mcp_key: tuple[MCPConfig, float] | None = None
@@ -520,12 +520,12 @@ class NotebookSession:
         return kernel_tools(self.notebook_busy, run_timeout=max(s.tool_timeout, 30.0))
 
     def notebook_busy(self) -> str | None:
-        """Why the page cannot answer a notebook tool now (``k2lab.notebook.notebook_tools``)."""
+        """Why a cell cannot run for a run now (``k2lab.notebook.notebook_tools``), or None."""
         if not self.waiting_cells:
             return None
         return (
-            "a cell of this notebook is running `await k2lab.wait()`, which waits for this run "
-            "and holds the kernel until it ends (run the cells after the run instead)"
+            "a cell of this notebook is running `await k2lab.wait()`, which waits for this run; "
+            "a cell run now would queue behind it until the run ends (run it after the run)"
         )
 
     def variables_for(self, names: tuple[str, ...], *, in_kernel: bool) -> dict[str, Any]:
