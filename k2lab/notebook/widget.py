@@ -55,7 +55,7 @@ class RunControls(Protocol):
 
     def replay(self, call_id: str) -> Awaitable[dict[str, Any]]: ...
 
-    def fork(self, call_id: str, code: str | None) -> str: ...
+    def fork(self, call_id: str, code: str | None, run_id: str | None = None) -> str: ...
 
     def insert_cell(self, call_id: str) -> str: ...
 
@@ -248,7 +248,10 @@ class TraceWidget(anywidget.AnyWidget):  # type: ignore[misc]
         elif action == "replay":
             self._spawn(self._replay(str(call_id)))
         elif action == "fork":
-            note = self.controls.fork(str(call_id), content.get("code"))
+            lane = content.get("run_id")  # a heavy lane's call: the lane's run id says which
+            note = self.controls.fork(
+                str(call_id), content.get("code"), str(lane) if lane else None
+            )
             self.send({"kind": "info", "message": note})
         elif action == "insert":
             note = self.controls.insert_cell(str(call_id))

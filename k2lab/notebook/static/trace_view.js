@@ -300,6 +300,8 @@ function render({ model, el }) {
             bar.appendChild(btn("Approve", "k2lab-approve", () => send("approve", who), `Run lane ${ln.lane}'s call`));
             bar.appendChild(btn("Reject", "k2lab-reject", () => send("reject", who), `Do not run lane ${ln.lane}'s call (the model is told)`));
             card.appendChild(bar);
+          } else if (st.head && st.head.status === "ended" && ["done", "error", "rejected", "not_run"].includes(c.status)) {
+            laneFork(card, ln, c);
           }
           stepBox.appendChild(card);
         }
@@ -314,6 +316,29 @@ function render({ model, el }) {
       row.appendChild(box);
     }
     lanesEl.appendChild(row);
+  }
+
+  // a lane's call forks into a single run on that lane's conversation (by its lane run id: ids
+  // repeat across lanes), in the session's sandbox: the lane's own sandbox closed with it
+  function laneFork(card, ln, c) {
+    const u = uiOf(`${ln.run_id} ${c.call_id}`);
+    const bar = h("div", "k2lab-actions k2lab-lane-fork");
+    if (u.mode === "fork") {
+      const ta = h("textarea", "k2lab-editor");
+      ta.value = u.text !== null ? u.text : c.code;
+      ta.rows = Math.min(24, Math.max(4, ta.value.split("\n").length + 1));
+      ta.spellcheck = false;
+      ta.addEventListener("input", () => (u.text = ta.value));
+      ta.addEventListener("keydown", (ev) => ev.stopPropagation());
+      card.appendChild(ta);
+      card.appendChild(h("div", "k2lab-by", `The branch is a single run on lane ${ln.lane}'s conversation up to this call. It runs in this session's sandbox, not lane ${ln.lane}'s (that one closed with the lane), as it is now: it is not rewound.`));
+      const done = () => { u.mode = null; u.text = null; renderLanes(); };
+      bar.appendChild(btn("Fork with this code", "k2lab-fork-run", () => { send("fork", { call_id: c.call_id, run_id: ln.run_id, code: ta.value }); done(); }));
+      bar.appendChild(btn("Cancel", "k2lab-cancel", done));
+    } else {
+      bar.appendChild(btn("Fork from here", "k2lab-fork", () => { u.mode = "fork"; u.text = c.code; renderLanes(); }, `Re-run from lane ${ln.lane}'s call (optionally edited) as a new single run`));
+    }
+    card.appendChild(bar);
   }
 
   // -- steps: reasoning streams into a <details>, text below, then the calls --------------------
