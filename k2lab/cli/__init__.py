@@ -172,6 +172,12 @@ def _parser() -> argparse.ArgumentParser:
         help="heavy trace: replay only lane K (default: every lane, each in its own sandbox)",
     )
     rep.add_argument("--json", action="store_true", help="one JSON object per call")
+    rep.add_argument(
+        "--mcp-config",
+        metavar="FILE",
+        help="MCP servers for the trace's MCP calls: only the tools a server marks read-only "
+        "(readOnlyHint) are called again (default: $K2LAB_MCP_CONFIG)",
+    )
     _sandbox_options(rep)
 
     demo = sub.add_parser(
@@ -406,6 +412,7 @@ def _dispatch(args: argparse.Namespace, extra: list[str]) -> int:
                 lane=args.lane,
                 as_json=args.json,
                 workspace=_dir(args.workspace),
+                mcp=_mcp_config(args.mcp_config),
             )
         )
     if args.command == "demo":

@@ -20,6 +20,7 @@ from k2lab.cli.progress import clip, indent
 from k2lab.cli.term import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliFailure, err, out
 from k2lab.config import Settings
 from k2lab.runtime import open_sandbox
+from k2lab.tools.mcp_config import MCPConfig
 from k2lab.trace.jsonl import TraceError, load_trace
 from k2lab.trace.lanes import by_lane, lane_events, lanes_with_call
 from k2lab.trace.replay import (
@@ -29,12 +30,13 @@ from k2lab.trace.replay import (
     normalize,
     recorded_calls,
     replay_all,
+    skipped_calls,
 )
 
 MAX_DIFF_LINES = 20
 
 
-def _skip_reason(c: RecordedCall) -> str:
+def _skip_reason(c: RecordedCall, tools: dict[str, Any]) -> str:
     """Why a call is not replayed, in the run view's vocabulary (``k2lab.trace.view``)."""
     if c.decision == "reject":
         return "rejected: it never ran"
@@ -46,6 +48,13 @@ def _skip_reason(c: RecordedCall) -> str:
         return "the edited arguments were invalid: it never ran"
     if not c.executed:
         return "never ran (no result in the trace)"
+    if c.name in tools:
+        return (
+            f"{c.name} is not marked read-only by its MCP server (readOnlyHint): running it "
+            "again could repeat its effects"
+        )
+    if c.name.startswith("mcp__"):
+        return f"an MCP call ({c.name}): --mcp-config with its server replays it if read-only"
     return f"not a python call ({c.name})"
 
 
@@ -72,8 +81,10 @@ async def _replay_lane(
     upto: str | None,
     where: str,
     workspace: Path | None,
+    tools: dict[str, Any],
 ) -> list[ReplayResult]:
-    """Replay one lane's (or a single run's) python calls in a fresh sandbox of its own."""
+    """Replay one lane's (or a single run's) python calls in a fresh sandbox of its own, and
+    its read-only MCP calls on ``tools``."""
     try:
         sandbox = await open_sandbox(settings, workspace=workspace)
     except Exception as e:
@@ -81,7 +92,7 @@ async def _replay_lane(
     try:
         err(f"k2lab: replaying {where} in a fresh sandbox ({sandbox.isolation})")
         try:
-            return await replay_all(events, sandbox, settings.tool_timeout, upto=upto)
+            return await replay_all(events, sandbox, settings.tool_timeout, upto=upto, tools=tools)
         except ReplayError as e:
             raise CliFailure(str(e), EXIT_USAGE) from e
     finally:
@@ -97,6 +108,7 @@ async def replay_command(
     as_json: bool,
     lane: str | None = None,
     workspace: Path | None = None,
+    mcp: MCPConfig | None = None,
 ) -> int:
     try:
         trace = load_trace(path)
@@ -109,7 +121,30 @@ async def replay_command(
         c.call_id == call for evs in lanes.values() for c in recorded_calls(evs)
     ):
         raise CliFailure(f"no tool call {call!r} in {path}", EXIT_USAGE)
+    ran_mcp = any(
+        c.executed and c.name.startswith("mcp__")
+        for evs in lanes.values()
+        for c in recorded_calls(evs)
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        tools: dict[str, Any] = {}
+        if mcp is not None and mcp.servers and ran_mcp:  # the servers only when a call needs them
+            from k2lab.tools.mcp import MCPToolSet
 
+            ts = await stack.enter_async_context(MCPToolSet(mcp, timeout=settings.tool_timeout))
+            tools = {t.name: t for t in ts.tools}
+        return await _replay_lanes(path, settings, lanes, call, as_json, workspace, tools)
+
+
+async def _replay_lanes(
+    path: str,
+    settings: Settings,
+    lanes: dict[str, list[Any]],
+    call: str | None,
+    as_json: bool,
+    workspace: Path | None,
+    tools: dict[str, Any],
+) -> int:
     changed = replayed = skipped_n = 0
     with_calls = 0  # lanes that had calls (the aggregation usually has none)
     for name, events in lanes.items():
@@ -119,9 +154,10 @@ async def replay_command(
         with_calls += bool(calls)
         tag = f" (lane {name})" if name else ""
         where = f"{path} lane {name}" if name else path
-        if any(c.executed and c.name == "python" for c in calls):
+        skipped = [c for c in skipped_calls(events, tools) if call is None or c.call_id == call]
+        if len(skipped) < len(calls):
             results = await _replay_lane(
-                events, settings, upto=call, where=where, workspace=workspace
+                events, settings, upto=call, where=where, workspace=workspace, tools=tools
             )
         else:
             results = []
@@ -147,14 +183,9 @@ async def replay_command(
                     lineterm="",
                 )
                 out(indent(clip("\n".join(diff), MAX_DIFF_LINES)))
-        skipped = [
-            c
-            for c in calls
-            if not (c.executed and c.name == "python") and (call is None or c.call_id == call)
-        ]
         skipped_n += len(skipped)
         for c in skipped:
-            reason = _skip_reason(c)
+            reason = _skip_reason(c, tools)
             if as_json:
                 lane_field = {"lane": name} if name else {}
                 out(

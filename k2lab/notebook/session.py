@@ -54,7 +54,7 @@ from k2lab.agent.decisions import (
     decision_source,
 )
 from k2lab.agent.fork import Fork, ForkError, plan_fork
-from k2lab.agent.loop import Agent, default_system_prompt
+from k2lab.agent.loop import Agent
 from k2lab.config import K2Lab, Settings, resolve_settings
 from k2lab.driver import (
     RunDriver,
@@ -119,21 +119,6 @@ def run_flags(opts: Any) -> dict[str, Any]:
         "heavy_concurrency": concurrency,
         "notebook_tools": bool(getattr(opts, "notebook_tools", False)),
     }
-
-
-def proposed_name(events: list[dict[str, Any]], run_id: str, call_id: str) -> str | None:
-    """The tool name of run ``run_id``'s call ``call_id`` (a heavy lane's: call ids repeat
-    across lanes, the lane's run id says which; "": any run's)."""
-    return next(
-        (
-            str(e.get("name", ""))
-            for e in events
-            if e.get("type") == "tool.proposed"
-            and e.get("call_id") == call_id
-            and (e.get("run_id") == run_id or not run_id)
-        ),
-        None,
-    )
 
 
 def lane_key(run_id: str, call_id: str) -> str:
@@ -340,31 +325,25 @@ class RunRecord:
 
         sandbox = self.sandbox or await self.session.sandbox_for(self.settings)
         events = [event_from_dict(e) for e in self.events]
-        result = await replay_call(events, call_id, sandbox, self.settings.tool_timeout)
+        result = await replay_call(
+            events, call_id, sandbox, self.settings.tool_timeout, tools=self.session.mcp_tools()
+        )
         return result.to_dict()
 
-    def fork(self, call_id: str, code: str | None, run_id: str | None = None) -> str:
-        """The widget's "Fork from here"; ``run_id``: a heavy lane's (``HEAVY.K``) for its call."""
-        lane = run_id if run_id and run_id != self.run_id else None
-        if lane is None:
-            name = self._card(call_id)["name"]
-        else:
-            name = proposed_name(self.events, lane, call_id) or ""
-            if not name:
-                return f"Cannot fork: no tool call {call_id!r} in run {lane}"
+    def fork(self, call_id: str, code: str | None) -> str:
+        card = self._card(call_id)
         if self.fork_slot is None or self.fork_slot_used:
             return (
-                f"This cell already shows a branch: run `%%k2 fork {lane or self.run_id} "
-                f"{call_id}` in a new cell (the cell body is the code to run)."
+                f"This cell already shows a branch: run `%%k2 fork {self.run_id} {call_id}` "
+                "in a new cell (the cell body is the code to run)."
             )
-        args = arguments_for(name, code) if code is not None else None
+        args = arguments_for(card["name"], code) if code is not None else None
         try:
-            child = self.session.fork(self, call_id, args, slot=self.fork_slot, run_id=lane)
+            child = self.session.fork(self, call_id, args, slot=self.fork_slot)
         except UsageError as e:
             return f"Cannot fork: {e}"
         self.fork_slot_used = True
-        of = f" of run {lane}" if lane else ""
-        return f"Forked: branch {child.run_id} starts at call {call_id}{of} (shown below)."
+        return f"Forked: branch {child.run_id} starts at call {call_id} (shown below)."
 
     def insert_cell(self, call_id: str) -> str:
         return (
@@ -470,6 +449,10 @@ class NotebookSession:
         if ts is not None:
             with contextlib.suppress(Exception):
                 await ts.__aexit__(None, None, None)
+
+    def mcp_tools(self) -> dict[str, Any]:
+        """The running MCP servers' tools by name: what a replay may call again (read-only)."""
+        return {t.name: t for t in self._mcp.tools} if self._mcp is not None else {}
 
     def mcp_running(self) -> bool:
         return self._mcp is not None and any(s.alive for s in self._mcp.servers)
@@ -620,20 +603,12 @@ class NotebookSession:
                 r.publish_final()
 
     def fork(
-        self,
-        parent: RunRecord,
-        call_id: str,
-        arguments: str | None,
-        *,
-        slot: Any = None,
-        run_id: str | None = None,
+        self, parent: RunRecord, call_id: str, arguments: str | None, *, slot: Any = None
     ) -> RunRecord:
-        """A branch of ``parent`` from ``call_id`` (stopping the parent first if it runs);
-        ``run_id``: one of a heavy parent's lanes (``HEAVY.K``): the branch is a single run on
-        that lane's conversation, in this session's sandbox (the lane's own one is gone)."""
+        """A branch of ``parent`` from ``call_id`` (stopping the parent first if it runs)."""
         before = Conversation.from_messages(parent.conv_before)
         try:
-            plan = plan_fork(before, parent.events, run_id or parent.run_id, call_id, arguments)
+            plan = plan_fork(before, parent.events, parent.run_id, call_id, arguments)
         except ForkError as e:
             raise UsageError(str(e)) from None
         rec = RunRecord(self, plan.prompt, parent.settings)
@@ -694,13 +669,6 @@ class NotebookSession:
                 rec.agent = agent
                 rec.conv_before = list(agent.conversation.messages)
 
-            if rec.heavy and fork is None:  # no agent of its own: a lane's fork starts from
-                # what every lane continued (``driver.lanes_continue``)
-                rec.conv_before = (
-                    list(self.conversation.messages)
-                    if self.conversation is not None
-                    else Conversation(default_system_prompt()).to_list()
-                )
             prompt = rec.prompt
             if fork is None:  # a fork runs on the conversation of its parent's own sandbox
                 prompt = self.copies_gone(s, in_kernel, rec.variables) + prompt

@@ -122,8 +122,9 @@ class K2LabApp(ExtensionApp):
     async def replay(
         self, session: Session, call_id: str, run_id: str | None = None
     ) -> dict[str, Any]:
-        """Run a past ``python`` call again in the session's sandbox and compare the outputs
-        (the call of that id in run ``run_id``, else its latest)."""
+        """Run a past call again and compare the outputs (the call of that id in run
+        ``run_id``, else its latest): ``python`` in the session's sandbox, an MCP call on the
+        session's servers when the server marks the tool read-only (``readOnlyHint``)."""
         if call_id not in session.proposed_calls or (
             run_id is not None and not session.has_call(run_id, call_id)
         ):
@@ -154,8 +155,10 @@ class K2LabApp(ExtensionApp):
 
         events = await asyncio.to_thread(parsed)
         try:
+            mcp = await session.ensure_mcp()
+            tools: dict[str, Any] = {t.name: t for t in mcp.tools} if mcp is not None else {}
             result = await replay_call(
-                events, call_id, built.sandbox, session.settings().tool_timeout
+                events, call_id, built.sandbox, session.settings().tool_timeout, tools=tools
             )
         except (KeyError, ValueError, ReplayError) as e:
             raise SessionError(400, f"cannot replay {call_id!r}: {e}") from None
