@@ -44,11 +44,8 @@ def test_only_read_only_mcp_calls_are_replayed(
     r = run_cli("replay", *FAST, "--json", "--mcp-config", str(cfg), str(trace))
     assert r.returncode == 0, r.stderr
     rows = {row["call_id"]: row for row in map(json.loads, r.stdout.splitlines())}
-    add, note, py = (
-        rows["functions.mcp__calc__add:0"],
-        rows["functions.mcp__calc__write_note:1"],
-        (rows["functions.python:2"]),
-    )
+    add, note = rows["functions.mcp__calc__add:0"], rows["functions.mcp__calc__write_note:1"]
+    py = rows["functions.python:2"]
     assert add["status"] == "same" and add["new_output"] == "42"
     assert json.loads(add["code"]) == {"a": 40, "b": 2}  # what ran again: the arguments
     assert note["status"] == "skipped" and "not marked read-only" in note["reason"]

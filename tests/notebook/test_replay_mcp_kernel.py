@@ -5,28 +5,20 @@ button, and never runs a second time."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.fake_server import Call, FakeModel, Turn
-from tests.notebook.kernel import FAKE_KEY, Kernel
-from tests.notebook.test_kernel_mcp import run, write_config
+from tests.notebook.kernel import Kernel
+from tests.notebook.test_kernel_mcp import kernel, run, write_config
 from tests.tools.conftest import stdio_spec
 
 pytestmark = pytest.mark.timeout(240)
 
+__all__ = ["kernel"]  # the module-scoped fixture, one kernel for this module
+
 ADD, NOTE = "functions.mcp__calc__add:0", "functions.mcp__calc__write_note:1"
-
-
-@pytest.fixture(scope="module")
-def kernel() -> Iterator[Kernel]:
-    k = Kernel({"K2LAB_API_KEY": FAKE_KEY, "K2LAB_ISOLATION": "process"})
-    try:
-        yield k
-    finally:
-        k.close()
 
 
 def test_replay_calls_only_read_only_mcp_tools_again(
