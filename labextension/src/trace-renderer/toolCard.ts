@@ -11,6 +11,7 @@ import {
 } from '../types';
 import { button, h } from '../dom';
 import { renderDisplay, Sanitize } from './display';
+import { codePre } from './highlight';
 import { editableArgs, IEditableArgs } from './toolArgs';
 
 export type DecisionKind = 'approve' | 'edit' | 'reject';
@@ -257,7 +258,8 @@ export class ToolCard {
   }
 
   private codeBlock(text: string): HTMLElement {
-    return h('pre', { class: `k2lab-code k2lab-lang-${this.args.kind}` }, text);
+    // highlighted as the live widget and the HTML fallback do (pygments, Python, every card)
+    return codePre(text, true, `k2lab-code k2lab-lang-${this.args.kind}`);
   }
 
   private removeActions(): void {

@@ -38,6 +38,8 @@ import {
   stepTokens,
   TraceFold
 } from './fold';
+import { codePre } from './highlight';
+import { editableArgs } from './toolArgs';
 import { ICardActions, ReplayFn, ToolCard } from './toolCard';
 
 export interface ITraceViewOptions {
@@ -877,7 +879,7 @@ export class TraceView {
               'div',
               { class: 'k2lab-verify-check' },
               h('span', { class: 'k2lab-tool-name' }, `${c.name} ${c.call_id}`),
-              h('pre', { class: 'k2lab-code' }, codeOf(c.arguments)),
+              codePre(editableArgs(c.arguments).text, true),
               c.output ? h('pre', { class: 'k2lab-stdout' }, c.output) : null
             )
           )
@@ -993,14 +995,4 @@ function cap(s: string): string {
 function firstLine(text: string): string {
   const line = text.trim().split('\n')[0] || '';
   return line.length > 120 ? `${line.slice(0, 119)}…` : line;
-}
-
-/** A check's arguments as code when they are `{"code": ...}`, else as they are. */
-function codeOf(args: string): string {
-  try {
-    const v = JSON.parse(args);
-    return v && typeof v.code === 'string' ? v.code : args;
-  } catch {
-    return args;
-  }
 }
