@@ -29,6 +29,7 @@ from typing import Any
 
 from k2lab.agent.context import Conversation
 from k2lab.agent.decisions import Decision, DecisionSource
+from k2lab.agent.heavy import AGGREGATE
 from k2lab.agent.history import Replay
 from k2lab.events import Event, StepEnd, ToolProposed
 from k2lab.providers.base import ChatProvider
@@ -152,6 +153,9 @@ def plan_fork(
     from) does not already hold. ``run_id`` may be a heavy lane's (``HEAVY.K``). Raises
     ``ForkError`` for an unknown run or call, or a lane's call asked for by the heavy run's id."""
     lane = _lane_run(log, run_id)
+    if lane is not None and run_id.endswith("." + AGGREGATE):
+        # its verify round's sandbox and conversation were the aggregation's own, not a lane's
+        raise ForkError(409, "the aggregation's calls cannot be forked (fork a lane's call)")
     run = lane if lane is not None else log[slice(*_run_span(log, run_id))]
     proposal = next(
         (e for e in run if e.get("type") == "tool.proposed" and e.get("call_id") == call_id), None
@@ -159,7 +163,8 @@ def plan_fork(
     if proposal is None:
         raise ForkError(404, f"no tool call {call_id!r} in run {run_id}")
     if proposal.get("lane") and lane is None:
-        ids = ", ".join(f"{run_id}.{k}" for k in lanes_with_call(run, call_id))
+        lanes = [k for k in lanes_with_call(run, call_id) if k != AGGREGATE]
+        ids = ", ".join(f"{run_id}.{k}" for k in lanes)
         raise ForkError(
             409, f"{call_id!r} is a heavy lane's call: fork it by its lane's run id ({ids})"
         )

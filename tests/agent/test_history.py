@@ -334,6 +334,9 @@ def test_a_lanes_call_asked_for_by_the_heavy_runs_id_names_the_lanes() -> None:
     with pytest.raises(ForkError, match=r"lane's run id \(h.1, h.2\)") as e:
         plan_fork(Conversation("sys"), _heavy_run(), "h", "c1")
     assert e.value.status == 409
+    with pytest.raises(ForkError, match="the aggregation's calls cannot be forked") as e:
+        plan_fork(Conversation("sys"), _heavy_run(), "h.aggregate", "c1")
+    assert e.value.status == 409
     with pytest.raises(ForkError, match="no tool call 'zz' in run h.1") as e:
         plan_fork(Conversation("sys"), _heavy_run(), "h.1", "zz")
     assert e.value.status == 404

@@ -2,7 +2,9 @@
  * "Fork from here" on the panel's tool-call cards: a python call that ran, in a run that ended,
  * can be run again with the same or edited code as a new branch (the session's next run,
  * `POST sessions/{id}/fork`; the engine's fork, as the notebook widget's button). The sandbox is
- * not rewound, and the card says so. Heavy lanes' calls are not offered.
+ * not rewound, and the card says so. A heavy lane's call is forked by the lane's run id
+ * (`HEAVY.K`): the branch is a single run on that lane's conversation, in the session's sandbox
+ * (the lane's own one closed with the lane). The aggregation's verify calls are not offered.
  */
 import { button, h } from '../dom';
 import { editableArgs } from '../trace-renderer/toolArgs';
@@ -11,6 +13,15 @@ import { IEventBase } from '../types';
 
 export const NOT_REWOUND =
   'The sandbox is not rewound: the branch runs in its current state, after everything that ran since.';
+
+/** What a lane's card says instead: whose sandbox the branch runs in. */
+export function laneNote(lane: string): string {
+  return (
+    `The branch is a single run on lane ${lane}'s conversation up to this call. It runs in ` +
+    `the session's sandbox, not lane ${lane}'s (that one closed with the lane), as it is now: ` +
+    'it is not rewound.'
+  );
+}
 
 /** Starts a branch; resolves when the server accepted it (rejects with its message). */
 export type ForkFn = (
@@ -30,6 +41,8 @@ export class ForkOffers {
   /** run id -> its python calls, in order */
   private runs = new Map<string, ICall[]>();
   private run = '';
+  /** lane -> its latest run id (a lane's events without run_id belong to it) */
+  private laneRuns = new Map<string, string>();
   private rows: HTMLElement[] = [];
   private busy = false;
 
@@ -41,6 +54,7 @@ export class ForkOffers {
   clear(): void {
     this.runs.clear();
     this.run = '';
+    this.laneRuns.clear();
     this.rows = [];
   }
 
@@ -55,14 +69,22 @@ export class ForkOffers {
   }
 
   onEvent(ev: IEventBase): void {
-    if (ev.lane) {
-      return; // a heavy lane's calls are not forkable (their run is the lanes together)
+    const lane = ev.lane ? String(ev.lane) : '';
+    if (lane === 'aggregate') {
+      return; // its verify round had a sandbox and a conversation of its own: not forkable
     }
-    const runId = String(ev.run_id || this.run);
+    if (lane && ev.type === 'run.start') {
+      this.laneRuns.set(lane, String(ev.run_id || ''));
+    }
+    const runId = lane
+      ? String(ev.run_id || this.laneRuns.get(lane) || '')
+      : String(ev.run_id || this.run);
     const calls = this.runs.get(runId);
     switch (ev.type) {
       case 'run.start':
-        this.run = runId;
+        if (!lane) {
+          this.run = runId;
+        }
         this.runs.set(runId, []);
         break;
       case 'tool.proposed':
@@ -89,14 +111,14 @@ export class ForkOffers {
       case 'run.end':
         for (const c of calls ?? []) {
           if (c.ran) {
-            this.offer(runId, c);
+            this.offer(runId, c, lane);
           }
         }
         break;
     }
   }
 
-  private offer(runId: string, call: ICall): void {
+  private offer(runId: string, call: ICall, lane: string): void {
     const card = this.card(call.callId, runId);
     if (!card || card.node.querySelector('.k2lab-fork-row')) {
       return;
@@ -149,7 +171,7 @@ export class ForkOffers {
     panel.append(
       editor,
       h('div', { class: 'k2lab-actions' }, go, cancel),
-      h('div', { class: 'k2lab-note' }, NOT_REWOUND)
+      h('div', { class: 'k2lab-note' }, lane ? laneNote(lane) : NOT_REWOUND)
     );
     const row = h('div', { class: 'k2lab-fork-row' }, open, panel, message);
     card.node.append(row);
