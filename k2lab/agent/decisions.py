@@ -54,36 +54,57 @@ class RejectAll:
 class PendingDecisions:
     """The ``ask`` policy: each call waits until someone resolves it.
 
-    ``approve_all()`` turns the rest of the run into ``auto`` (the "Approve all" button), and
-    resolves whatever is pending now.
+    Calls are keyed by ``(run_id, call_id)`` (``tool.proposed.run_id``): Kimi's ids
+    (``functions.python:0``) repeat across runs and heavy-mode lanes, so one source can serve a
+    run and all its lanes, each call decided apart. ``resolve`` takes the run id, or finds the one
+    waiting call with that id. ``approve_all()`` turns the rest of the run into ``auto`` (the
+    "Approve all" button), and resolves whatever is pending now.
     """
 
     policy = "ask"
 
     def __init__(self) -> None:
-        self._pending: dict[str, asyncio.Future[Decision]] = {}
-        self._decided: set[str] = set()
+        self._pending: dict[tuple[str, str], asyncio.Future[Decision]] = {}
+        self._decided: set[tuple[str, str]] = set()
         self.auto = False
 
     @property
+    def waiting(self) -> list[tuple[str, str]]:
+        """Every ``(run_id, call_id)`` that waits for a person, in proposal order."""
+        return [key for key, fut in self._pending.items() if not fut.done()]
+
+    @property
     def pending(self) -> list[str]:
-        return [cid for cid, fut in self._pending.items() if not fut.done()]
+        """The call ids that wait (a call id twice when two runs' calls share it)."""
+        return [cid for _, cid in self.waiting]
 
     async def decide(self, proposal: ToolProposed) -> Decision:
         if self.auto:
             return Decision("approve", by="policy")
+        key = (proposal.run_id, proposal.call_id)
         fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        self._pending[proposal.call_id] = fut
+        self._pending[key] = fut
         try:
             return await fut
         finally:
-            self._pending.pop(proposal.call_id, None)
-            self._decided.add(proposal.call_id)
+            self._pending.pop(key, None)
+            self._decided.add(key)
 
-    def resolve(self, call_id: str, decision: Decision) -> None:
-        fut = self._pending.get(call_id)
+    def _key(self, call_id: str, run_id: str | None) -> tuple[str, str]:
+        if run_id is not None:
+            return (run_id, call_id)
+        waiting = [k for k in self.waiting if k[1] == call_id]
+        if len(waiting) > 1:
+            runs = ", ".join(k[0] or "(no run id)" for k in waiting)
+            raise DecisionError(f"tool call {call_id!r} waits in several runs ({runs}): say which")
+        done = [k for k in self._decided if k[1] == call_id]
+        return (waiting or done or [("", call_id)])[0]
+
+    def resolve(self, call_id: str, decision: Decision, *, run_id: str | None = None) -> None:
+        key = self._key(call_id, run_id)
+        fut = self._pending.get(key)
         if fut is None or fut.done():
-            if call_id in self._decided or fut is not None:
+            if key in self._decided or fut is not None:
                 raise DecisionError(f"tool call {call_id!r} was already decided")
             raise DecisionError(f"no tool call {call_id!r} is waiting for a decision")
         if decision.kind == "edit" and decision.arguments is None:
@@ -92,8 +113,8 @@ class PendingDecisions:
 
     def approve_all(self) -> None:
         self.auto = True
-        for cid in self.pending:
-            self._pending[cid].set_result(Decision("approve", by="user"))
+        for key in self.waiting:
+            self._pending[key].set_result(Decision("approve", by="user"))
 
 
 def decision_source(policy: str) -> DecisionSource:
