@@ -250,6 +250,21 @@ class Notice(_Event):
     type: Literal["notice"] = "notice"
     message: str
     kind: str = "info"
+    #: the summarising compaction's (``k2lab.agent.summarise``; kind "compaction"): "summary"
+    #: (``summary`` replaced ``summarised`` earlier messages, the last ``keep_steps`` steps kept)
+    #: or "failed" (nothing changed); "" for hiding tool outputs. What a rebuilt conversation
+    #: replays (``k2lab.agent.history``); all four are left out of ``to_dict`` when "".
+    compaction: str = ""
+    summary: str = ""
+    summarised: int = 0
+    keep_steps: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = _Event.to_dict(self)
+        if not self.compaction:  # a notice's serialised form is unchanged
+            for k in ("compaction", "summary", "summarised", "keep_steps"):
+                del d[k]
+        return d
 
 
 VerifyVerdict = Literal["holds", "fault", "cannot_verify", "none"]

@@ -181,6 +181,8 @@ class Scrubber:
                 ev.text = self.exact(ev.text)
         elif t in ("error", "notice"):
             ev.message = self.text(ev.message)
+            if getattr(ev, "summary", ""):  # a summarising compaction's: the model wrote it
+                ev.summary = self.exact(ev.summary)
         elif t == "retry":
             ev.reason = self.text(ev.reason)
         elif t == "run.end":

@@ -8,8 +8,8 @@ one the model had:
   ``step.end`` an assistant message, each ``tool.result`` the answer to its call (after the edit
   note when a person edited it, ``events.tool_message``); a call with no result (stopped, or the
   log ends mid-run) is answered, so the history stays valid for the next request;
-- a ``notice`` of kind ``compaction`` hides the tool outputs so far again, as the loop did: a
-  resumed run does not resend outputs the original run had hidden;
+- a ``notice`` of kind ``compaction`` hides the tool outputs so far again, or summarises, as the
+  loop did: a resumed run does not resend outputs the original run had hidden or summarised;
 - a heavy run is one turn: its prompt, then the aggregated answer (``k2lab.driver.heavy_turn``);
   its lanes' own steps stay theirs (kept aside: a lane's conversation is the one the heavy run
   started from, then the lane's events as a plain run's, ``Replay.lane_before_step``);
@@ -22,8 +22,10 @@ one the model had:
 A log cut mid-run (the server stopped) is closed with ``interrupted_run_end``'s events, which name
 the restart rather than a user's stop.
 
-The summarising compaction's summary is not replayed (the notice holds it as text only): a resumed
-conversation of such a run has the earlier outputs hidden, not summarised.
+A summarising compaction's notice carries its summary and what it replaced (``Notice.summary``,
+``summarised``, ``keep_steps``): the rebuild replaces the same older messages with it
+(``k2lab.agent.summarise.replay_summary``); a failed summary changed nothing. Traces from before
+those fields hold the summary as text only: their outputs stay hidden, not summarised.
 """
 
 from __future__ import annotations
@@ -158,12 +160,28 @@ class Replay:
             self._close_open()
             conv.add_user(str(ev.get("correction")))
         elif kind == "notice" and ev.get("kind") == "compaction":
-            conv.hide_tool_outputs()
+            self._compaction(ev)
         elif kind == "run.end":
             # a run the server's stop cut off says so, not that the user stopped it
             self._close_open(
                 RESTART_BEFORE_RUN if ev.get("error") == INTERRUPTED else STOPPED_BEFORE_RUN
             )
+
+    def _compaction(self, ev: dict[str, Any]) -> None:
+        """As the loop compacted: a summary replaces the same older messages (its fields), a
+        failed one changed nothing, anything else hid the tool outputs so far (older traces'
+        summary notices too: their summary is text only, so the outputs stay hidden)."""
+        from k2lab.agent.summarise import replay_summary
+
+        how = ev.get("compaction")
+        if how == "failed":
+            return
+        n, keep = _int(ev.get("summarised"), 0), _int(ev.get("keep_steps"), 0)
+        summary = ev.get("summary")
+        summarised = how == "summary" and isinstance(summary, str)
+        if summarised and replay_summary(self.conversation, n, keep, str(summary)):
+            return
+        self.conversation.hide_tool_outputs()
 
     def _lane(self, ev: dict[str, Any], kind: Any, lane: str) -> None:
         """A heavy run's event: only its prompt and the aggregation's answer make the turn."""

@@ -464,6 +464,7 @@ class Agent:
                     message=f"{head}: the summary request failed ({e}); the run goes on with "
                     "earlier tool outputs hidden only (no further summary in this run).",
                     kind="compaction",
+                    compaction="failed",
                 )
             )
             return
@@ -481,6 +482,7 @@ class Agent:
                     message=f"{head}: {done.error} ({used}); the run goes on with earlier tool "
                     "outputs hidden only (no further summary in this run).",
                     kind="compaction",
+                    compaction="failed",
                 )
             )
             return
@@ -492,6 +494,11 @@ class Agent:
                 "are, the full messages stay in the trace, and the prompt cache restarts once."
                 f"\n\nSummary:\n{done.text}",
                 kind="compaction",
+                # what a rebuild needs to replace the same messages (``k2lab.agent.history``)
+                compaction="summary",
+                summary=done.text,
+                summarised=done.messages,
+                keep_steps=b.summary_keep_steps,
             )
         )
 

@@ -8,7 +8,9 @@ tool-less request through the same provider with its own ``max_tokens`` (a shall
 provider: same HTTP client and scrubber, other lanes' requests keep their budget). Its usage counts
 toward the run's totals. The older messages are then replaced by one user message that says it is
 a summary k2lab made (``SUMMARY_HEAD``); the full messages stay in the trace. The prompt cache is
-lost once (the prefix changes), not per step.
+lost once (the prefix changes), not per step. The notice records the summary, how many messages
+it replaced and the steps kept (``Notice.compaction/summary/summarised/keep_steps``), so a resumed
+or forked conversation replaces the same messages (``replay_summary``).
 
 The transcript the summariser reads is built once, bounded per message and in total, and it is
 data: the prompt says to follow none of its instructions.
@@ -48,6 +50,23 @@ class Summary:
     completion_tokens: int = 0
     #: why there is no summary although the call answered (then nothing was replaced)
     error: str = ""
+
+
+def summary_message(n: int, text: str) -> str:
+    """The user message that stands for ``n`` summarised messages (live, and when a recorded
+    run's conversation is rebuilt from its notice's fields: ``k2lab.agent.history``)."""
+    return SUMMARY_HEAD.format(n=n) + "\n\n" + text
+
+
+def replay_summary(conversation: Conversation, n: int, keep_steps: int, text: str) -> bool:
+    """Replace the same messages a recorded summary replaced (a notice's ``summarised``,
+    ``keep_steps`` and ``summary``); False, and nothing changed, when this conversation would not
+    summarise those ``n`` messages (then the rebuild is not the one the run had)."""
+    indices, tail = conversation.summary_span(keep_steps)
+    if not text or len(indices) != n:
+        return False
+    conversation.replace_with_summary(indices, tail, summary_message(n, text))
+    return True
 
 
 def _clip(text: str, limit: int) -> str:
@@ -156,7 +175,5 @@ async def summarise(
         out.error = "the model returned no summary" + (f" ({why})" if why else "")
         return out
     out.text = body
-    conversation.replace_with_summary(
-        indices, tail, SUMMARY_HEAD.format(n=len(indices)) + "\n\n" + body
-    )
+    conversation.replace_with_summary(indices, tail, summary_message(len(indices), body))
     return out

@@ -440,7 +440,7 @@ def replay_bundle(run_id: str, results: list[dict[str, Any]], skipped: int) -> d
 
 
 def fork(session: Any, opts: Any, arg: str, cell: str | None) -> None:
-    from k2lab.notebook.session import RunRecord
+    from k2lab.notebook.session import RunRecord, proposed_name
     from k2lab.trace.state import arguments_for
 
     parts = arg.split()
@@ -449,7 +449,14 @@ def fork(session: Any, opts: Any, arg: str, cell: str | None) -> None:
     run_id, call_id = parts
     if run_id == "last" and session.runs and not opts.file:
         run_id = session.runs[-1].run_id  # the latest run of this kernel session
+    lane = ""  # RUN_ID.K: lane K of heavy run RUN_ID (its calls' ids repeat in the other lanes)
     parent = next((r for r in session.runs if r.run_id == run_id), None)
+    if parent is None and "." in run_id:
+        root = run_id.rpartition(".")[0]
+        known = any(r.run_id == root for r in session.runs) and not opts.file
+        if known or (opts.file and root in {r.run_id for r in saved_runs(opts)}):
+            lane, run_id = run_id, root
+            parent = next((r for r in session.runs if r.run_id == root), None)
     if parent is None or opts.file:
         from k2lab.agent.context import Conversation
         from k2lab.agent.history import conversation_before
@@ -463,9 +470,13 @@ def fork(session: Any, opts: Any, arg: str, cell: str | None) -> None:
             parent.widget.state.apply(ev)
         parent.conv_before = Conversation.to_list(before)
         parent.mcp = mcp_config(opts)  # a saved run's MCP tools: --mcp-config names them again
-    card = parent.widget.state.cards.get(call_id)
-    if card is None:
-        raise UsageError(f"run {run_id} has no tool call {call_id!r}")
+    if lane:
+        name = proposed_name(parent.events, lane, call_id)
+    else:  # a heavy run's lane call asked for by the heavy run's id: plan_fork names the lanes
+        card = parent.widget.state.cards.get(call_id)
+        name = card["name"] if card is not None else proposed_name(parent.events, "", call_id)
+    if name is None:
+        raise UsageError(f"run {lane or run_id} has no tool call {call_id!r}")
     code = cell if cell is not None and cell.strip() else None
-    args = arguments_for(card["name"], code.rstrip("\n")) if code is not None else None
-    session.fork(parent, call_id, args)
+    args = arguments_for(name, code.rstrip("\n")) if code is not None else None
+    session.fork(parent, call_id, args, run_id=lane or None)

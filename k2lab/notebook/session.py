@@ -54,7 +54,7 @@ from k2lab.agent.decisions import (
     decision_source,
 )
 from k2lab.agent.fork import Fork, ForkError, plan_fork
-from k2lab.agent.loop import Agent
+from k2lab.agent.loop import Agent, default_system_prompt
 from k2lab.config import K2Lab, Settings, resolve_settings
 from k2lab.driver import (
     RunDriver,
@@ -119,6 +119,21 @@ def run_flags(opts: Any) -> dict[str, Any]:
         "heavy_concurrency": concurrency,
         "notebook_tools": bool(getattr(opts, "notebook_tools", False)),
     }
+
+
+def proposed_name(events: list[dict[str, Any]], run_id: str, call_id: str) -> str | None:
+    """The tool name of run ``run_id``'s call ``call_id`` (a heavy lane's: call ids repeat
+    across lanes, the lane's run id says which; "": any run's)."""
+    return next(
+        (
+            str(e.get("name", ""))
+            for e in events
+            if e.get("type") == "tool.proposed"
+            and e.get("call_id") == call_id
+            and (e.get("run_id") == run_id or not run_id)
+        ),
+        None,
+    )
 
 
 def lane_key(run_id: str, call_id: str) -> str:
@@ -330,20 +345,28 @@ class RunRecord:
         )
         return result.to_dict()
 
-    def fork(self, call_id: str, code: str | None) -> str:
-        card = self._card(call_id)
+    def fork(self, call_id: str, code: str | None, run_id: str | None = None) -> str:
+        """The widget's "Fork from here"; ``run_id``: a heavy lane's (``HEAVY.K``) for its call."""
+        lane = run_id if run_id and run_id != self.run_id else None
+        if lane is None:
+            name = self._card(call_id)["name"]
+        else:
+            name = proposed_name(self.events, lane, call_id) or ""
+            if not name:
+                return f"Cannot fork: no tool call {call_id!r} in run {lane}"
         if self.fork_slot is None or self.fork_slot_used:
             return (
-                f"This cell already shows a branch: run `%%k2 fork {self.run_id} {call_id}` "
-                "in a new cell (the cell body is the code to run)."
+                f"This cell already shows a branch: run `%%k2 fork {lane or self.run_id} "
+                f"{call_id}` in a new cell (the cell body is the code to run)."
             )
-        args = arguments_for(card["name"], code) if code is not None else None
+        args = arguments_for(name, code) if code is not None else None
         try:
-            child = self.session.fork(self, call_id, args, slot=self.fork_slot)
+            child = self.session.fork(self, call_id, args, slot=self.fork_slot, run_id=lane)
         except UsageError as e:
             return f"Cannot fork: {e}"
         self.fork_slot_used = True
-        return f"Forked: branch {child.run_id} starts at call {call_id} (shown below)."
+        of = f" of run {lane}" if lane else ""
+        return f"Forked: branch {child.run_id} starts at call {call_id}{of} (shown below)."
 
     def insert_cell(self, call_id: str) -> str:
         return (
@@ -603,12 +626,20 @@ class NotebookSession:
                 r.publish_final()
 
     def fork(
-        self, parent: RunRecord, call_id: str, arguments: str | None, *, slot: Any = None
+        self,
+        parent: RunRecord,
+        call_id: str,
+        arguments: str | None,
+        *,
+        slot: Any = None,
+        run_id: str | None = None,
     ) -> RunRecord:
-        """A branch of ``parent`` from ``call_id`` (stopping the parent first if it runs)."""
+        """A branch of ``parent`` from ``call_id`` (stopping the parent first if it runs);
+        ``run_id``: one of a heavy parent's lanes (``HEAVY.K``): the branch is a single run on
+        that lane's conversation, in this session's sandbox (the lane's own one is gone)."""
         before = Conversation.from_messages(parent.conv_before)
         try:
-            plan = plan_fork(before, parent.events, parent.run_id, call_id, arguments)
+            plan = plan_fork(before, parent.events, run_id or parent.run_id, call_id, arguments)
         except ForkError as e:
             raise UsageError(str(e)) from None
         rec = RunRecord(self, plan.prompt, parent.settings)
@@ -669,6 +700,13 @@ class NotebookSession:
                 rec.agent = agent
                 rec.conv_before = list(agent.conversation.messages)
 
+            if rec.heavy and fork is None:  # no agent of its own: a lane's fork starts from
+                # what every lane continued (``driver.lanes_continue``)
+                rec.conv_before = (
+                    list(self.conversation.messages)
+                    if self.conversation is not None
+                    else Conversation(default_system_prompt()).to_list()
+                )
             prompt = rec.prompt
             if fork is None:  # a fork runs on the conversation of its parent's own sandbox
                 prompt = self.copies_gone(s, in_kernel, rec.variables) + prompt

@@ -54,6 +54,37 @@ async def test_a_compacted_run_resumes_without_resending_hidden_outputs(
     assert outputs[0] == HIDDEN_OUTPUT and "ran: one()" not in str(conv.to_list())
 
 
+@pytest.mark.parametrize("summary", ["One and two ran; three is next.", ""])
+async def test_a_summarised_run_resumes_with_its_summary(
+    fake_model: FakeModel, summary: str
+) -> None:
+    """The summarising compaction's notice carries the summary and what it replaced: the rebuilt
+    conversation is the live one, the summary in place of the older messages (before: those
+    messages came back with their outputs hidden). A summary that failed ("" here: the model
+    returned none) changed nothing, and the rebuild changes nothing either."""
+    from k2lab.agent.summarise import SUMMARY_HEAD
+
+    fake_model.script(
+        [
+            tool_turn("one()", prompt_tokens=100),
+            tool_turn("two()", prompt_tokens=700),  # over the share: outputs hidden
+            tool_turn("three()", prompt_tokens=700),  # still over: a summary is due
+            Turn(content=summary, prompt_tokens=300, completion_tokens=9),
+            Turn(content="done", prompt_tokens=200),
+        ]
+    )
+    budgets = Budgets(context_window=1000, compact_at=0.6, summarise=True, summary_keep_steps=1)
+    agent, _ = make_agent(fake_model, budgets=budgets)
+    events = [e.to_dict() for e in await run_all(agent, "go")]
+    notice = [e for e in events if e["type"] == "notice" and e["kind"] == "compaction"][-1]
+    assert notice["compaction"] == ("summary" if summary else "failed")
+    system = agent.conversation.messages[0]["content"]
+    conv = conversation_from_events([[e for e in events if e["type"] in REPLAY_TYPES]], system)
+    assert conv.to_list() == agent.conversation.to_list()
+    summarised = any(SUMMARY_HEAD.split("{")[0] in str(m["content"]) for m in conv.messages)
+    assert summarised == bool(summary)
+
+
 class EditFirst:
     """Edits every call to print 56 (as a person's Edit & run would)."""
 
