@@ -50,3 +50,12 @@ def test_the_view_is_kept_when_progress_is_off() -> None:
     for ev in load_trace(DATA / "approved.jsonl").events:
         progress.show(ev)
     assert progress.view.run is not None and progress.view.run.answer == "6 * 7 = 42."
+
+
+def test_a_restarted_step_is_shown_once_after_the_cut_stream() -> None:
+    """``notice(kind="step_restart")``: the cut stream's line ends, the step streams again on a
+    line of its own, and the text is never run together ("Let me Let me think")."""
+    text = shown("step_restart")
+    assert "thinking: Let me \n  note: The model's stream failed" in text
+    assert "\nthinking: Let me think about this carefully.\n" in text
+    assert "Let me Let me" not in text
