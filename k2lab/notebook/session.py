@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -62,7 +61,7 @@ from k2lab.driver import (
     failed_start_events,
     heavy_problem,
 )
-from k2lab.events import Event, Notice, ToolProposed
+from k2lab.events import Event, Notice
 from k2lab.notebook.notebook_tools import decisions_for, kernel_tools
 from k2lab.notebook.widget import TraceWidget
 from k2lab.providers.base import ChatProvider
@@ -134,20 +133,6 @@ def proposed_name(events: list[dict[str, Any]], run_id: str, call_id: str) -> st
         ),
         None,
     )
-
-
-def lane_key(run_id: str, call_id: str) -> str:
-    """A heavy run's call, as ``LaneDecisions`` keeps it: call ids repeat across lanes."""
-    return f"{run_id}\x00{call_id}"
-
-
-class LaneDecisions(PendingDecisions):
-    """``%k2 --heavy N --approve ask``: every lane's calls wait for a person, each decided by its
-    lane's run id (``HEAVYID.K``) and call id; "Approve all" covers every lane."""
-
-    async def decide(self, proposal: ToolProposed) -> Decision:
-        keyed = dataclasses.replace(proposal, call_id=lane_key(proposal.run_id, proposal.call_id))
-        return await super().decide(keyed)
 
 
 class RunRecord:
@@ -222,10 +207,10 @@ class RunRecord:
         return self.task is not None and not self.task.done()
 
     def waits_for_person(self) -> bool:
-        lanes = self._pending()
+        pending = self._pending()  # heavy lanes' calls wait there too, by (run_id, call_id)
         return self.going and (
             bool(self.widget.state.pending_calls())
-            or (isinstance(lanes, LaneDecisions) and bool(lanes.pending))
+            or (pending is not None and bool(pending.pending))
         )
 
     def abandon(self, reason: str) -> None:
@@ -271,7 +256,7 @@ class RunRecord:
         pending = self._pending()
         if pending is None:
             raise DecisionError(f"this run's approval policy is {self.decisions.policy!r}")
-        if isinstance(pending, LaneDecisions):  # --heavy: a lane's call, by (run_id, call_id)
+        if self.heavy:  # --heavy: a lane's call, by (run_id, call_id): ids repeat across lanes
             if not run_id:
                 raise DecisionError("a lane's call is decided with its lane's run id")
             if kind == "edit":
@@ -281,7 +266,7 @@ class RunRecord:
                 if kind == "reject"
                 else Decision("approve")
             )
-            pending.resolve(lane_key(run_id, call_id), decision)
+            pending.resolve(call_id, decision, run_id=run_id)
             return
         card = self._card(call_id)
         if kind == "edit":
@@ -509,7 +494,8 @@ class NotebookSession:
             raise UsageError("%k2 --notebook-tools: not with --heavy (one agent edits a notebook)")
         if heavy:
             spec = RunSpec(settings, prompt, heavy=heavy, mcp=mcp, variables=variables)
-            # under ask, each lane's calls wait for their own buttons (``LaneDecisions``)
+            # under ask, each lane's calls wait for their own buttons (PendingDecisions keys
+            # them by (run_id, call_id))
             problem = heavy_problem(spec, lanes_can_ask=True)
             if in_kernel:
                 problem = "each lane has a sandbox of its own; it does not take --in-kernel"
@@ -520,8 +506,6 @@ class NotebookSession:
         if conversation is not None:
             self.conversation = conversation
         rec = RunRecord(self, prompt, settings)
-        if heavy and isinstance(rec.decisions, PendingDecisions):
-            rec.decisions = LaneDecisions()
         rec.mcp = mcp
         rec.verify_rounds, rec.heavy, rec.heavy_concurrency = (
             verify_rounds,

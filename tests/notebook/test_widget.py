@@ -33,8 +33,10 @@ class Recorder:
     async def replay(self, call_id: str) -> dict[str, Any]:
         return {"call_id": call_id, "changed": True, "new_output": "<b>3</b>"}
 
-    def fork(self, call_id: str, code: str | None) -> str:
-        self.calls.append(("fork", call_id, code))
+    def fork(self, call_id: str, code: str | None, run_id: str | None = None) -> str:
+        self.calls.append(
+            ("fork", call_id, code) if run_id is None else ("fork", call_id, code, run_id)
+        )
         return "forked"
 
     def insert_cell(self, call_id: str) -> str:
