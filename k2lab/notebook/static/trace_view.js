@@ -318,18 +318,24 @@ function render({ model, el }) {
     lanesEl.appendChild(row);
   }
 
+  // the code editor of a card (edit & run, fork): the person's text survives re-renders in ``u``
+  function codeEditor(u, code) {
+    const ta = h("textarea", "k2lab-editor");
+    ta.value = u.text !== null ? u.text : code;
+    ta.rows = Math.min(24, Math.max(4, ta.value.split("\n").length + 1));
+    ta.spellcheck = false;
+    ta.addEventListener("input", () => (u.text = ta.value));
+    ta.addEventListener("keydown", (ev) => ev.stopPropagation()); // keep JupyterLab shortcuts out
+    return ta;
+  }
+
   // a lane's call forks into a single run on that lane's conversation (by its lane run id: ids
   // repeat across lanes), in the session's sandbox: the lane's own sandbox closed with it
   function laneFork(card, ln, c) {
     const u = uiOf(`${ln.run_id} ${c.call_id}`);
     const bar = h("div", "k2lab-actions k2lab-lane-fork");
     if (u.mode === "fork") {
-      const ta = h("textarea", "k2lab-editor");
-      ta.value = u.text !== null ? u.text : c.code;
-      ta.rows = Math.min(24, Math.max(4, ta.value.split("\n").length + 1));
-      ta.spellcheck = false;
-      ta.addEventListener("input", () => (u.text = ta.value));
-      ta.addEventListener("keydown", (ev) => ev.stopPropagation());
+      const ta = codeEditor(u, c.code);
       card.appendChild(ta);
       card.appendChild(h("div", "k2lab-by", `The branch is a single run on lane ${ln.lane}'s conversation up to this call. It runs in this session's sandbox, not lane ${ln.lane}'s (that one closed with the lane), as it is now: it is not rewound.`));
       const done = () => { u.mode = null; u.text = null; renderLanes(); };
@@ -412,13 +418,7 @@ function render({ model, el }) {
 
     const editing = u.mode === "edit" || u.mode === "fork";
     if (editing) {
-      const ta = h("textarea", "k2lab-editor");
-      ta.value = u.text !== null ? u.text : c.edited_code != null ? c.edited_code : c.code;
-      ta.rows = Math.min(24, Math.max(4, ta.value.split("\n").length + 1));
-      ta.spellcheck = false;
-      ta.addEventListener("input", () => (u.text = ta.value));
-      ta.addEventListener("keydown", (ev) => ev.stopPropagation()); // keep JupyterLab shortcuts out
-      fresh.appendChild(ta);
+      fresh.appendChild(codeEditor(u, c.edited_code != null ? c.edited_code : c.code));
     } else if (c.edited_code != null) {
       const det = h("details", "k2lab-proposed");
       det.appendChild(h("summary", null, "proposed by the model"));
