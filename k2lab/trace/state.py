@@ -86,6 +86,23 @@ def _lane_call(c: Call) -> dict[str, Any]:
     }
 
 
+#: the head's facts that are ``run.start``'s, as the fold read them
+_HEAD_OF_RUN = (
+    "run_id",
+    "prompt",
+    "context",
+    "model",
+    "model_label",
+    "base_url",
+    "policy",
+    "isolation",
+    "max_steps",
+    "parent_run_id",
+    "forked_from_call",
+    "demo",
+)
+
+
 class TraceState:
     """The widget's shape of ``RunView``'s state: every fact (steps, texts, calls, decisions,
     results, answer, totals, restarts, retries) is the fold's; this class picks the run the view
@@ -330,18 +347,7 @@ class TraceState:
 
     def _on_run_start(self, run: RunState, ev: dict[str, Any]) -> None:
         self._set(
-            run_id=run.run_id,
-            prompt=run.prompt,
-            context=run.context,
-            model=run.model,
-            model_label=run.model_label,
-            base_url=run.base_url,
-            policy=run.policy,
-            isolation=run.isolation,
-            max_steps=run.max_steps,
-            parent_run_id=run.parent_run_id,
-            forked_from_call=run.forked_from_call,
-            demo=run.demo,
+            **{k: getattr(run, k) for k in _HEAD_OF_RUN},
             status="running",
             started=run.started if run.started is not None else time.time(),
             budgets=dict(run.budgets),

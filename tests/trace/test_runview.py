@@ -306,28 +306,10 @@ def test_an_edit_is_a_field_and_old_traces_with_the_note_read_the_same() -> None
 
 def test_attached_context_is_a_field_of_run_start() -> None:
     ctx = {"label": "the current cell of a.ipynb", "text": "x = 1"}
-    start = RunStart(
-        run_id="r",
-        prompt="explain",
-        model="m",
-        model_label="m",
-        base_url="",
-        policy="ask",
-        isolation="none",
-        max_steps=1,
-        context=ctx,
-    )
+    base = {"run_id": "r", "model": "m", "model_label": "m", "base_url": "", "policy": "ask"}
+    start = RunStart(**base, prompt="explain", isolation="none", max_steps=1, context=ctx)
     assert start.to_dict()["context"] == ctx
-    plain = RunStart(
-        run_id="r",
-        prompt="p",
-        model="m",
-        model_label="m",
-        base_url="",
-        policy="ask",
-        isolation="none",
-        max_steps=1,
-    )
+    plain = RunStart(**base, prompt="p", isolation="none", max_steps=1)
     assert "context" not in plain.to_dict()  # older readers see the same line as before
     view = view_of([start.to_dict()])
     assert view.runs[0].prompt == "explain" and view.runs[0].context == ctx
