@@ -23,7 +23,7 @@ sandbox: the lane's own sandbox closed with the lane.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,54 +90,52 @@ class Fork:
         return ForkDecisions(inner, self.call_id, self.arguments)
 
 
-def _run_span(log: list[dict[str, Any]], run_id: str) -> tuple[int, int]:
-    """Where run ``run_id`` is in ``log``: from its ``run.start`` to the next run's."""
-    start = next(
+def _start(log: list[dict[str, Any]], run_id: str, lane: str = "") -> int | None:
+    """Where run ``run_id``'s ``run.start`` is (a heavy lane's: with that ``lane``)."""
+    return next(
         (
             i
             for i, e in enumerate(log)
-            if e.get("type") == "run.start" and not e.get("lane") and e.get("run_id") == run_id
+            if e.get("type") == "run.start"
+            and (e.get("lane") or "") == lane
+            and e.get("run_id") == run_id
         ),
         None,
     )
+
+
+def _next_start(
+    log: list[dict[str, Any]], after: int, same: Callable[[dict[str, Any]], bool]
+) -> int:
+    """The first ``run.start`` after ``after`` that is not ``same`` run's (else the log's end)."""
+    return next(
+        (
+            i
+            for i in range(after + 1, len(log))
+            if log[i].get("type") == "run.start" and not same(log[i])
+        ),
+        len(log),
+    )
+
+
+def _run_span(log: list[dict[str, Any]], run_id: str) -> tuple[int, int]:
+    """Where run ``run_id`` is in ``log``: from its ``run.start`` to the next run's."""
+    start = _start(log, run_id)
     if start is None:  # a notebook's run alone, or a trace from before run ids: the whole list
         if any(e.get("run_id") not in (None, "", run_id) for e in log if not e.get("lane")):
             raise ForkError(404, f"no run {run_id!r} here")
         return 0, len(log)
-    end = next(
-        (
-            i
-            for i in range(start + 1, len(log))
-            if log[i].get("type") == "run.start" and not log[i].get("lane")
-        ),
-        len(log),
-    )
-    return start, end
+    return start, _next_start(log, start, lambda e: bool(e.get("lane")))
 
 
 def _lane_run(log: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]] | None:
     """Heavy lane ``run_id``'s (``HEAVY.K``) events, or None when it is no lane's run id: lane K's
     events from its ``run.start`` to the next run's that is not of the same heavy run."""
     root, _, lane = run_id.rpartition(".")
-    start = next(
-        (
-            i
-            for i, e in enumerate(log)
-            if e.get("type") == "run.start" and e.get("lane") == lane and e.get("run_id") == run_id
-        ),
-        None,
-    )
-    if not root or start is None:
+    start = _start(log, run_id, lane) if root and lane else None
+    if start is None:
         return None
-    end = next(
-        (
-            i
-            for i in range(start + 1, len(log))
-            if log[i].get("type") == "run.start"
-            and str(log[i].get("run_id") or "").rpartition(".")[0] != root
-        ),
-        len(log),
-    )
+    end = _next_start(log, start, lambda e: str(e.get("run_id") or "").rpartition(".")[0] == root)
     return lane_events(log[start:end], lane)
 
 
