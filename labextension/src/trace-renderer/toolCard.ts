@@ -225,11 +225,13 @@ export class ToolCard {
   }
 
   /**
-   * The fold's words for the call's state (RunView's `call_label`: the live widget and the
-   * HTML/Markdown fallbacks say the same); a policy's decision says so.
+   * The fold's words and status for the call (RunView's `call_label` and `status`: the live
+   * widget and the HTML/Markdown fallbacks say and colour the same); a policy's decision says so.
    */
-  setLabel(label: string): void {
+  setLabel(label: string, status: string): void {
     this.state.textContent = label + this.byPolicy;
+    this.node.dataset.status = status; // RunView's status: pending running done error ...
+    this.look(status); // the colour the notebook widget gives that status (k2lab-status-*)
   }
 
   /** The run ended while this call waited: it can no longer be decided. */

@@ -775,7 +775,9 @@ export class TraceView {
   private label(run: IFoldRun, callId: string): void {
     const call = this.fold.call(run, callId);
     if (call) {
-      this.cards.get(`${run.run_id}\n${callId}`)?.setLabel(callLabel(call));
+      this.cards
+        .get(`${run.run_id}\n${callId}`)
+        ?.setLabel(callLabel(call), call.status);
     }
   }
 
