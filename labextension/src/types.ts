@@ -146,6 +146,13 @@ export interface INotice extends IEventBase {
   type: 'notice';
   message: string;
   kind?: string;
+  /** the summarising compaction's (kind "compaction"): "summary" or "failed"; absent for
+   * hiding tool outputs and for every other notice */
+  compaction?: string;
+  /** the summary that replaced `summarised` earlier messages, the last `keep_steps` kept */
+  summary?: string;
+  summarised?: number;
+  keep_steps?: number;
 }
 
 export interface IVerifyStart extends IEventBase {
