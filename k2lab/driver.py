@@ -63,6 +63,9 @@ class RunSpec:
     #: what the user typed (``context``: what they attached to it, ``RunStart.context``)
     prompt: str
     context: dict[str, str] | None = None
+    #: what k2lab tells the model before the prompt (``RunStart.note``; the notebook session's
+    #: "earlier copies are gone"); a follow-up's ``--with`` note joins it
+    note: str | None = None
     #: who decides on tool calls (None: ``decision_source(settings.approve)``)
     decisions: DecisionSource | None = None
     run_id: str | None = None
@@ -420,10 +423,11 @@ class RunDriver:
         if self.mcp is not None:
             extra += cast("list[Tool]", self.mcp.tools)
         notes = [self.variables_note] if self.variables_note else []
-        prompt = spec.prompt
+        note = spec.note
         if notes and spec.conversation is not None and spec.conversation.messages:
-            # a follow-up keeps its system prompt: the note comes with the message instead
-            prompt = f"{self.variables_note}\n\n{prompt}"
+            # a follow-up keeps its system prompt: the note comes with the message instead (a
+            # field of run.start, so the prompt stays the user's words)
+            note = "\n\n".join(n for n in (spec.note, self.variables_note) if n)
         agent = build_agent(
             spec.settings, provider, self.sandbox, self._decisions(), extra_tools=extra, notes=notes
         )
@@ -442,12 +446,13 @@ class RunDriver:
         events = cast(
             "AsyncGenerator[Event, None]",
             agent.run(
-                prompt,
+                spec.prompt,
                 run_id=self.run_id,
                 parent_run_id=spec.parent_run_id,
                 forked_from_call=spec.forked_from_call,
                 follow_up=self._follow_up(),
                 context=spec.context,
+                note=note or None,
             ),
         )
         async with contextlib.aclosing(events):  # a sink that raised: the agent stops too

@@ -104,11 +104,17 @@ class RunStart(_Event):
     #: attached (and in older traces, whose ``prompt`` holds the context as text); left out of
     #: ``to_dict`` when None
     context: dict[str, str] | None = None
+    #: what k2lab told the model before the prompt on this turn, not the user's words: the
+    #: ``--with`` copies on a follow-up (``k2lab.driver``), or that earlier copies are gone
+    #: (the notebook session); the model reads it joined by ``user_message``. Left out of
+    #: ``to_dict`` when None
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = _Event.to_dict(self)
-        if d["context"] is None:
-            del d["context"]  # the serialised form of a run without context is unchanged
+        for key in ("context", "note"):
+            if d[key] is None:
+                del d[key]  # the serialised form of a run without them is unchanged
         return d
 
 
@@ -330,17 +336,18 @@ def tool_message(output: str, edited_arguments: str | None = None) -> str:
     return EDIT_NOTE.format(arguments=edited_arguments) + output
 
 
-def user_message(prompt: str, context: dict[str, Any] | None = None) -> str:
-    """The user message the model reads for a ``run.start``: the prompt, then the attached
-    context (``run.start.context``) when it has text."""
+def user_message(prompt: str, context: dict[str, Any] | None = None, note: Any = None) -> str:
+    """The user message the model reads for a ``run.start``: k2lab's ``note`` first when there
+    is one, the prompt, then the attached context (``run.start.context``) when it has text."""
+    said = f"{note}\n\n{prompt}" if isinstance(note, str) and note else prompt
     if not isinstance(context, dict):
-        return prompt
+        return said
     text = context.get("text")
     if not isinstance(text, str) or not text.strip():
-        return prompt
+        return said
     label = context.get("label")
     label = label if isinstance(label, str) and label else "attached"
-    return _CONTEXT_TEXT.format(prompt=prompt, label=label, text=text)
+    return _CONTEXT_TEXT.format(prompt=said, label=label, text=text)
 
 
 Event = Union[

@@ -194,6 +194,8 @@ class Scrubber:
             ev.prompt = self.exact(ev.prompt)
             if ev.context is not None:  # attached to the prompt: the model reads it too
                 ev.context = self.value(ev.context)
+            if ev.note is not None:
+                ev.note = self.exact(ev.note)
         elif t == "verify.end":  # the verify pass (k2lab.agent.verify): tool text and errors
             ev.reason = self.text(ev.reason)
             ev.summary = self.exact(ev.summary)

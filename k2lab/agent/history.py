@@ -129,7 +129,8 @@ class Replay:
             if ev.get("forked_from_call"):
                 self._rewind(str(ev.get("parent_run_id") or ""), str(ev["forked_from_call"]))
             else:
-                conv.add_user(user_message(str(ev.get("prompt", "")), ev.get("context")))
+                prompt = str(ev.get("prompt", ""))
+                conv.add_user(user_message(prompt, ev.get("context"), ev.get("note")))
         elif kind == "step.end":
             self._before_step[(self._run, _int(ev.get("step"), 0))] = len(conv.messages)
             calls = list(ev.get("tool_calls") or [])

@@ -213,9 +213,11 @@ class Agent:
         forked_from_call: str | None = None,
         follow_up: FollowUp | None = None,
         context: dict[str, str] | None = None,
+        note: str | None = None,
     ) -> AsyncIterator[Event]:
         """Run ``prompt`` (what the user typed; ``context``: what they attached to it, see
-        ``RunStart.context``) to its ``run.end``, yielding every event."""
+        ``RunStart.context``; ``note``: what k2lab tells the model with it, ``RunStart.note``)
+        to its ``run.end``, yielding every event."""
         if self.running:
             raise RuntimeError("this agent is already running; stop it or wait for run.end")
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
@@ -226,6 +228,7 @@ class Agent:
             started=time.time(),
             scrubber=self.scrubber,
             context=context,
+            note=note,
         )
         state.follow_up = follow_up
         state.emit(
@@ -248,6 +251,7 @@ class Agent:
                 context_window=self.budgets.context_window,
                 prices=_prices_of(self.provider),
                 context=context,
+                note=note,
             )
         )
         self._stop_why = None
@@ -275,7 +279,7 @@ class Agent:
         wall = self.budgets.wall_time
         deadline = asyncio.timeout(None if wall is None else max(0.0, wall - self._elapsed(st)))
         try:
-            self.conversation.add_user(user_message(st.prompt, st.context))
+            self.conversation.add_user(user_message(st.prompt, st.context, st.note))
             async with deadline:
                 await self._loop(st)
         except _Finished as f:
@@ -617,6 +621,7 @@ class _RunState:
         "run_id",
         "prompt",
         "context",
+        "note",
         "queue",
         "started",
         "seq",
@@ -648,10 +653,12 @@ class _RunState:
         started: float,
         scrubber: Scrubber,
         context: dict[str, str] | None = None,
+        note: str | None = None,
     ) -> None:
         self.run_id = run_id
         self.prompt = prompt
         self.context = context
+        self.note = note
         self.queue = queue
         self.started = started
         self.seq = 0

@@ -570,8 +570,8 @@ class NotebookSession:
     def copies_gone(self, s: Settings, in_kernel: bool, variables: dict[str, Any]) -> str:
         """A follow-up whose sandbox is not the one the earlier ``--with`` copies went to (other
         isolation, network or data paths): the conversation still names those copies, so the
-        model is told, once, before the message, that they are not there. Then remembers where
-        this run's copies go."""
+        model is told, once, that they are not there (``RunStart.note``, before the message).
+        Then remembers where this run's copies go."""
         key = ("in-kernel",) if in_kernel else sandbox_key(s)
         gone: list[str] = []
         if self._copies is not None and self.conversation is not None:
@@ -581,7 +581,7 @@ class NotebookSession:
             self._copies = (key, tuple(variables))
         elif gone:
             self._copies = None
-        return STALE_COPIES.format(names=", ".join(gone)) + "\n\n" if gone else ""
+        return STALE_COPIES.format(names=", ".join(gone)) if gone else ""
 
     async def _reap(self, new: RunRecord, waiting: list[tuple[RunRecord, DisplayHandle]]) -> None:
         """Stop the runs in ``waiting`` that no view answers for; show their traces in their
@@ -691,12 +691,12 @@ class NotebookSession:
                     if self.conversation is not None
                     else Conversation(default_system_prompt()).to_list()
                 )
-            prompt = rec.prompt
-            if fork is None:  # a fork runs on the conversation of its parent's own sandbox
-                prompt = self.copies_gone(s, in_kernel, rec.variables) + prompt
+            # a fork runs on the conversation of its parent's own sandbox
+            gone = self.copies_gone(s, in_kernel, rec.variables) if fork is None else ""
             spec = RunSpec(
                 s,
-                prompt,
+                rec.prompt,
+                note=gone or None,
                 decisions=rec.decisions,
                 run_id=rec.run_id,
                 provider=provider,

@@ -44,6 +44,9 @@ export interface IRunStart extends IEventBase {
   /** what the user attached to the prompt (the panel's cell / selection / notebook /
    * variables); `prompt` is then what they typed. Absent in older traces (context in `prompt`). */
   context?: IRunContext | null;
+  /** what k2lab told the model before the prompt (the --with copies on a follow-up), not the
+   * user's words; the views show the prompt without it */
+  note?: string | null;
 }
 
 export interface IRunContext {

@@ -51,6 +51,10 @@ def test_a_dataframe_copied_into_the_sandbox_is_summarised(
     expect(run.locator(".k2lab-call").first).to_contain_text("rows=5 columns=2")
     expect(run).to_contain_text("5 rows, 2 columns")
     expect(names).to_have_value("")  # the next message copies only what is named again
+    # the prompt shown is what the user typed (the model's note on the copy is not in it)
+    prompt = run.locator(".k2lab-prompt").first
+    expect(prompt).to_contain_text(DEMO_PROMPTS["your_data"])
+    expect(prompt).not_to_contain_text("The user copied these variables")
     # the notebook itself has no new output and no new execution count
     expect(cells.nth(0).locator(".jp-InputPrompt")).to_contain_text("[1]")
     copy_to_docs(screenshot("panel-with", panel), "panel-with.png")

@@ -84,10 +84,13 @@ def test_a_follow_up_in_another_sandbox_is_told_the_copies_are_gone(
     assert fake_model.requests[1]["messages"][-1]["content"] == "second"
     # --data gives another sandbox: cfg is not in it, and the model is told so, once
     assert "USAGE" not in magic(kernel, f"{base} --data {tmp_path} third")
-    _last_run(kernel)
+    i = _last_run(kernel)
     said = fake_model.requests[2]["messages"][-1]["content"]
     assert said.startswith("Note from k2lab: the python tool now runs in a new sandbox")
     assert "(cfg)" in said and said.endswith("\n\nthird"), json.dumps(said)
+    # the view's prompt is the user's words; the note is a field of run.start
+    start = kernel.events(i)[0]
+    assert start["prompt"] == "third" and start["note"] == said.removesuffix("\n\nthird")
     assert "USAGE" not in magic(kernel, f"{base} --data {tmp_path} fourth")
     _last_run(kernel)
     assert fake_model.requests[3]["messages"][-1]["content"] == "fourth"

@@ -64,6 +64,8 @@ async def test_a_copied_dataframe_is_in_the_sandbox_and_described(api: Api, note
     code, data = await api.post("sessions", sid, "messages", body=body)
     assert code == 202, data
     evs = await api.wait_for(sid, lambda es: any(e["type"] == "run.end" for e in es), 120)
+    # the prompt stays the user's words; what the model was told about the copy is run.start.note
+    assert evs[0]["prompt"] == PROMPT and "- sales: DataFrame, shape (4, 2)" in evs[0]["note"]
     notices = [e["message"] for e in evs if e["type"] == "notice"]
     assert any(
         "copied into the sandbox (--with): sales (DataFrame, shape (4, 2), columns units (int64)"
