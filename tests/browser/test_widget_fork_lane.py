@@ -5,6 +5,7 @@ sandbox the branch runs in, and the fork message carries the lane's run id."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,3 +50,15 @@ def test_a_lanes_card_offers_fork_and_sends_the_lanes_run_id(page: Any, screensh
         "code": "print(1 + 1)",
     }
     expect(lane.locator("textarea.k2lab-editor")).to_have_count(0)  # closed after sending
+
+    # the heavy run's own cards are the aggregation's verify calls: no fork there
+    golden = Path(__file__).parents[1] / "trace" / "data" / "heavy_demo.jsonl"
+    lines = golden.read_text(encoding="utf-8").splitlines()
+    recorded = [e for e in map(json.loads, lines) if e.get("type")]  # past the trace header
+    assert any(e["type"] == "tool.proposed" and e["lane"] == "aggregate" for e in recorded)
+    _mount(page)
+    w, _ = _widget_messages(recorded)
+    _deliver(page, [w.snapshot()])
+    own = page.locator(".k2lab-call:not(.k2lab-runlane .k2lab-call)")
+    expect(own.first).to_be_visible()
+    assert own.locator("button.k2lab-fork").count() == 0

@@ -478,7 +478,8 @@ function render({ model, el }) {
         if (c.status === "done" || c.status === "error") {
           bar.appendChild(btn("Replay", "k2lab-replay", () => send("replay", { call_id: c.call_id }), "Run this call again in the sandbox and compare the output"));
         }
-        bar.appendChild(btn("Fork from here", "k2lab-fork", () => { u.mode = "fork"; u.text = c.edited_code != null ? c.edited_code : c.code; renderCard(c); }, "Re-run from this call (optionally edited) as a new branch"));
+        // a heavy run's own cards are its aggregation's verify calls: a fork takes a lane's call
+        if (!(st.head && st.head.heavy)) bar.appendChild(btn("Fork from here", "k2lab-fork", () => { u.mode = "fork"; u.text = c.edited_code != null ? c.edited_code : c.code; renderCard(c); }, "Re-run from this call (optionally edited) as a new branch"));
         bar.appendChild(btn("Insert as cell", "k2lab-insert", () => insertCell(c)));
       }
     }
