@@ -175,7 +175,9 @@ def test_panel_demo_run_edit_approve_reject_and_reload(
     assert "n=20000" in panel.locator(".k2lab-call").nth(0).locator(".k2lab-stdout").inner_text()
     assert "the estimate is enough" in panel.locator(".k2lab-call").nth(1).inner_text()
     expect(panel.locator(".k2lab-answer")).to_contain_text("Not verified")
-    assert panel.locator(".k2lab-editor").count() == 0  # decided calls offer no controls
+    # decided calls offer no approval controls (Fork from here keeps its editor folded until asked)
+    assert panel.locator(".k2lab-editor:visible").count() == 0
+    assert panel.locator("button.k2lab-approve").count() == 0
 
     # a second session: Stop while a call waits; the trace so far is kept
     panel.locator("button.k2lab-new-session").click()
