@@ -572,7 +572,9 @@ class NotebookSession:
         isolation, network or data paths): the conversation still names those copies, so the
         model is told, once, that they are not there (``RunStart.note``, before the message).
         Then remembers where this run's copies go."""
-        key = ("in-kernel",) if in_kernel else sandbox_key(s)
+        if in_kernel:  # the code runs in the notebook itself, where the originals are
+            return ""
+        key = sandbox_key(s)
         gone: list[str] = []
         if self._copies is not None and self.conversation is not None:
             where, names = self._copies
