@@ -82,6 +82,9 @@ class RunStart(_Event):
     #: the tool names offered to the model (MCP tools as ``mcp__SERVER__TOOL``); never their
     #: configuration (commands, env, headers)
     tools: list[str] = field(default_factory=list)
+    #: the tools whose calls Replay may run again (``python``; MCP tools marked read-only);
+    #: None in older traces, read as ``["python"]``
+    replayable: list[str] | None = None
     parent_run_id: str | None = None  # set for forks and resumed conversations
     forked_from_call: str | None = None
     #: the offline demo model answers (faces read this, never a regex on ``model_label``)

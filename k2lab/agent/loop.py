@@ -242,6 +242,7 @@ class Agent:
                 isolation=self.isolation,
                 max_steps=self.budgets.max_steps,
                 tools=self.tools.names,
+                replayable=self.tools.replayable_names,
                 parent_run_id=parent_run_id,
                 forked_from_call=forked_from_call,
                 demo=getattr(self.provider, "demo", False) is True,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from k2lab.tools.base import Tool, ToolOutput, tool_error, tool_schema
+from k2lab.tools.base import Tool, ToolOutput, replayable, tool_error, tool_schema
 
 if TYPE_CHECKING:  # jsonschema takes ~1 s to import: only when a tool brings a JSON schema
     from jsonschema import ValidationError as SchemaViolation
@@ -52,6 +52,11 @@ class ToolRegistry:
     @property
     def names(self) -> list[str]:
         return list(self._tools)
+
+    @property
+    def replayable_names(self) -> list[str]:
+        """The tools whose calls can run again without harm (``Tool.replayable``)."""
+        return [name for name, tool in self._tools.items() if replayable(tool)]
 
     def notice(self, message: str, kind: str = "tool") -> None:
         """Queue a notice for the run (thread-unsafe; call from the loop's thread)."""

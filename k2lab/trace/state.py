@@ -498,6 +498,8 @@ class TraceState:
             "reason": c.reason,
             "label": call_label(c),
             "executed": c.executed,
+            # Replay runs python and read-only MCP tools again, never a tool that acts (writes)
+            "replayable": c.name in (self._main.replayable if self._main else ["python"]),
             "by": c.by,
             "edited_arguments": edited,
             "edited_code": code_of(c.name, edited) if edited is not None else None,

@@ -419,6 +419,7 @@ class RunState:
         "budgets",
         "last_prompt_tokens",
         "context",
+        "replayable",  # not in to_dict (the golden views): the widget's Replay button reads it
     )
 
     def __init__(self, run_id: str = "") -> None:
@@ -433,6 +434,8 @@ class RunState:
         self.max_steps = 0
         self.demo = False
         self.tools: list[str] = []
+        #: tools whose calls Replay may run again (run.start.replayable; older traces: python)
+        self.replayable: list[str] = ["python"]
         self.parent_run_id: str | None = None
         self.forked_from_call: str | None = None
         self.status = "running"  # running | ended
@@ -585,6 +588,9 @@ class RunView:
         run.demo = d.get("demo") is True
         tools = d.get("tools")
         run.tools = [t for t in tools if isinstance(t, str)] if isinstance(tools, list) else []
+        again = d.get("replayable")
+        if isinstance(again, list):
+            run.replayable = [t for t in again if isinstance(t, str)]
         parent = d.get("parent_run_id")
         run.parent_run_id = parent if isinstance(parent, str) else None
         fork = d.get("forked_from_call")

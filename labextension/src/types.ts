@@ -30,6 +30,7 @@ export interface IRunStart extends IEventBase {
   isolation: string;
   max_steps: number;
   tools?: string[];
+  replayable?: string[] | null;
   parent_run_id?: string | null;
   forked_from_call?: string | null;
   demo?: boolean;

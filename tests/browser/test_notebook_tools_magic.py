@@ -87,6 +87,11 @@ def test_k2_notebook_tools_read_and_insert_a_cell_after_approval(
         assert "notebook_insert_cell" in card.inner_text()
         assert "print(6 * 7)" in card.inner_text()
         screenshot("notebook-tools-magic-waiting", live)
+        # the ended read card offers Fork, but no Replay and no "Insert as cell": only python
+        # and read-only MCP calls run again, and only python code makes a cell
+        read_card = live.locator(".k2lab-call", has_text="notebook_read").first
+        assert read_card.locator(".k2lab-fork").count() == 1
+        assert read_card.locator(".k2lab-replay, .k2lab-insert").count() == 0
         card.locator(".k2lab-approve").click()
 
         cells = _visible_cells(page)

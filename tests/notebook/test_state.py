@@ -580,3 +580,46 @@ def test_the_fallbacks_say_the_cards_label() -> None:
     assert "**Tool call** `python` (edited, ran)" in render_markdown(snap)
     snap = state_from_events(run_events(stop=True)).snapshot()
     assert "not run (stopped)" in render_html(snap)
+
+
+def _with_tool(name: str, replayable: list[str] | None) -> list[dict[str, Any]]:
+    """``run_events`` whose one call is of tool ``name``; run.start lists ``replayable``."""
+    evs = run_events()
+    for e in evs:
+        if e["type"] == "run.start":
+            if replayable is None:
+                e.pop("replayable", None)
+            else:
+                e["replayable"] = replayable
+        if e["type"] in ("tool.proposed", "tool.result"):
+            e["name"] = name
+        if e["type"] == "step.end" and e["tool_calls"]:
+            e["tool_calls"][0]["name"] = name
+    return evs
+
+
+@pytest.mark.parametrize(
+    ("name", "replayable", "want"),
+    [
+        ("python", None, True),  # an older trace: python calls replay, as before
+        ("mcp__db__query", None, False),
+        ("mcp__db__query", ["python", "mcp__db__query"], True),  # read-only MCP tool
+        ("notebook_insert_cell", ["python"], False),  # acts on the notebook: never again
+    ],
+)
+def test_a_card_is_replayable_only_when_its_tool_is(
+    name: str, replayable: list[str] | None, want: bool
+) -> None:
+    card = state_from_events(_with_tool(name, replayable)).cards["c1"]
+    assert card["replayable"] is want
+
+
+def test_run_start_lists_the_tools_that_can_be_replayed() -> None:
+    """The registry names the tools flagged ``replayable``: python, not the notebook tools."""
+    from k2lab.tools.notebook import notebook_tools
+    from k2lab.tools.python import PythonTool
+    from k2lab.tools.registry import ToolRegistry
+
+    reg = ToolRegistry([PythonTool(None), *notebook_tools(None)])  # type: ignore[arg-type]
+    assert "notebook_insert_cell" in reg.names
+    assert reg.replayable_names == ["python"]

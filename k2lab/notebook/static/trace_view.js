@@ -475,12 +475,12 @@ function render({ model, el }) {
         bar.appendChild(btn("Fork with this code", "k2lab-fork-run", () => { send("fork", { call_id: c.call_id, code: codeNow() }); u.mode = null; u.text = null; }));
         bar.appendChild(btn("Cancel", "k2lab-cancel", () => { u.mode = null; u.text = null; renderCard(c); }));
       } else {
-        if (c.status === "done" || c.status === "error") {
+        if ((c.status === "done" || c.status === "error") && c.replayable !== false) {
           bar.appendChild(btn("Replay", "k2lab-replay", () => send("replay", { call_id: c.call_id }), "Run this call again in the sandbox and compare the output"));
         }
         // a heavy run's own cards are its aggregation's verify calls: a fork takes a lane's call
         if (!(st.head && st.head.heavy)) bar.appendChild(btn("Fork from here", "k2lab-fork", () => { u.mode = "fork"; u.text = c.edited_code != null ? c.edited_code : c.code; renderCard(c); }, "Re-run from this call (optionally edited) as a new branch"));
-        bar.appendChild(btn("Insert as cell", "k2lab-insert", () => insertCell(c)));
+        if (c.name === "python") bar.appendChild(btn("Insert as cell", "k2lab-insert", () => insertCell(c)));
       }
     }
     fresh.appendChild(bar);
