@@ -64,6 +64,7 @@ export class K2Panel extends Widget {
     const rm = options.rendermime;
     this.view = new TraceView({
       live: true,
+      replayRecorded: true, // the server replays read-only MCP calls with the session's servers
       focusFallback: () => this.composer.prompt,
       sanitize: html => rm.sanitizer.sanitize(html),
       renderMarkdown: (host, source) =>

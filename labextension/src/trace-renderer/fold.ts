@@ -129,6 +129,9 @@ export interface IFoldRun {
   /** run.start's `context`: what the user attached to the prompt (null: none, or an older
    * trace whose prompt holds it) */
   context: { label: string; text: string } | null;
+  /** run.start's `replayable`: the tools whose calls can run again (python, read-only MCP
+   * tools; an older trace: python) */
+  replayable: string[];
   /** the step streaming now */
   current: number | null;
   /** present only for runs with a verify pass */
@@ -193,6 +196,11 @@ export class TraceFold {
       run.max_steps = int(ev.max_steps);
       run.budgets = budgetsOf(ev);
       run.context = contextOf(ev.context);
+      if (Array.isArray(ev.replayable)) {
+        run.replayable = ev.replayable.filter(
+          (t: unknown): t is string => typeof t === 'string'
+        );
+      }
       this.addRun(run);
       return run;
     }
@@ -505,6 +513,7 @@ function newRun(runId: string, lane: string): IFoldRun {
     isolation: '',
     policy: '',
     max_steps: 0,
+    replayable: ['python'],
     status: 'running',
     stop_reason: null,
     error: null,

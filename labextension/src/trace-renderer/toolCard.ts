@@ -66,7 +66,9 @@ export class ToolCard {
   constructor(
     readonly proposal: IToolProposed,
     private sanitize: Sanitize,
-    private actions?: ICardActions
+    private actions?: ICardActions,
+    /** replay makes sense for this call's tool (python; read-only MCP tools in the panel) */
+    private canReplay = proposal.name === 'python'
   ) {
     this.args = editableArgs(proposal.arguments);
     this.state = h(
@@ -199,8 +201,8 @@ export class ToolCard {
     this.body.append(result);
     if (ran) {
       this.look(ev.ok ? 'done' : 'error');
-      // replay re-runs sandbox code; notebook tools act on the user's notebook and are not replayed
-      this.replayable = this.proposal.name === 'python';
+      // replay re-runs sandbox code and read-only tools; tools that act are never run again
+      this.replayable = this.canReplay;
       const actions = this.actions;
       if (actions) {
         this.offerReplay(id => actions.replay(id));

@@ -57,6 +57,12 @@ export interface ITraceViewOptions {
   focusFallback?: () => HTMLElement | null;
   /** Present in the live panel: a going heavy lane gets a "Stop lane" button. */
   stopLane?: (lane: string) => Promise<void>;
+  /**
+   * The live panel: Replay is offered on every call whose tool the run lists as replayable
+   * (python, read-only MCP tools: the server has the session's MCP servers). Without it only
+   * python calls (a saved trace replays in the notebook kernel's sandbox, with no MCP servers).
+   */
+  replayRecorded?: boolean;
 }
 
 /** What the panel's status bar shows about the latest run (a heavy run: all its lanes). */
@@ -790,7 +796,15 @@ export class TraceView {
         actions.decide(callId, decision, extra, runId),
       replay: callId => actions.replay(callId, runId)
     };
-    const card = new ToolCard(ev, this.options.sanitize, cardActions);
+    const canReplay = this.options.replayRecorded
+      ? block.run.replayable.includes(ev.name)
+      : ev.name === 'python';
+    const card = new ToolCard(
+      ev,
+      this.options.sanitize,
+      cardActions,
+      canReplay
+    );
     card.node.dataset.runId = runId;
     this.cards.set(`${runId}\n${ev.call_id}`, card);
     this.label(block.run, ev.call_id);
