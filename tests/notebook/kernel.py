@@ -7,10 +7,12 @@ exactly as in the browser.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from jupyter_client.manager import KernelManager
@@ -112,3 +114,18 @@ class Kernel:
     def wait_ended(self, run_index: int, timeout: float = 60) -> dict[str, Any]:
         self.wait_for(f"_k2s().runs[{run_index}].final is not None", timeout)
         return next(e for e in self.events(run_index) if e["type"] == "run.end")
+
+
+@contextlib.contextmanager
+def fake_key_kernel(setup: str = "") -> Iterator[Kernel]:
+    """A ``%k2`` kernel whose runs go to the fake model (``--base-url``), sandboxes process-level;
+    ``setup`` runs first (the notebook's own variables). The ``kernel`` fixture of
+    ``tests/notebook/conftest.py`` is one per test module."""
+    k = Kernel({"K2LAB_API_KEY": FAKE_KEY, "K2LAB_ISOLATION": "process"})
+    try:
+        if setup:
+            res = k.run(setup)
+            assert res["error"] is None, res["error"]
+        yield k
+    finally:
+        k.close()

@@ -3,25 +3,15 @@ from here on a lane's card): a real kernel, the fake model over HTTP, real sandb
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.fixtures.fake_server import Call, ConversationRouter, FakeModel, Turn
-from tests.notebook.kernel import FAKE_KEY, Kernel
+from tests.notebook.kernel import Kernel
 
 pytestmark = pytest.mark.timeout(240)
 CALL = "functions.python:0"
-
-
-@pytest.fixture(scope="module")
-def kernel() -> Iterator[Kernel]:
-    k = Kernel({"K2LAB_API_KEY": FAKE_KEY, "K2LAB_ISOLATION": "process"})
-    try:
-        yield k
-    finally:
-        k.close()
 
 
 def aside(body: dict[str, Any]) -> Turn | None:

@@ -8,7 +8,6 @@ points ``%k2`` at it with ``--base-url``. Buttons are comm messages on a subshel
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,15 +17,6 @@ from tests.fixtures.fake_server import Call, FakeModel, Turn
 from tests.notebook.kernel import FAKE_KEY, Kernel
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(scope="module")
-def kernel() -> Iterator[Kernel]:
-    k = Kernel({"K2LAB_API_KEY": FAKE_KEY, "K2LAB_ISOLATION": "process"})
-    try:
-        yield k
-    finally:
-        k.close()
 
 
 def ask(kernel: Kernel, fake: FakeModel, prompt: str, opts: str = "--approve ask") -> int:

@@ -3,24 +3,14 @@ HTTP, with real sandbox kernels (one per lane): the notebook face on the one run
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.fixtures.fake_server import Call, ConversationRouter, FakeModel, Turn
-from tests.notebook.kernel import FAKE_KEY, Kernel
+from tests.notebook.kernel import Kernel
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture(scope="module")
-def kernel() -> Iterator[Kernel]:
-    k = Kernel({"K2LAB_API_KEY": FAKE_KEY, "K2LAB_ISOLATION": "process"})
-    try:
-        yield k
-    finally:
-        k.close()
 
 
 def start(kernel: Kernel, fake: FakeModel, opts: str, prompt: str = "What is 6 * 7?") -> int:

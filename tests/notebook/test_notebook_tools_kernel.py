@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,18 +17,9 @@ from jupyter_client import BlockingKernelClient
 
 from k2lab.notebook.notebook_tools import NEEDS_LAB, TARGET
 from tests.fixtures.fake_server import Call, FakeModel, Turn
-from tests.notebook.kernel import FAKE_KEY, Kernel
+from tests.notebook.kernel import Kernel
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture(scope="module")
-def kernel() -> Iterator[Kernel]:
-    k = Kernel({"K2LAB_API_KEY": FAKE_KEY, "K2LAB_ISOLATION": "process"})
-    try:
-        yield k
-    finally:
-        k.close()
 
 
 class Page(threading.Thread):

@@ -11,12 +11,10 @@ import pytest
 
 from tests.fixtures.fake_server import Call, FakeModel, Turn
 from tests.notebook.kernel import Kernel
-from tests.notebook.test_kernel_mcp import kernel, run, write_config
+from tests.notebook.test_kernel_mcp import run, write_config
 from tests.tools.conftest import stdio_spec
 
 pytestmark = pytest.mark.timeout(240)
-
-__all__ = ["kernel"]  # the module-scoped fixture, one kernel for this module
 
 ADD, NOTE = "functions.mcp__calc__add:0", "functions.mcp__calc__write_note:1"
 

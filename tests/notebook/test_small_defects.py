@@ -3,7 +3,6 @@ text's reStructuredText leftovers, and ``%k2 export`` with no RUN while a run st
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 from k2lab.notebook.commands import replay_bundle
 from k2lab.notebook.magics import K2Magics
 from tests.fixtures.fake_server import Call, FakeModel, Turn
-from tests.notebook.kernel import FAKE_KEY, Kernel
+from tests.notebook.kernel import Kernel
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -42,15 +41,6 @@ def test_help_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
     assert "%k2 export" in text and "--new" in text
     assert "::" not in text and "``" not in text
     assert text.lstrip().startswith("%k2 [--model")
-
-
-@pytest.fixture(scope="module")
-def kernel() -> Iterator[Kernel]:
-    k = Kernel({"K2LAB_API_KEY": FAKE_KEY, "K2LAB_ISOLATION": "process"})
-    try:
-        yield k
-    finally:
-        k.close()
 
 
 def test_export_takes_the_latest_ended_run_and_counts_say_one_call(

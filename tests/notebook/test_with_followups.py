@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.fake_server import Call, FakeModel, Turn
-from tests.notebook.kernel import FAKE_KEY, Kernel
+from tests.notebook.kernel import Kernel, fake_key_kernel
 from tests.notebook.test_kernel_verify_heavy import magic
 
 pytestmark = pytest.mark.timeout(180)
@@ -29,12 +29,8 @@ SHOW = (
 
 @pytest.fixture(scope="module")
 def kernel() -> Iterator[Kernel]:
-    k = Kernel({"K2LAB_API_KEY": FAKE_KEY, "K2LAB_ISOLATION": "process"})
-    try:
-        assert k.run("cfg = {'target': 42}")["error"] is None
+    with fake_key_kernel("cfg = {'target': 42}") as k:
         yield k
-    finally:
-        k.close()
 
 
 def _last_run(kernel: Kernel) -> int:

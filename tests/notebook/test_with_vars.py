@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fixtures.fake_server import Call, FakeModel, Turn
-from tests.notebook.kernel import FAKE_KEY, Kernel
+from tests.notebook.kernel import Kernel, fake_key_kernel
 from tests.notebook.test_kernel_verify_heavy import magic
 
 pytestmark = pytest.mark.timeout(180)
@@ -16,18 +16,14 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(scope="module")
 def kernel() -> Iterator[Kernel]:
-    k = Kernel({"K2LAB_API_KEY": FAKE_KEY, "K2LAB_ISOLATION": "process"})
-    try:
-        res = k.run(
-            "import pandas as pd\n"
-            "df = pd.DataFrame({'city': ['a', 'b', 'c'], 'sales': [1, 2, 39]})\n"
-            "cfg = {'target': 42}\n"
-            "gen = (i for i in range(3))\n"
-        )
-        assert res["error"] is None, res["error"]
+    setup = (
+        "import pandas as pd\n"
+        "df = pd.DataFrame({'city': ['a', 'b', 'c'], 'sales': [1, 2, 39]})\n"
+        "cfg = {'target': 42}\n"
+        "gen = (i for i in range(3))\n"
+    )
+    with fake_key_kernel(setup) as k:
         yield k
-    finally:
-        k.close()
 
 
 def test_with_copies_variables_and_tells_the_model(kernel: Kernel, fake_model: FakeModel) -> None:
