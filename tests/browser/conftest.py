@@ -2,9 +2,11 @@
 
 Owns two fixtures every browser test uses:
 
-- ``jupyterlab`` (session): ``.venv/bin/jupyter lab`` on a free port with a random token, a temp
-  root dir, workspaces dir, user-settings dir and Jupyter config/data/runtime dirs, no API keys in
-  its environment (so the offline demo model answers) and the k2lab sessions dir in a temp dir.
+- ``jupyterlab`` (session): ``launch_lab``'s ``.venv/bin/jupyter lab`` on a free port with a random
+  token, a temp root dir, workspaces dir, user-settings dir and Jupyter config/data/runtime dirs,
+  no API keys in its environment (so the offline demo model answers) and the k2lab sessions dir in
+  a temp dir. A test that needs a lab of its own (more env or options: an MCP config) calls
+  ``launch_lab(base, env=..., args=...)``.
 - ``page`` (function): a fresh browser context (viewport 1400x900) in Debian's Chromium.
 
 Browser tests run in their own pytest invocation (``pytest -m browser tests``) because
@@ -23,7 +25,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,17 +122,20 @@ def jp_server_cleanup() -> Iterator[None]:
 # -- JupyterLab ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def jupyterlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
-    base = tmp_path_factory.mktemp("jupyterlab")
+@contextmanager
+def launch_lab(
+    base: Path, env: dict[str, str] | None = None, args: Sequence[str] = ()
+) -> Iterator[JupyterLab]:
+    """A JupyterLab of its own under ``base`` (see the module docstring), ready, stopped on exit;
+    ``env`` and ``args`` add to its environment and command line (an MCP config, say)."""
     dirs = {
         n: base / n for n in ("root", "workspaces", "settings", "config", "data", "runtime", "sess")
     }
     for d in dirs.values():
         d.mkdir()
     port, token = _free_port(), secrets.token_hex(16)
-    env = {k: v for k, v in os.environ.items() if k not in _KEY_VARS}
-    env.update(
+    full_env = {k: v for k, v in os.environ.items() if k not in _KEY_VARS}
+    full_env.update(
         JUPYTER_CONFIG_DIR=str(dirs["config"]),  # no user config; sys.prefix config still applies
         JUPYTER_DATA_DIR=str(dirs["data"]),
         JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
@@ -139,6 +145,7 @@ def jupyterlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]
         K2LAB_APPROVE="ask",
         PYTHONUNBUFFERED="1",
     )
+    full_env.update(env or {})
     cmd = [
         _jupyter(),
         "lab",
@@ -152,24 +159,32 @@ def jupyterlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]
         f"--LabApp.user_settings_dir={dirs['settings']}",
         f"--ServerApp.root_dir={dirs['root']}",
         f"--K2LabApp.sessions_dir={dirs['sess']}",
+        *args,
     ]
     log_path = base / "jupyterlab.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=dirs["root"])
-    lab = JupyterLab(
-        url=f"http://127.0.0.1:{port}/",
-        token=token,
-        root_dir=dirs["root"],
-        sessions_dir=dirs["sess"],
-        log_path=log_path,
-        proc=proc,
-    )
-    try:
-        wait_ready(lab)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=dirs["root"]
+        )
+        lab = JupyterLab(
+            url=f"http://127.0.0.1:{port}/",
+            token=token,
+            root_dir=dirs["root"],
+            sessions_dir=dirs["sess"],
+            log_path=log_path,
+            proc=proc,
+        )
+        try:
+            wait_ready(lab)
+            yield lab
+        finally:
+            stop(proc)
+
+
+@pytest.fixture(scope="session")
+def jupyterlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
+    with launch_lab(tmp_path_factory.mktemp("jupyterlab")) as lab:
         yield lab
-    finally:
-        stop(proc)
-        log.close()
 
 
 def wait_ready(lab: JupyterLab, timeout: float = 60) -> None:

@@ -63,6 +63,11 @@ export class RunOptions {
   private current: HTMLElement;
   private tools: HTMLElement;
   private asked = 0;
+  /** what `show` was last given: opening the section reads the tools again */
+  private shown: [string | null, { [key: string]: unknown } | undefined] = [
+    null,
+    undefined
+  ];
 
   constructor(defaults: IPanelSettings) {
     this.verify = h('input', {
@@ -141,6 +146,13 @@ export class RunOptions {
       this.tools
     ) as HTMLDetailsElement;
     this.tools.textContent = 'Start or pick a session to see its tools.';
+    // a session's MCP servers start with its first run, after `show` ran for the new session:
+    // read again on opening, so the list says which servers this session has started
+    this.node.addEventListener('toggle', () => {
+      if (this.node.open && this.shown[0]) {
+        void this.show(...this.shown);
+      }
+    });
   }
 
   /** The run options of `POST sessions` (only what differs from the defaults of "off"). */
@@ -173,6 +185,7 @@ export class RunOptions {
     settings?: { [key: string]: unknown }
   ): Promise<void> {
     const ask = ++this.asked;
+    this.shown = [sessionId, settings];
     const s = settings || {};
     const parts: string[] = [];
     if (s.verify) {
