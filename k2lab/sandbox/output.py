@@ -102,6 +102,14 @@ class HeadTail:
         return f"{head}\n[... {omitted:,} characters omitted ...]\n{self._tail}"
 
 
+def head_tail(text: str, limit: int) -> tuple[str, bool]:
+    """``text`` within ``limit`` characters, the middle marked as the sandbox marks it: the one
+    format the model sees for any cut tool output (python, MCP, notebook tools)."""
+    kept = HeadTail(limit)
+    kept.add(text)
+    return kept.text(), kept.truncated
+
+
 def _size(n: int) -> str:
     if n < 1024:
         return f"{n} B"

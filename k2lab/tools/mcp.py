@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import BaseModel, ConfigDict
 
+from k2lab.sandbox.output import head_tail
 from k2lab.scrub import Scrubber
 from k2lab.tools.base import ToolOutput, people_text
 from k2lab.tools.mcp_config import HttpServer, MCPConfig, ServerConfig, StdioServer
@@ -171,12 +172,7 @@ def convert_result(result: Any) -> ToolOutput:
     text = "\n".join(parts)
     if not text.strip():
         text = "(the tool reported an error without a message)" if is_error else "(no output)"
-    truncated = len(text) > MAX_OUTPUT
-    if truncated:
-        half = MAX_OUTPUT // 2
-        text = (
-            f"{text[:half]}\n[... {len(text) - 2 * half:,} characters omitted ...]\n{text[-half:]}"
-        )
+    text, truncated = head_tail(text, MAX_OUTPUT)
     return ToolOutput(
         ok=not is_error,
         output=text,

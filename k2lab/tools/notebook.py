@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from k2lab.sandbox.output import head_tail
 from k2lab.tools.base import Tool, ToolOutput, tool_error, tool_ok
 
 MODEL_CHARS = 12_000
@@ -35,10 +36,7 @@ class NotebookTransport(Protocol):
 
 # -- formatting results for the model ---------------------------------------------------------
 def _bounded(text: str, limit: int = MODEL_CHARS) -> tuple[str, bool]:
-    if len(text) <= limit:
-        return text, False
-    head, tail = text[: limit * 2 // 3], text[-limit // 3 :]
-    return f"{head}\n[... {len(text) - len(head) - len(tail)} characters cut ...]\n{tail}", True
+    return head_tail(text, limit)  # cut as every tool output is cut (k2lab.sandbox.output)
 
 
 def _joined(v: Any) -> str:
