@@ -32,7 +32,7 @@ from k2lab.server.payloads import (
     parse,
 )
 from k2lab.server.sessions import Session, SessionError
-from k2lab.server.store import dumps_text, loads
+from k2lab.trace.jsonl import dumps_text, loads
 
 if TYPE_CHECKING:
     from k2lab.server.app import K2LabApp

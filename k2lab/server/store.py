@@ -40,6 +40,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+from k2lab.trace.jsonl import dumps, loads
+
 SESSION_VERSION = 1
 TRACE_VERSION = 1
 
@@ -49,9 +51,6 @@ CACHE_MAX = 64 * 1024
 FRAGMENTS = frozenset({"reasoning.delta", "content.delta"})
 #: a summary scan parses lines up to this size; of longer lines it reads the type and time only
 SCAN_PARSE_MAX = 1024 * 1024
-#: what a too deeply nested value inside an event becomes
-TOO_DEEP = "[k2lab: nested too deeply to keep]"
-_MAX_DEPTH = 200
 _CHUNK = 1024 * 1024
 
 log = logging.getLogger(__name__)
@@ -62,58 +61,6 @@ _write = os.write
 
 class SessionFileError(Exception):
     """A session file that cannot be read at all (no header, or a newer format)."""
-
-
-# -- strict JSON ---------------------------------------------------------------------------------
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number (only finite numbers are accepted)")
-
-
-def _null_constant(name: str) -> None:
-    return None
-
-
-def loads(raw: str | bytes, *, strict: bool = False) -> Any:
-    """Parse JSON. ``NaN``/``Infinity`` become ``None`` (``strict``: a ``ValueError``); a value
-    nested too deeply for the parser is a ``ValueError`` too, never a ``RecursionError``."""
-    try:
-        return json.loads(raw, parse_constant=_no_constant if strict else _null_constant)
-    except RecursionError:
-        raise ValueError("the JSON is nested too deeply") from None
-
-
-def finite(obj: Any, depth: int = 0) -> Any:
-    """``obj`` with non-finite floats as ``None`` and containers deeper than 200 levels cut."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, (dict, list, tuple)) and depth >= _MAX_DEPTH:
-        return TOO_DEEP
-    if isinstance(obj, dict):
-        return {str(k): finite(v, depth + 1) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite(v, depth + 1) for v in obj]
-    return obj
-
-
-def _text(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def dumps(obj: Any) -> tuple[bytes, Any]:
-    """One strict JSON line (``\\n``-terminated bytes) and the object it encodes, which differs
-    from ``obj`` only where a number was not finite or a value nested too deeply."""
-    try:
-        text = _text(obj)
-    except (ValueError, RecursionError, TypeError):
-        obj = finite(obj)
-        text = _text(obj)
-    # a lone surrogate (undecodable bytes from the sandbox) stays a JSON escape, not bad UTF-8
-    return (text + "\n").encode("utf-8", "backslashreplace"), obj
-
-
-def dumps_text(obj: Any) -> str:
-    """``json.dumps`` for HTTP answers: strict, and safe for values that are not."""
-    return dumps(obj)[0].decode("utf-8")[:-1]
 
 
 # -- the header ------------------------------------------------------------------------------------

@@ -14,12 +14,17 @@ code knows is refused with a clear error (old versions stay readable: each known
 own reader). Event types added later, and unknown fields, are skipped, not fatal.
 
 The trace never holds secrets: events carry no key, and ``run.start`` has the base URL only.
+
+This is the one JSONL layer: its strict-JSON line codec (``dumps``/``loads``: a non-finite number
+is ``null``, a too deeply nested value is cut) is also what the server's session files
+(``k2lab.server.store``) write and read, and both skip a cut last line and name a damaged one.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,6 +37,63 @@ TRACE_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
 
 log = logging.getLogger("k2lab.trace")
+
+
+# -- strict JSON lines: the one codec of every k2lab JSONL file (traces, the server's sessions) --
+#: what a too deeply nested value inside an event becomes
+TOO_DEEP = "[k2lab: nested too deeply to keep]"
+_MAX_DEPTH = 200
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (only finite numbers are accepted)")
+
+
+def _null_constant(name: str) -> None:
+    return None
+
+
+def loads(raw: str | bytes, *, strict: bool = False) -> Any:
+    """Parse JSON. ``NaN``/``Infinity`` become ``None`` (``strict``: a ``ValueError``); a value
+    nested too deeply for the parser is a ``ValueError`` too, never a ``RecursionError``."""
+    try:
+        return json.loads(raw, parse_constant=_no_constant if strict else _null_constant)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
+
+
+def finite(obj: Any, depth: int = 0) -> Any:
+    """``obj`` with non-finite floats as ``None`` and containers deeper than 200 levels cut."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (dict, list, tuple)) and depth >= _MAX_DEPTH:
+        return TOO_DEEP
+    if isinstance(obj, dict):
+        return {str(k): finite(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v, depth + 1) for v in obj]
+    return obj
+
+
+def _text(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def dumps(obj: Any) -> tuple[bytes, Any]:
+    """One strict JSON line (``\\n``-terminated bytes) and the object it encodes, which differs
+    from ``obj`` only where a number was not finite or a value nested too deeply."""
+    try:
+        text = _text(obj)
+    except (ValueError, RecursionError, TypeError):
+        obj = finite(obj)
+        text = _text(obj)
+    # a lone surrogate (undecodable bytes from the sandbox) stays a JSON escape, not bad UTF-8
+    return (text + "\n").encode("utf-8", "backslashreplace"), obj
+
+
+def dumps_text(obj: Any) -> str:
+    """``json.dumps`` for HTTP answers: strict, and safe for values that are not."""
+    return dumps(obj)[0].decode("utf-8")[:-1]
 
 
 class TraceHeader(TypedDict, total=False):
@@ -103,7 +165,8 @@ class TraceWriter:
 
     def _line(self, obj: dict[str, Any]) -> None:
         assert self._file is not None
-        self._file.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
+        # strict JSON (a NaN from sandbox output is null), as the server's session files
+        self._file.write(dumps(obj)[0].decode("utf-8"))
         self._file.flush()
 
     def close(self) -> None:
@@ -158,8 +221,8 @@ def load_trace(path: str | os.PathLike[str]) -> Trace:
         raise TraceError(f"{p} is empty: not a k2lab trace")
     warnings: list[str] = []
     try:
-        header = json.loads(lines[0])
-    except json.JSONDecodeError:
+        header = loads(lines[0])
+    except ValueError:
         header = None
     if not isinstance(header, dict) or "k2lab_trace" not in header:
         raise TraceError(f"{p} is not a k2lab trace (its first line has no k2lab_trace header)")
@@ -188,14 +251,17 @@ def _read_v1(p: Path, lines: list[str], cut_tail: bool, warnings: list[str]) -> 
         if not line.strip():
             continue
         try:
-            d = json.loads(line)
-        except json.JSONDecodeError as e:
+            d = loads(line)
+        except ValueError as e:
             if i == last and cut_tail:
                 warnings.append(f"{p}: skipped a cut last line {lineno} (the writer was stopped)")
                 continue
-            raise TraceError(f"{p}: line {lineno} is not valid JSON ({e.msg})") from e
+            # as the server's session files: a damaged line is skipped, said, and the rest read
+            warnings.append(f"{p}: skipped line {lineno}: not valid JSON ({e})")
+            continue
         if not isinstance(d, dict):
-            raise TraceError(f"{p}: line {lineno} is not an event object")
+            warnings.append(f"{p}: skipped line {lineno}: not an event object")
+            continue
         try:
             events.append(event_from_dict(d))
         except ValueError:

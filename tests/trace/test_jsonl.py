@@ -134,15 +134,27 @@ def test_not_a_trace(tmp_path: Path, content: str, message: str) -> None:
         load_trace(path)
 
 
-def test_corrupt_middle_line_is_an_error_with_its_line_number(tmp_path: Path) -> None:
+def test_a_corrupt_middle_line_is_skipped_with_its_line_number(tmp_path: Path) -> None:
+    """As the server's session files do (one JSONL layer): the line is named, the rest is read."""
     path = tmp_path / "t.jsonl"
     with TraceWriter(path) as w:
         for e in _run_events()[:2]:
             w.write(e)
     with path.open("a") as f:
-        f.write("garbage\n" + json.dumps(_run_events()[2].to_dict()) + "\n")
-    with pytest.raises(TraceError, match="line 4 is not valid JSON"):
-        load_trace(path)
+        f.write("garbage\n[1, 2]\n" + json.dumps(_run_events()[2].to_dict()) + "\n")
+    t = load_trace(path)
+    assert [e.type for e in t.events] == [e.type for e in _run_events()[:3]]
+    assert any("skipped line 4: not valid JSON" in w for w in t.warnings), t.warnings
+    assert any("skipped line 5: not an event object" in w for w in t.warnings), t.warnings
+
+
+def test_a_nan_in_an_event_is_written_as_strict_json(tmp_path: Path) -> None:
+    """Sandbox output can hold NaN (display metadata); the line stays JSON other tools read."""
+    path = tmp_path / "t.jsonl"
+    with TraceWriter(path) as w:
+        w.write_dict({"seq": 0, "type": "notice", "message": "m", "x": float("nan")})
+    line = path.read_text().splitlines()[1]
+    assert json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in the trace"))["x"] is None
 
 
 def test_unknown_event_types_and_fields_are_skipped(tmp_path: Path) -> None:
