@@ -369,6 +369,11 @@ def test_notebook_tools_read_insert_and_run_cells_in_the_open_notebook(
         page.locator(".jp-Notebook .jp-Cell").first.wait_for()
         page.get_by_text("| Idle").wait_for(timeout=60_000)  # the notebook's kernel is up
         panel = open_panel(page)
+        # the settings point the panel at a model of their own: no "the demo model answers"
+        help_line = panel.locator(".k2lab-key-help summary")
+        expect(help_line).to_contain_text("No API key")  # the server's info has come
+        assert "demo model" not in help_line.inner_text(), help_line.inner_text()
+        assert panel.locator(".k2lab-model.k2lab-demo").count() == 0
         panel.locator("button.k2lab-new-session").click()
         panel.locator(".k2lab-prompt-input").fill("Add a cell that prints 6 * 7 and run it.")
         panel.locator("button.k2lab-send").click()

@@ -181,7 +181,7 @@ export class K2Panel extends Widget {
       );
       return;
     }
-    const demo = !!this.info.settings?.uses_demo_model;
+    const demo = this.demoAnswers;
     this.header.setKeyHelp(
       demo
         ? 'No API key: the offline demo model answers · how to use Kimi K2 Thinking'
@@ -195,6 +195,19 @@ export class K2Panel extends Widget {
     const stored = window.localStorage.getItem(STORAGE_KEY);
     const pick = this.sessions.find(s => s.id === stored) ?? this.latest();
     this.selectSession(pick?.id ?? null);
+  }
+
+  /**
+   * The offline demo model answers new sessions: the server has neither a key nor an endpoint,
+   * and the panel's settings choose none (a preset or a custom base URL is that endpoint).
+   */
+  private get demoAnswers(): boolean {
+    const chosen = sessionSettings(this.options.settings());
+    return (
+      !!this.info?.settings?.uses_demo_model &&
+      !chosen.base_url &&
+      !chosen.preset
+    );
   }
 
   private latest(): ISessionMeta | undefined {
@@ -285,7 +298,7 @@ export class K2Panel extends Widget {
     const info = this.info;
     this.header.setStatus({
       modelLabel: info?.model_label ?? '…',
-      demo: !!info?.settings?.uses_demo_model,
+      demo: this.demoAnswers,
       isolation: info?.isolation ?? '?',
       maxSteps: Number(info?.settings?.max_steps ?? 0),
       run: this.view.state,
