@@ -52,7 +52,7 @@ from typing import Any
 from k2lab.agent.context import Conversation
 from k2lab.agent.decisions import AutoApprove
 from k2lab.agent.loop import Agent, Budgets, Continuation, FollowUp
-from k2lab.events import Error, Event, RunEnd, RunStart, StepStart, StopReason
+from k2lab.events import Error, Event, RunEnd, RunStart, StepEnd, StepStart, StopReason
 from k2lab.providers.base import ChatProvider
 from k2lab.sandbox.base import ExecutionResult, Sandbox
 from k2lab.scrub import Scrubber, env_secrets
@@ -496,11 +496,12 @@ class HeavyRun:
         agent = setup.agent
         broken: list[str] = []
         starting: asyncio.Future[None] | None = None
+        answered = asyncio.Event()  # the first model step has ended: no reason to wait longer
 
         def start_sandbox() -> asyncio.Future[None] | None:
             if setup.start is None:
                 return None
-            fut = asyncio.ensure_future(self._start_after_send(ln, setup.start))
+            fut = asyncio.ensure_future(self._start_after_send(ln, setup.start, answered))
 
             def started(t: asyncio.Future[None]) -> None:
                 if t.cancelled() or t.exception() is None:
@@ -518,6 +519,10 @@ class HeavyRun:
                     # the lane's first request is being posted: its sandbox starts now, while
                     # the model thinks (see ``_start_after_send``)
                     starting = start_sandbox()
+                elif isinstance(ev, StepEnd):
+                    # a tool call may already be waiting on the sandbox (it starts it itself):
+                    # the start's outcome, a failure too, is the lane's at once
+                    answered.set()
                 if isinstance(ev, RunEnd):
                     if broken and ev.stop_reason == "stopped" and not ln.stop_requested:
                         # the stop was the sandbox's failure, not a person's: say so
@@ -539,8 +544,11 @@ class HeavyRun:
                     await starting
 
     @staticmethod
-    async def _start_after_send(ln: Lane, start: Callable[[], Awaitable[None]]) -> None:
-        """A lane's sandbox start, ``SEND_WINDOW`` after its first request was issued.
+    async def _start_after_send(
+        ln: Lane, start: Callable[[], Awaitable[None]], answered: asyncio.Event
+    ) -> None:
+        """A lane's sandbox start, ``SEND_WINDOW`` after its first request was issued (or as
+        soon as the model answered, if sooner).
 
         A kernel's launch holds the event loop ~20 ms, and then its boot takes ~0.2 s of CPU in
         a scheduler group of its own; eight launched before the lanes' first requests had left
@@ -548,7 +556,8 @@ class HeavyRun:
         model's answer then came later by. The window lets every lane's request go out first;
         the model takes far longer than that to answer, and the kernel boots meanwhile.
         """
-        await asyncio.sleep(SEND_WINDOW)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(answered.wait(), SEND_WINDOW)
         t0 = time.perf_counter()
         await start()
         ln.sandbox_seconds = time.perf_counter() - t0

@@ -57,6 +57,11 @@ class KernelCalls:
     async def restart(self) -> None:
         raise NotImplementedError
 
+    async def _recover(self, status: str) -> None:
+        """A fresh kernel after a call ended ``status`` (not idle): a restart here; a gateway
+        sandbox joins the gateway's own restart instead when that is what happened."""
+        await self.restart()
+
     async def _settle(self) -> str:
         """Wait for a cancelled call to finish (it was interrupted); restart if it does not."""
         abandoned, self._abandoned = self._abandoned, None
@@ -64,9 +69,10 @@ class KernelCalls:
             return ""
         scratch = OutputCollector(100, 100)
         deadline = time.monotonic() + self.limits.interrupt_grace
-        if await self._collect(abandoned, scratch, deadline) == "idle":
+        status = await self._collect(abandoned, scratch, deadline)
+        if status == "idle":
             return ""
-        await self.restart()
+        await self._recover(status)
         return (
             "[A cancelled earlier call did not stop when interrupted, so the kernel was "
             f"restarted before this call; {LOST}.]"

@@ -196,7 +196,7 @@ class GatewaySandbox(KernelCalls):
         except Exception:
             await self.restart()
 
-    async def _fresh_kernel(self, status: str) -> None:
+    async def _recover(self, status: str) -> None:
         """After a fault: join the gateway's own restart (a second one, ours, would race it and
         could be undone by it), else restart the kernel ourselves."""
         if status == "restarted":
@@ -357,11 +357,11 @@ class GatewaySandbox(KernelCalls):
             )
             what = f"Timed out after {timeout:g} s"
             if status != "idle":
-                await self._fresh_kernel(status)
+                await self._recover(status)
                 restarted = True
             note = interrupt_note(what, stopped=status == "idle")
         elif status in ("died", "restarted"):
-            await self._fresh_kernel(status)
+            await self._recover(status)
             restarted = True
             note = f"[The remote kernel died; it was restarted and {LOST}.]"
         return call_result(out, note, settled, timed_out=timed_out, restarted=restarted)
