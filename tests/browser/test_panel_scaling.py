@@ -19,18 +19,26 @@ from tests.browser.test_panel import open_lab, open_panel
 pytestmark = pytest.mark.browser
 
 
+def send_with_options(page: Any, jupyterlab: Any, prompt: str, **options: str) -> Any:
+    """A new panel session whose first message is ``prompt`` with these Run options filled
+    (``heavy="2"`` fills ``.k2lab-opt-heavy``, ``data="shop"`` ``.k2lab-opt-data``): the panel."""
+    open_lab(page, jupyterlab)
+    panel = open_panel(page)
+    new_session(panel)
+    panel.locator(".k2lab-run-options > summary").click()
+    for name, value in options.items():
+        panel.locator(f".k2lab-opt-{name}").fill(value)
+    panel.locator(".k2lab-prompt-input").fill(prompt)
+    panel.locator("button.k2lab-send").click()
+    return panel
+
+
 def start_heavy_pi(page: Any, jupyterlab: Any) -> tuple[Any, Any]:
     """A new panel session whose first message runs the demo's pi prompt in 2 heavy lanes:
     (the panel, its heavy run's block)."""
     from k2lab.providers.demo.scripts import DEMO_PROMPTS
 
-    open_lab(page, jupyterlab)
-    panel = open_panel(page)
-    new_session(panel)
-    panel.locator(".k2lab-run-options > summary").click()
-    panel.locator(".k2lab-opt-heavy").fill("2")
-    panel.locator(".k2lab-prompt-input").fill(DEMO_PROMPTS["estimate_pi"])
-    panel.locator("button.k2lab-send").click()
+    panel = send_with_options(page, jupyterlab, DEMO_PROMPTS["estimate_pi"], heavy="2")
     return panel, panel.locator(".k2lab-heavy")
 
 

@@ -65,29 +65,16 @@ def test_a_data_folder_set_in_the_panel_is_read_in_the_sandbox(
 ) -> None:
     """``--data`` in the panel (Run options' data paths): the folder is mounted read-only in the
     session's sandbox, the model is told where, and its CSV is read there by real pandas."""
-    from tests.browser.test_panel import open_lab, open_panel
-    from tests.browser.test_panel_scaling import new_session
+    from tests.browser.test_panel import approve_until_end
+    from tests.browser.test_panel_scaling import send_with_options
 
     shop = jupyterlab.root_dir / "shop"
     shop.mkdir(exist_ok=True)
     rows = [f"{d},{r},{10 * d + i}" for d in range(1, 8) for i, r in enumerate("NSEW")]
     (shop / "sales.csv").write_text("day,region,sales\n" + "\n".join(rows) + "\n")
-    open_lab(page, jupyterlab)
-    panel = open_panel(page)
-    new_session(panel)
-    panel.locator(".k2lab-run-options > summary").click()
-    panel.locator(".k2lab-opt-data").fill("shop")
-    panel.locator(".k2lab-prompt-input").fill(DEMO_PROMPTS["your_data"])
-    panel.locator("button.k2lab-send").click()
-    end = panel.locator(".k2lab-run-end")
-    for _ in range(600):  # approve each call as it comes (the server's policy is ask)
-        if end.count():
-            break
-        waiting = panel.locator(".k2lab-call[data-state=pending] button.k2lab-approve")
-        if waiting.count():
-            waiting.first.click()
-        page.wait_for_timeout(100)
-    expect(end).to_contain_text("completed", timeout=60_000)
+    panel = send_with_options(page, jupyterlab, DEMO_PROMPTS["your_data"], data="shop")
+    end = approve_until_end(page, panel)  # the server's policy is ask
+    expect(end).to_contain_text("completed")
     run = panel.locator(".k2lab-run").last
     calls = run.locator(".k2lab-call")
     expect(calls.first).to_contain_text("sales.csv")  # the folder listed, from the sandbox
