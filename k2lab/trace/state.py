@@ -26,6 +26,7 @@ from k2lab.trace.view import (
     Text,
     budgets_of,
     call_label,
+    cost_text,
     retry_text,
     step_tokens,
 )
@@ -272,6 +273,7 @@ class TraceState:
             "waiting": any(c.status == "pending" for c in calls),
             "prompt_tokens": t["prompt_tokens"],
             "completion_tokens": t["completion_tokens"],
+            "cost": cost_text(t, run.budgets.get("prices")),  # "" where the preset knows no prices
             "answer": run.answer[-LANE_TEXT:],
             "steps_omitted": max(0, len(nums) - LANE_STEPS),
             "first_step": shown[0] if shown else 0,

@@ -147,3 +147,28 @@ def test_saved_heavy_trace_shows_lanes_aggregation_and_verify(
     assert overflowing(page, f"{OUT} .k2lab-heavy", ".k2lab-lane") == []
     assert overflowing(page, f"{OUT} .k2lab-heavy", ".k2lab-lane-status") == []
     screenshot("heavy-saved-800", outs.nth(0))
+
+
+def test_a_heavy_trace_at_known_prices_shows_each_lanes_cost_and_the_total(
+    jupyterlab: Any, page: Any, screenshot: Any
+) -> None:
+    """Issue 12: tokens and, where the preset knows prices, cost per lane and in total."""
+    from k2lab.trace.view import cost_text, view_of
+
+    prices = [0.6, 0.15, 2.5]
+    heavy = [{**e, "prices": prices} if e["type"] == "run.start" else e for e in events_of("heavy")]
+    name = "heavy_prices.ipynb"
+    cells = [_cell("%%k2 --heavy 3\nWhat is 6 * 7?", "heavy", heavy)]
+    nbformat.write(new_notebook(cells), Path(jupyterlab.root_dir) / name)
+    open_lab(page, jupyterlab, name)
+    out = page.locator(OUT)
+    expect(out).to_have_count(1, timeout=60_000)
+    runs = {r.lane: r for r in view_of(heavy).runs}
+    tiles = out.locator(".k2lab-heavy .k2lab-lanes > .k2lab-lane")
+    expect(tiles).to_have_count(3)
+    for i, lane in enumerate(("1", "2", "3")):
+        want = cost_text(runs[lane].totals, prices)
+        expect(tiles.nth(i).locator(".k2lab-lane-tokens")).to_contain_text(want)
+    summary = out.locator(".k2lab-heavy-summary")
+    expect(summary).to_contain_text(" in all · ≈ $")
+    screenshot("heavy-prices", out.locator(".k2lab-heavy"))

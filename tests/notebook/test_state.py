@@ -623,3 +623,21 @@ def test_run_start_lists_the_tools_that_can_be_replayed() -> None:
     reg = ToolRegistry([PythonTool(None), *notebook_tools(None)])  # type: ignore[arg-type]
     assert "notebook_insert_cell" in reg.names
     assert reg.replayable_names == ["python"]
+
+
+def test_each_lane_shows_its_cost_where_the_preset_knows_prices() -> None:
+    """Issue 12: tokens and, where known, cost per lane (and in total, the head's status line)."""
+    from k2lab.trace.view import cost_text
+
+    evs = heavy_events()
+    assert all(ln["cost"] == "" for ln in state_from_events(evs).snapshot()["lanes"])  # no prices
+    for e in evs:
+        if e["type"] == "run.start":
+            e["prices"] = [0.6, 0.15, 2.5]
+    snap = state_from_events(evs).snapshot()
+    for ln in snap["lanes"]:
+        want = cost_text(
+            {"prompt_tokens": ln["prompt_tokens"], "completion_tokens": ln["completion_tokens"]},
+            [0.6, 0.15, 2.5],
+        )
+        assert ln["cost"] == want and want.startswith("≈ $"), ln

@@ -271,7 +271,7 @@ function render({ model, el }) {
       sum.appendChild(h("strong", null, `Lane ${ln.lane}`));
       const state = ln.status === "ended" ? (ln.stop_reason === "completed" ? "finished" : ln.stop_reason) : ln.waiting ? "waiting for you" : "running";
       sum.appendChild(h("span", "k2lab-badge k2lab-runlane-status", state));
-      sum.appendChild(h("span", "k2lab-runlane-meta", `step ${ln.step} · ${count(ln.n_calls, "tool call")} · ${ln.prompt_tokens + ln.completion_tokens} tokens`));
+      sum.appendChild(h("span", "k2lab-runlane-meta", `step ${ln.step} · ${count(ln.n_calls, "tool call")} · ${ln.prompt_tokens + ln.completion_tokens} tokens${ln.cost ? " · " + ln.cost : ""}`));
       // in the head, so it shows on a closed lane too (btn() keeps the click from toggling it)
       if (canStop && ln.status !== "ended") {
         sum.appendChild(btn("Stop lane", "k2lab-stop-lane", () => send("stop_lane", { lane: ln.lane }), `Stop lane ${ln.lane} only (the others go on)`));

@@ -581,14 +581,27 @@ export function budgetsOf(ev: IEventBase): IFoldBudgets {
 
 /** RunView's `cost_text`: "≈ $0.0123" at the preset's prices; "" where none is known. */
 export function costText(t: IFoldTotals, prices: number[] | null): string {
+  const usd = costUsd(t, prices);
+  return usd === null ? '' : usdText(usd);
+}
+
+/** USD for these tokens at the preset's prices (null: the preset knows none). */
+export function costUsd(
+  t: IFoldTotals,
+  prices: number[] | null
+): number | null {
   if (!prices) {
-    return '';
+    return null;
   }
   const cached = t.cached_tokens;
   const fresh = Math.max(0, t.prompt_tokens - cached);
-  const usd =
+  return (
     (fresh * prices[0] + cached * prices[1] + t.completion_tokens * prices[2]) /
-    1e6;
+    1e6
+  );
+}
+
+export function usdText(usd: number): string {
   return `≈ $${usd < 1 ? usd.toFixed(4) : usd.toFixed(2)}`;
 }
 

@@ -31,6 +31,8 @@ import {
   contextGauge,
   contextOf,
   costText,
+  costUsd,
+  usdText,
   IFoldBudgets,
   IFoldRun,
   OUTCOME_WORDS,
@@ -592,7 +594,10 @@ export class TraceView {
       }
       const max = run.max_steps ? `/${run.max_steps}` : '';
       lane.step.textContent = `step ${run.steps.length}${max} · ${plural(run.totals.calls, 'call')}`;
-      lane.tokens.textContent = `${compact(run.totals.prompt_tokens)} in / ${compact(run.totals.completion_tokens)} out tokens`;
+      const laneCost = costText(run.totals, run.budgets.prices);
+      lane.tokens.textContent =
+        `${compact(run.totals.prompt_tokens)} in / ${compact(run.totals.completion_tokens)} out tokens` +
+        (laneCost ? ` · ${laneCost}` : '');
       const why =
         st === 'failed' ? run.error || run.errors[0]?.message || '' : '';
       lane.answer.textContent = why || firstLine(run.answer);
@@ -609,6 +614,13 @@ export class TraceView {
       (n, r) => n + r.totals.completion_tokens,
       0
     );
+    // every lane's and the aggregation's cost at their presets' prices, where known
+    const costs = group.runs
+      .map(r => costUsd(r.totals, r.budgets.prices))
+      .filter((c): c is number => c !== null);
+    const cost = costs.length
+      ? ` · ${usdText(costs.reduce((a, b) => a + b, 0))} in all`
+      : '';
     const summary = group.node.querySelector('.k2lab-heavy-summary');
     if (summary) {
       summary.textContent =
@@ -617,7 +629,8 @@ export class TraceView {
         (lanes.length - ended.length
           ? ` · ${lanes.length - ended.length} running`
           : '') +
-        ` · ${compact(tokensIn)} in / ${compact(tokensOut)} out tokens in all`;
+        ` · ${compact(tokensIn)} in / ${compact(tokensOut)} out tokens in all` +
+        cost;
     }
   }
 
