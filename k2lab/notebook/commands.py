@@ -311,8 +311,8 @@ def export(session: Any, opts: Any, arg: str, cell: str | None) -> None:
     import nbformat
 
     run_id, events = _events_of(session, opts, (arg.strip() or opts.run or "last"), ended=True)
-    lanes = {lane: executed_code(evs) for lane, evs in _lanes(events, opts).items()}
-    lanes = {lane: calls for lane, calls in lanes.items() if calls}
+    by_lane = _lanes(events, opts)
+    lanes = {lane: calls for lane, evs in by_lane.items() if (calls := executed_code(evs))}
     if not lanes:
         raise UsageError(f"run {run_id} ran no python code: nothing to export")
 
@@ -340,7 +340,6 @@ def export(session: Any, opts: Any, arg: str, cell: str | None) -> None:
             )
         )
     )
-    by_lane = _lanes(events, opts)
     for lane, calls in lanes.items():
         if heavy:
             nb.cells.append(nbformat.v4.new_markdown_cell(f"## Lane {lane}"))
@@ -353,10 +352,9 @@ def export(session: Any, opts: Any, arg: str, cell: str | None) -> None:
                 **({"lane": lane} if lane else {}),
             }
             nb.cells.append(c)
-    answer = _first(events, "run.end").get("answer") if not heavy else None
-    if heavy:  # the heavy run's answer is the aggregation's (or the chosen lane's)
-        last = [e for e in events if e.get("type") == "run.end"]
-        answer = last[-1].get("answer") if last else None
+    # the last run.end's: a heavy run's is the aggregation's; with --lane, that lane's own
+    shown = next(iter(by_lane.values())) if len(by_lane) == 1 else events
+    answer = next((e.get("answer") for e in reversed(shown) if e.get("type") == "run.end"), None)
     if answer:
         nb.cells.append(nbformat.v4.new_markdown_cell("**Answer:**\n\n" + answer))
     out = Path(opts.out or f"k2lab-run-{run_id}.ipynb")

@@ -70,6 +70,9 @@ def test_a_heavy_run_exports_each_lane_apart_and_one_lane_alone(tmp_path: Path) 
     commands.export(SimpleNamespace(runs=[rec]), opts, "", None)
     one = nbformat.read(tmp_path / "l2.ipynb", as_version=4)
     assert [c.metadata["k2lab"]["lane"] for c in one.cells if c.cell_type == "code"] == ["2"]
+    lane_end = [e for e in events if e["type"] == "run.end" and e.get("lane") == "2"][-1]
+    # the answer is lane 2's own, not the aggregation's
+    assert one.cells[-1].source == "**Answer:**\n\n" + lane_end["answer"]
 
     opts.lane = "9"
     with pytest.raises(commands.UsageError, match=r"no lane '9' in this run \(lanes: 1, 2, 3"):
